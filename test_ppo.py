@@ -1,0 +1,294 @@
+"""Tests for ppo.py: known answers worked out by hand, properties that must hold, and short runs that must learn.
+
+Run with:  python -m pytest -q test_ppo.py
+"""
+
+import csv
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import ppo
+
+HERE = Path(__file__).resolve().parent
+
+
+def run_cli(*flags, cwd=None, timeout=120, env=None):
+    return subprocess.run([sys.executable, str(HERE / "ppo.py"), *flags], capture_output=True, text=True,
+                          cwd=cwd, timeout=timeout, env=env)
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# GAE
+# ---------------------------------------------------------------------------------------------------------------------
+def test_compute_gae_matches_hand_computed_answer():
+    # gamma = lambda = 0.5, so gamma * lambda = 0.25. Two envs, four steps.
+    # env 0: terminates at t=1 (its next value, 99, must be ignored); truncated by a time limit at the very last
+    #        step, bootstrapped with the final state's value 10.
+    # env 1: truncated at t=1 (final state's value 8); the rollout ends mid-episode, bootstrapped with V = 6.
+    rewards = np.array([[1, 2], [1, 0], [1, 0], [1, 1]], dtype=np.float32)
+    values = np.array([[1, 1], [2, 1], [3, 1], [4, 1]], dtype=np.float32)
+    next_values = np.array([[2, 1], [99, 8], [4, 1], [10, 6]], dtype=np.float32)
+    terminations = np.array([[0, 0], [1, 0], [0, 0], [0, 0]], dtype=np.float32)
+    truncations = np.array([[0, 0], [0, 1], [0, 0], [1, 0]], dtype=np.float32)
+    adv, ret = ppo.compute_gae(rewards, values, next_values, terminations, truncations, gamma=0.5, gae_lambda=0.5)
+    # env 0, backwards: t3 delta = 1 + .5*10 - 4 = 2            -> A = 2 (episode ends: nothing carried in)
+    #                   t2 delta = 1 + .5*4 - 3 = 0             -> A = 0 + .25*2 = 0.5
+    #                   t1 delta = 1 + 0 - 2 = -1 (terminated)  -> A = -1 (the next episode is not carried in)
+    #                   t0 delta = 1 + .5*2 - 1 = 1             -> A = 1 + .25*(-1) = 0.75
+    # env 1:            t3 delta = 1 + .5*6 - 1 = 3             -> A = 3
+    #                   t2 delta = 0 + .5*1 - 1 = -0.5          -> A = -0.5 + .25*3 = 0.25
+    #                   t1 delta = 0 + .5*8 - 1 = 3 (truncated) -> A = 3
+    #                   t0 delta = 2 + .5*1 - 1 = 1.5           -> A = 1.5 + .25*3 = 2.25
+    expected = np.array([[0.75, 2.25], [-1, 3], [0.5, 0.25], [2, 3]], dtype=np.float32)
+    np.testing.assert_allclose(adv, expected, rtol=1e-6)
+    np.testing.assert_allclose(ret, expected + values, rtol=1e-6)
+
+
+def test_gae_extremes_are_td_error_and_monte_carlo():
+    rng = np.random.default_rng(0)
+    T, N = 6, 3
+    rewards, values = rng.normal(size=(T, N)), rng.normal(size=(T, N))
+    last = rng.normal(size=N)
+    next_values = np.concatenate([values[1:], last[None]])
+    zeros = np.zeros((T, N))
+    # lambda = 0: the advantage is the one-step TD error.
+    adv, _ = ppo.compute_gae(rewards, values, next_values, zeros, zeros, gamma=0.9, gae_lambda=0.0)
+    np.testing.assert_allclose(adv, rewards + 0.9 * next_values - values)
+    # lambda = 1: the advantage is the discounted Monte Carlo return (bootstrapped at the end) minus V.
+    adv, ret = ppo.compute_gae(rewards, values, next_values, zeros, zeros, gamma=0.9, gae_lambda=1.0)
+    mc = np.zeros((T, N))
+    running = last
+    for t in reversed(range(T)):
+        running = rewards[t] + 0.9 * running
+        mc[t] = running
+    np.testing.assert_allclose(ret, mc)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The clipped objective
+# ---------------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("ratio, advantage, expected_loss, expected_grad", [
+    # inside [0.8, 1.2]: the plain surrogate -ratio * A, gradient d/dlogratio = -ratio * A
+    (1.1, 2.0, -2.2, -2.2),
+    (0.9, -2.0, 1.8, 1.8),
+    # A > 0 and the ratio already above 1 + eps: clipped, flat, no gradient (the update has gone far enough)
+    (1.5, 2.0, -2.4, 0.0),
+    # A > 0 but the ratio below 1 - eps: min picks the unclipped term, so the gradient still pushes it back up
+    (0.5, 2.0, -1.0, -1.0),
+    # A < 0 and the ratio already below 1 - eps: clipped, no gradient
+    (0.5, -2.0, 1.6, 0.0),
+    # A < 0 but the ratio above 1 + eps: unclipped, the gradient pulls it back down
+    (1.5, -2.0, 3.0, 3.0),
+])
+def test_clipped_policy_loss_value_and_gradient(ratio, advantage, expected_loss, expected_grad):
+    logratio = torch.tensor([math.log(ratio)], requires_grad=True)
+    loss = ppo.clipped_policy_loss(logratio, torch.tensor([advantage]), clip_coef=0.2)
+    loss.backward()
+    assert loss.item() == pytest.approx(expected_loss, rel=1e-5)
+    assert logratio.grad.item() == pytest.approx(expected_grad, rel=1e-5, abs=1e-7)
+
+
+def test_value_loss_clipping():
+    new, old, ret = torch.tensor([3.0]), torch.tensor([1.0]), torch.tensor([3.0])
+    assert ppo.value_loss(new, old, ret, None).item() == pytest.approx(0.0)
+    # clipped prediction is 1 + 0.2 = 1.2, error 1.8; the max of the two squared errors is kept (pessimistic)
+    assert ppo.value_loss(new, old, ret, 0.2).item() == pytest.approx(0.5 * 1.8**2)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The policy's distributions, one code path for every action space
+# ---------------------------------------------------------------------------------------------------------------------
+OBS = gym.spaces.Box(-1, 1, (4,), np.float32)
+
+
+def test_discrete_distribution():
+    agent = ppo.Agent(OBS, gym.spaces.Discrete(3))
+    x = torch.randn(5, 4)
+    dist = agent.distribution(x)
+    a = dist.sample()
+    assert a.shape == (5,) and dist.log_prob(a).shape == (5,) and dist.entropy().shape == (5,)
+    logp = torch.log_softmax(agent.actor(x), -1)
+    torch.testing.assert_close(dist.log_prob(a), logp.gather(1, a[:, None]).squeeze(1))
+    # the last layer's small init makes the first policy nearly uniform: entropy ~ log 3
+    torch.testing.assert_close(dist.entropy(), torch.full((5,), math.log(3)), atol=1e-3, rtol=0)
+    torch.testing.assert_close(dist.mode, logp.argmax(-1))
+
+
+def test_multidiscrete_distribution_sums_independent_parts():
+    agent = ppo.Agent(OBS, gym.spaces.MultiDiscrete([3, 2]))
+    x = torch.randn(5, 4)
+    dist = agent.distribution(x)
+    a = dist.sample()
+    assert a.shape == (5, 2) and dist.log_prob(a).shape == (5,) and dist.entropy().shape == (5,)
+    out = agent.actor(x)
+    p1, p2 = torch.log_softmax(out[:, :3], -1), torch.log_softmax(out[:, 3:], -1)
+    expected = p1.gather(1, a[:, :1]).squeeze(1) + p2.gather(1, a[:, 1:]).squeeze(1)
+    torch.testing.assert_close(dist.log_prob(a), expected)
+    entropy = -(p1.exp() * p1).sum(-1) - (p2.exp() * p2).sum(-1)
+    torch.testing.assert_close(dist.entropy(), entropy)
+    # the padding never gets probability: the 2-way sub-action is never sampled as 2
+    many = agent.distribution(torch.randn(2000, 4)).sample()
+    assert many[:, 0].max() == 2 and many[:, 1].max() == 1
+
+
+def test_box_distribution_is_a_diagonal_gaussian():
+    agent = ppo.Agent(OBS, gym.spaces.Box(-1, 1, (3,), np.float32))
+    with torch.no_grad():
+        agent.actor_logstd.copy_(torch.tensor([0.0, -1.0, 0.5]))
+    x = torch.randn(5, 4)
+    dist = agent.distribution(x)
+    a = dist.sample()
+    assert a.shape == (5, 3) and dist.log_prob(a).shape == (5,) and dist.entropy().shape == (5,)
+    mean, std = agent.actor(x), agent.actor_logstd.exp()
+    expected = (-((a - mean) ** 2) / (2 * std**2) - std.log() - 0.5 * math.log(2 * math.pi)).sum(-1)
+    torch.testing.assert_close(dist.log_prob(a), expected)
+    entropy = (0.5 + 0.5 * math.log(2 * math.pi) + agent.actor_logstd).sum()
+    torch.testing.assert_close(dist.entropy(), entropy.expand(5))
+    torch.testing.assert_close(dist.mode, mean)
+
+
+def test_unsupported_spaces_are_refused():
+    with pytest.raises(ppo.UsageError, match="action space .* not supported"):
+        ppo.check_spaces(OBS, gym.spaces.Tuple([gym.spaces.Discrete(2)]), "X-v0")
+    with pytest.raises(ppo.UsageError, match="observation space .* not supported"):
+        ppo.check_spaces(gym.spaces.Dict({"a": OBS}), gym.spaces.Discrete(2), "X-v0")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Learning runs
+# ---------------------------------------------------------------------------------------------------------------------
+def test_cartpole_learns(tmp_path):
+    args = ppo.default_args("CartPole-v1", total_timesteps=40_000, runs_dir=str(tmp_path), quiet=True)
+    result = ppo.train(args)
+    returns = result["episode_returns"]
+    # random play averages ~22; a clearly learning agent is far above it within 40k steps
+    assert np.mean(returns[:20]) < 60
+    assert np.mean(returns[-20:]) > 200, returns[-20:]
+    run_dir = result["run_dir"]
+    episodes = read_csv(run_dir / "episodes.csv")
+    assert list(episodes[0]) == ["global_step", "wall_time", "episodic_return", "episodic_length"]
+    assert len(episodes) == len(returns)
+    updates = read_csv(run_dir / "updates.csv")
+    assert len(updates) == args.num_iterations
+    for key in ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "explained_variance", "SPS"):
+        assert key in updates[0]
+    checkpoint = torch.load(run_dir / "checkpoint.pt")
+    assert checkpoint["global_step"] == args.num_iterations * args.batch_size
+    assert {"agent", "optimizer", "args", "global_step"} <= set(checkpoint)
+
+
+class ConstantRewardEnv(gym.Env):
+    """Reward 1 on every step, the same observation always, and a time limit of 5 steps. The episode never fails,
+    so the true value of every state is 1 / (1 - gamma). An agent that mistakes the time limit for a termination
+    can never value a state above 5."""
+    observation_space = gym.spaces.Box(-1, 1, (2,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(2, np.float32), {}
+
+    def step(self, action):
+        return np.zeros(2, np.float32), 1.0, False, False, {}
+
+
+def test_time_limit_truncation_is_bootstrapped(tmp_path):
+    gym.register("ConstantReward-v0", entry_point=ConstantRewardEnv, max_episode_steps=5)
+    args = ppo.Args(env_id="ConstantReward-v0", gamma=0.9, total_timesteps=16_384, num_envs=4, num_steps=64,
+                    runs_dir=str(tmp_path), quiet=True)
+    agent = ppo.train(args)["agent"]
+    with torch.no_grad():
+        value = agent.value(torch.zeros(1, 2)).item()
+    # true value 1 / (1 - 0.9) = 10; treating truncation as termination would give at most 5 (about 3 on average)
+    assert 8.0 < value < 12.0, value
+
+
+def test_box_actions_end_to_end_and_checkpoint_reload(tmp_path):
+    args = ppo.default_args("Pendulum-v1", total_timesteps=4096, num_steps=1024, runs_dir=str(tmp_path), quiet=True)
+    assert args.norm_obs and args.norm_reward and args.ent_coef == 0.0       # the continuous defaults
+    result = ppo.train(args)
+    agent = result["agent"]
+    assert agent.obs_rms.count > 4000                                        # the statistics were learned
+    loaded, loaded_args = ppo.load_agent(result["checkpoint"])
+    assert loaded_args.env_id == "Pendulum-v1"
+    raw_obs = torch.randn(16, 3) * 3
+    with torch.no_grad():
+        expected = agent.act(agent.normalize(raw_obs), deterministic=True)[0]
+        actual = loaded.act(loaded.normalize(raw_obs), deterministic=True)[0]
+    torch.testing.assert_close(actual, expected, rtol=0, atol=0)
+    torch.testing.assert_close(loaded.obs_rms.mean, agent.obs_rms.mean)
+
+
+def test_same_seed_gives_identical_episodes(tmp_path):
+    def run(sub):
+        args = ppo.Args(total_timesteps=8192, runs_dir=str(tmp_path / sub), quiet=True, seed=7)
+        rows = read_csv(ppo.train(args)["run_dir"] / "episodes.csv")
+        return [(r["global_step"], r["episodic_return"], r["episodic_length"]) for r in rows]
+
+    first, second = run("a"), run("b")
+    assert len(first) > 50 and first == second
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------------------------------------
+def test_import_has_no_side_effects(tmp_path):
+    out = subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(HERE)!r}); import ppo"],
+                         cwd=tmp_path, capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout == "" and out.stderr == ""
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_help_lists_flags_with_the_defaults_that_will_be_used():
+    out = run_cli("--help")
+    assert out.returncode == 0
+    for flag in ("--env-id", "--total-timesteps", "--learning-rate", "--num-envs", "--num-steps", "--anneal-lr",
+                 "--gamma", "--gae-lambda", "--num-minibatches", "--update-epochs", "--norm-adv", "--clip-coef",
+                 "--clip-vloss", "--ent-coef", "--vf-coef", "--max-grad-norm", "--target-kl", "--cuda",
+                 "--capture-video", "--exp-name", "--seed", "--torch-deterministic"):
+        assert flag in out.stdout, flag
+    continuous = run_cli("--env-id", "Pendulum-v1", "--help")
+    assert "2048" in continuous.stdout and "2048" not in out.stdout
+
+
+@pytest.mark.parametrize("flags, expected", [
+    (["--gamma", "1.5"], "--gamma 1.5: must be in (0, 1]"),
+    (["--gamma", "abc"], "--gamma"),
+    (["--num-envs", "0"], "--num-envs 0: must be a positive integer"),
+    (["--num-minibatches", "3"], "--num-minibatches 3: must divide"),
+    (["--total-timesteps", "10"], "--total-timesteps 10: smaller than one batch"),
+    (["--clip-coef", "0"], "--clip-coef 0.0: must be > 0"),
+    (["--learning-rate", "-1e-3"], "--learning-rate -0.001: must be > 0"),
+    (["--ent-coef", "-0.1"], "--ent-coef -0.1: must be >= 0"),
+    (["--env-id", "CartPole-v9"], "--env-id CartPole-v9: cannot make this environment"),
+    (["--env-id", "CartPol-v1"], "did you mean CartPole-v1"),
+    (["--resume", "/nonexistent/checkpoint.pt"], "--resume /nonexistent/checkpoint.pt: no such file"),
+    (["--bogus-flag", "1"], "Unrecognized options"),
+])
+def test_bad_input_is_one_line_and_exit_2(flags, expected, capsys, tmp_path):
+    code = ppo.main([*flags, "--runs-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert expected in err, err
+    assert not any(tmp_path.iterdir())                  # refused before anything was created
+
+
+def test_bad_input_through_the_real_cli_has_no_traceback():
+    out = run_cli("--gamma", "2")
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == ["error: --gamma 2.0: must be in (0, 1]; "
+                                               "typical: gamma 0.99, lambda 0.95"]
+    assert "Traceback" not in out.stdout + out.stderr
