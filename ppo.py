@@ -161,7 +161,7 @@ def default_args(env_id: str, **overrides) -> Args:
     env = make_env(env_id)
     continuous = isinstance(env.action_space, gym.spaces.Box)
     env.close()
-    return dataclasses.replace(Args(env_id=env_id), **(CONTINUOUS_DEFAULTS if continuous else {}), **overrides)
+    return dataclasses.replace(Args(env_id=env_id), **{**(CONTINUOUS_DEFAULTS if continuous else {}), **overrides})
 
 
 # ======================================================================================================================
@@ -175,7 +175,8 @@ class UsageError(ValueError):
 def make_env(env_id: str, render_mode: str | None = None) -> gym.Env:
     """One environment, with observations made fit for an MLP and actions kept inside the bounds."""
     try:
-        env = gym.make(env_id, render_mode=render_mode)
+        # render_mode is passed only when asked for: many custom envs' constructors do not accept it.
+        env = gym.make(env_id, **({"render_mode": render_mode} if render_mode else {}))
     except (gym.error.Error, ModuleNotFoundError, ImportError) as e:
         known = list(gym.registry)
         close = difflib.get_close_matches(env_id.split(":")[-1], known, n=3, cutoff=0.6)
@@ -209,6 +210,8 @@ def check_spaces(obs_space: gym.Space, action_space: gym.Space, env_id: str) -> 
 def make_vector_env(args: Args, run_dir: Path | None) -> gym.vector.VectorEnv:
     def thunk(i: int):
         def make():
+            if args.async_envs:   # this runs inside the worker process: leave Ctrl-C to the trainer, which stops them
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
             if args.capture_video and i == 0 and run_dir is not None:
                 env = make_env(args.env_id, render_mode="rgb_array")
                 return gym.wrappers.RecordVideo(env, str(run_dir / "videos"), disable_logger=True)
@@ -388,7 +391,8 @@ def ppo_update(agent: Agent, optimizer: torch.optim.Optimizer, batch: dict[str, 
     for epoch in range(args.update_epochs):
         stats = []
         for mb_inds in torch.randperm(args.batch_size).split(args.minibatch_size):
-            dist = agent.distribution(b_obs[mb_inds])
+            mb_obs = b_obs[mb_inds]
+            dist = agent.distribution(mb_obs)
             new_logprob, entropy = dist.log_prob(b_actions[mb_inds]), dist.entropy()
             logratio = new_logprob - b_logprobs[mb_inds]
 
@@ -396,7 +400,7 @@ def ppo_update(agent: Agent, optimizer: torch.optim.Optimizer, batch: dict[str, 
             if args.norm_adv:  # equalizes the step size across tasks with different reward scales
                 mb_advantages = (mb_advantages - mb_advantages.mean()) / (mb_advantages.std() + 1e-8)
             pg_loss = clipped_policy_loss(logratio, mb_advantages, args.clip_coef)
-            v_loss = value_loss(agent.value(b_obs[mb_inds]), b_values[mb_inds], b_returns[mb_inds],
+            v_loss = value_loss(agent.value(mb_obs), b_values[mb_inds], b_returns[mb_inds],
                                 args.clip_coef if args.clip_vloss else None)
             # Entropy bonus: subtracting the policy's entropy rewards keeping some randomness, so the agent keeps
             # trying actions it is unsure of (exploration) instead of settling early on what it knows (exploitation).
@@ -695,43 +699,41 @@ def _train_loop(args, envs, agent, optimizer, log, stop, run_dir, spaces, device
         pending_episodes = []          # logged once the iteration completes, so an interrupted one leaves no rows
 
         # --- 1. Collect experience: the current policy acts in N envs for T steps. ---------------------------------
-        for t in range(T):
-            with torch.inference_mode():                            # no autograd bookkeeping while acting
+        with torch.inference_mode():                                # no autograd bookkeeping while acting
+            for t in range(T):
                 x = agent.normalize(torch.as_tensor(next_obs, dtype=torch.float32, device=device), update=True)
-                action, logprob, value = agent.act(x)               # one call: sample, log pi(a|s), V(s)
-            obs_buf[t], actions[t] = x.cpu().numpy(), action.cpu().numpy()
-            logprobs[t], values[t] = logprob.cpu().numpy(), value.cpu().numpy()
+                action, logprob, value = agent.act(x)                   # one call: sample, log pi(a|s), V(s)
+                obs_buf[t], actions[t] = x.cpu().numpy(), action.cpu().numpy()
+                logprobs[t], values[t] = logprob.cpu().numpy(), value.cpu().numpy()
 
-            next_obs, reward, terminated, truncated, infos = envs.step(actions[t])
-            global_step += N
-            if not (np.isfinite(next_obs).all() and np.isfinite(reward).all()):
-                raise NonFiniteError(f"env {args.env_id} returned a non-finite observation or reward at global step "
-                                     f"{global_step}; check the environment's step()")
-            done = terminated | truncated
-            episode_return += reward
-            episode_length += 1
-            for i in np.flatnonzero(done):
-                pending_episodes.append((global_step, time.time() - start_time, float(episode_return[i]),
-                                         int(episode_length[i])))
-            episode_return[done], episode_length[done] = 0.0, 0
+                next_obs, reward, terminated, truncated, infos = envs.step(actions[t])
+                global_step += N
+                if not (np.isfinite(next_obs).all() and np.isfinite(reward).all()):
+                    raise NonFiniteError(f"env {args.env_id} returned a non-finite observation or reward at global step "
+                                         f"{global_step}; check the environment's step()")
+                done = terminated | truncated
+                episode_return += reward
+                episode_length += 1
+                for i in np.flatnonzero(done):
+                    pending_episodes.append((global_step, time.time() - start_time, float(episode_return[i]),
+                                             int(episode_length[i])))
+                episode_return[done], episode_length[done] = 0.0, 0
 
-            if args.norm_reward:
-                # Divide rewards by the running std of the discounted return so the critic's targets stay near 1.
-                discounted_return = discounted_return * args.gamma + torch.from_numpy(reward)
-                agent.reward_rms.update(discounted_return[:, None])
-                reward = (reward / agent.reward_rms.std().item()).clip(-NORM_CLIP, NORM_CLIP)
-                discounted_return[torch.from_numpy(done)] = 0.0
-            rewards[t], terminations[t], truncations[t] = reward, terminated, truncated
+                if args.norm_reward:
+                    # Divide rewards by the running std of the discounted return so the critic's targets stay near 1.
+                    discounted_return = discounted_return * args.gamma + torch.from_numpy(reward)
+                    agent.reward_rms.update(discounted_return)
+                    reward = (reward / agent.reward_rms.std().item()).clip(-NORM_CLIP, NORM_CLIP)
+                    discounted_return[torch.from_numpy(done)] = 0.0
+                rewards[t], terminations[t], truncations[t] = reward, terminated, truncated
 
-            if truncated.any():
-                # Bootstrap a time-limit cut with the value of the episode's real final state (see compute_gae).
-                idx = np.flatnonzero(truncated)
-                final_obs = np.stack(infos["final_obs"][idx])
-                with torch.inference_mode():
-                    final_x = agent.normalize(torch.as_tensor(final_obs, dtype=torch.float32, device=device))
-                    final_values[t, idx] = agent.value(final_x).cpu().numpy()
-            if stop.signum is not None:
-                break
+                if truncated.any():
+                    # Bootstrap a time-limit cut with the value of the episode's real final state (see compute_gae).
+                    idx = np.flatnonzero(truncated)
+                    final_obs = torch.as_tensor(np.stack(infos["final_obs"][idx]), dtype=torch.float32, device=device)
+                    final_values[t, idx] = agent.value(agent.normalize(final_obs)).cpu().numpy()
+                if stop.signum is not None:
+                    break
         if stop.signum is not None:
             global_step -= (t + 1) * N                              # this iteration is dropped: resume redoes it
             break

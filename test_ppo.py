@@ -260,7 +260,7 @@ def test_help_lists_flags_with_the_defaults_that_will_be_used():
                  "--capture-video", "--exp-name", "--seed", "--torch-deterministic"):
         assert flag in out.stdout, flag
     continuous = run_cli("--env-id", "Pendulum-v1", "--help")
-    assert "2048" in continuous.stdout and "2048" not in out.stdout
+    assert "(default: 2048)" in continuous.stdout and "(default: 2048)" not in out.stdout
 
 
 @pytest.mark.parametrize("flags, expected", [
