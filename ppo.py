@@ -88,11 +88,11 @@ class Args:
     """no progress line; only the first and last lines of the run"""
 
     # --- the environments ---
-    num_envs: int = 8
+    num_envs: int = 16
     """parallel environments (N). More envs = more varied experience per update, and cheaper steps"""
     async_envs: bool = False
     """run each environment in its own process (AsyncVectorEnv). Pays off only when one env step is slow"""
-    num_steps: int = 32
+    num_steps: int = 64
     """steps taken in each environment per rollout (T); one update uses T * N transitions. Usually 16 to 2048"""
     norm_obs: bool = False
     """normalize observations with running mean and std (stored in the agent, so a saved agent sees the same)"""
@@ -104,7 +104,7 @@ class Args:
     """hidden layer sizes of the policy (actor) and the value (critic) networks"""
 
     # --- the PPO update ---
-    learning_rate: float = 1e-3
+    learning_rate: float = 2.5e-3
     """Adam step size. Usually 1e-4 to 3e-3; too high and the policy collapses, too low and it learns slowly"""
     anneal_lr: bool = True
     """decay the learning rate linearly to 0 over the run; steadies the end of training"""
@@ -114,7 +114,7 @@ class Args:
     """GAE lambda: 0 = one-step TD advantage (low variance, biased), 1 = Monte Carlo return (unbiased, noisy)"""
     num_minibatches: int = 4
     """minibatches per epoch; must divide num_envs * num_steps"""
-    update_epochs: int = 10
+    update_epochs: int = 4
     """passes over the same rollout per update. More squeezes more from each sample, but drifts further"""
     norm_adv: bool = True
     """normalize advantages to mean 0 and std 1 within each minibatch"""
@@ -122,7 +122,7 @@ class Args:
     """the PPO clip range epsilon: the new/old probability ratio is kept within [1 - eps, 1 + eps]. 0.1 to 0.3"""
     clip_vloss: bool = True
     """also clip the value-function update around the old value prediction (as CleanRL and the PPO code do)"""
-    ent_coef: float = 0.0
+    ent_coef: float = 0.01
     """weight of the entropy bonus, which rewards uncertainty and so keeps the agent exploring. 0 to 0.01"""
     vf_coef: float = 0.5
     """weight of the value loss in the total loss"""
@@ -147,7 +147,9 @@ class Args:
 
 
 # Defaults follow the action space. The dataclass defaults above are for discrete actions (CartPole, Acrobot):
-# many short rollouts and a high learning rate learn fast. Continuous control (MuJoCo) uses CleanRL's
+# 16 envs x 64 steps give 1024 transitions per update, used in 4 epochs of 4 minibatches of 256 with a high
+# learning rate. That was the fastest of the settings we measured to solve CartPole (notes/README.md), and large
+# minibatches are what a CPU runs efficiently. Continuous control (MuJoCo) uses CleanRL's
 # ppo_continuous_action.py settings: one long rollout, many small minibatches, normalized observations and
 # rewards, and no entropy bonus (a Gaussian policy's entropy bonus mostly adds noise to the actions).
 CONTINUOUS_DEFAULTS = dict(
@@ -543,6 +545,18 @@ def args_from_checkpoint(checkpoint: dict) -> Args:
     return Args(**saved)
 
 
+def new_run_dir(path: Path) -> Path:
+    """Create `path`, or `path-1`, `path-2`, ... if two runs start in the same second with the same name."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for suffix in ["", *(f"-{i}" for i in range(1, 1000))]:
+        try:
+            (candidate := path.with_name(path.name + suffix)).mkdir()
+            return candidate
+        except FileExistsError:
+            continue
+    raise UsageError(f"--runs-dir {path.parent}: could not create a new run directory for {path.name}")
+
+
 class GracefulStop:
     """The first Ctrl-C (SIGINT) or SIGTERM asks the run to stop at the end of the current step; the run then saves
     a checkpoint and returns. A second one raises KeyboardInterrupt at once."""
@@ -609,58 +623,60 @@ def check_args(args: Args) -> None:
 # Training: the loop that ties it all together. collect experience -> compute advantages -> clipped update -> repeat.
 # ======================================================================================================================
 def train(args: Args) -> dict:
-    """Train an agent; returns {"agent", "run_dir", "episode_returns", "episode_steps", "global_step", ...}.
+    """Train an agent; returns {"agent", "run_dir", "checkpoint", "episode_returns", "episode_steps", ...}.
 
-    Raises UsageError for bad arguments (before any env step) and NonFiniteError if training diverges."""
+    Raises UsageError for bad arguments (before anything is created) and NonFiniteError if training diverges."""
     check_args(args)
+    probe = make_env(args.env_id)
+    spaces = (probe.observation_space, probe.action_space)
+    probe.close()
+    check_spaces(*spaces, args.env_id)
     checkpoint = load_checkpoint(args.resume) if args.resume else None
+    if checkpoint is not None:
+        if checkpoint["args"]["env_id"] != args.env_id:
+            raise UsageError(f"--resume {args.resume}: the checkpoint was trained on {checkpoint['args']['env_id']}, "
+                             f"not {args.env_id}; resume it without --env-id or start a new run")
+        if (checkpoint["observation_space"], checkpoint["action_space"]) != tuple(map(str, spaces)):
+            raise UsageError(f"--resume {args.resume}: the checkpoint's spaces ({checkpoint['observation_space']}, "
+                             f"{checkpoint['action_space']}) differ from this env's; start a new run")
+
     torch.set_num_threads(args.torch_threads)
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
     torch.backends.cudnn.deterministic = args.torch_deterministic
     device = torch.device("cuda" if args.cuda else "cpu")
-
+    agent = Agent(*spaces, hidden_sizes=args.hidden_sizes, norm_obs=args.norm_obs).to(device)
+    # eps=1e-5 instead of Adam's 1e-8, as in the original PPO code (implementation details, detail 3).
+    # fused=True does the same arithmetic in one kernel instead of a dozen small ops per parameter tensor.
+    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
+    global_step, iteration, wall_offset = 0, 0, 0.0
     if checkpoint is not None:
-        run_dir = Path(args.resume).parent
-        if checkpoint["args"]["env_id"] != args.env_id:
-            raise UsageError(f"--resume {args.resume}: the checkpoint was trained on {checkpoint['args']['env_id']}, "
-                             f"not {args.env_id}; resume it without --env-id or start a new run")
-    else:
-        safe_env_id = re.sub(r"[^\w.-]", "_", args.env_id)           # "ale_py:ALE/Pong-v5" -> a folder name
-        run_dir = Path(args.runs_dir) / f"{safe_env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
-
-    envs = make_vector_env(args, run_dir)
-    try:
-        check_spaces(envs.single_observation_space, envs.single_action_space, args.env_id)
-        spaces = (envs.single_observation_space, envs.single_action_space)
-        agent = Agent(*spaces, hidden_sizes=args.hidden_sizes, norm_obs=args.norm_obs).to(device)
-        # eps=1e-5 instead of Adam's 1e-8, as in the original PPO code (implementation details, detail 3).
-        # fused=True does the same arithmetic in one kernel instead of a dozen small ops per parameter tensor.
-        optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
-        global_step, iteration, wall_offset = 0, 0, 0.0
-        if checkpoint is not None:
-            if checkpoint["action_space"] != str(spaces[1]) or checkpoint["observation_space"] != str(spaces[0]):
-                raise UsageError(f"--resume {args.resume}: the checkpoint's spaces ({checkpoint['observation_space']}"
-                                 f", {checkpoint['action_space']}) differ from this env's; start a new run")
+        try:
             agent.load_state_dict(checkpoint["agent"])
             optimizer.load_state_dict(checkpoint["optimizer"])
-            global_step, iteration, wall_offset = (checkpoint[k] for k in ("global_step", "iteration", "wall_time"))
-            torch.set_rng_state(checkpoint["rng"]["torch"])
-            name, keys, *rest = checkpoint["rng"]["numpy"]
-            np.random.set_state((name, np.array(keys, dtype=np.uint32), *rest))
-            random.setstate(checkpoint["rng"]["python"])
-        run_dir.mkdir(parents=True, exist_ok=True)
-        log = RunLog(run_dir, args, resume_step=global_step if checkpoint else None)
+        except (RuntimeError, ValueError) as e:
+            raise UsageError(f"--resume {args.resume}: the saved agent does not fit this agent's shape "
+                             f"({str(e).splitlines()[0]}); resume without changing --hidden-sizes")
+        global_step, iteration, wall_offset = (checkpoint[k] for k in ("global_step", "iteration", "wall_time"))
+        torch.set_rng_state(checkpoint["rng"]["torch"])
+        name, keys, *rest = checkpoint["rng"]["numpy"]
+        np.random.set_state((name, np.array(keys, dtype=np.uint32), *rest))
+        random.setstate(checkpoint["rng"]["python"])
+        run_dir = Path(args.resume).parent
+    else:
+        safe_env_id = re.sub(r"[^\w.-]", "_", args.env_id)           # "ale_py:ALE/Pong-v5" -> a folder name
+        run_dir = new_run_dir(Path(args.runs_dir) / f"{safe_env_id}__{args.exp_name}__{args.seed}__{int(time.time())}")
+
+    envs = make_vector_env(args, run_dir)
+    log = RunLog(run_dir, args, resume_step=global_step if checkpoint else None)
+    try:
         with GracefulStop() as stop:
-            try:
-                result = _train_loop(args, envs, agent, optimizer, log, stop, run_dir, spaces, device,
-                                     global_step, iteration, wall_offset)
-            finally:
-                log.close()
+            return _train_loop(args, envs, agent, optimizer, log, stop, run_dir, spaces, device,
+                               global_step, iteration, wall_offset)
     finally:
+        log.close()
         envs.close()
-    return result
 
 
 def _train_loop(args, envs, agent, optimizer, log, stop, run_dir, spaces, device, global_step, iteration,

@@ -292,3 +292,201 @@ def test_bad_input_through_the_real_cli_has_no_traceback():
     assert out.stderr.strip().splitlines() == ["error: --gamma 2.0: must be in (0, 1]; "
                                                "typical: gamma 0.99, lambda 0.95"]
     assert "Traceback" not in out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("flags, expected", [
+    (["--cuda"], "--cuda : no CUDA GPU is visible") if not torch.cuda.is_available() else
+    (["--num-steps", "-5"], "--num-steps -5: must be a positive integer"),
+    (["--env-id", "Blackjack-v1"], "observation space Tuple"),
+    (["--gae-lambda", "0"], "--gae-lambda 0.0: must be in (0, 1]"),
+    (["--update-epochs", "0"], "--update-epochs 0: must be a positive integer"),
+    (["--target-kl", "-1"], "--target-kl -1.0: must be > 0"),
+])
+def test_more_bad_input(flags, expected, capsys, tmp_path):
+    code = ppo.main([*flags, "--runs-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and expected in err, err
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Runs that survive their users: checkpoints, resume, signals, non-finite values, custom envs, evaluation, plots
+# ---------------------------------------------------------------------------------------------------------------------
+def test_corrupt_or_foreign_checkpoint_is_refused(tmp_path, capsys):
+    bad = tmp_path / "checkpoint.pt"
+    bad.write_bytes(b"this is not a checkpoint")
+    assert ppo.main(["--resume", str(bad)]) == 2
+    assert "not a readable ppo.py checkpoint" in capsys.readouterr().err
+    result = ppo.train(ppo.Args(total_timesteps=256, num_envs=2, num_steps=128, runs_dir=str(tmp_path), quiet=True))
+    code = ppo.main(["--resume", str(result["checkpoint"]), "--env-id", "Acrobot-v1"])
+    err = capsys.readouterr().err
+    assert code == 2 and "trained on CartPole-v1, not Acrobot-v1" in err, err
+
+
+def wait_for(predicate, timeout=60.0):
+    import time
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.parametrize("sig, code", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_signal_saves_and_resume_continues_exactly(tmp_path, sig, code):
+    import signal
+    import time
+    flags = ["--total-timesteps", "20480", "--num-envs", "4", "--num-steps", "64", "--save-every", "1000",
+             "--runs-dir", str(tmp_path)]
+    proc = subprocess.Popen([sys.executable, str(HERE / "ppo.py"), *flags], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert wait_for(lambda: any(len(read_csv(p)) >= 5 for p in tmp_path.glob("*/updates.csv")))
+    sent = time.time()
+    proc.send_signal(getattr(signal, sig))
+    stdout, stderr = proc.communicate(timeout=30)
+    assert time.time() - sent < 10
+    assert proc.returncode == code, stderr
+    assert "Traceback" not in stderr
+    run_dir = next(tmp_path.iterdir())
+    checkpoint = run_dir / "checkpoint.pt"
+    assert f"python ppo.py --resume {checkpoint}" in stdout
+    saved_step = torch.load(checkpoint)["global_step"]
+    assert 0 < saved_step < 20480 and saved_step % 256 == 0
+    episodes = read_csv(run_dir / "episodes.csv")
+    assert all(None not in row.values() for row in episodes)          # every row whole
+    assert int(episodes[-1]["global_step"]) <= saved_step
+
+    out = run_cli("--resume", str(checkpoint), "--quiet")
+    assert out.returncode == 0, out.stderr
+    update_steps = [int(r["global_step"]) for r in read_csv(run_dir / "updates.csv")]
+    assert update_steps == list(range(256, 20480 + 1, 256))           # no step missing, none twice
+    episode_steps = [int(r["global_step"]) for r in read_csv(run_dir / "episodes.csv")]
+    assert episode_steps == sorted(episode_steps) and episode_steps[-1] <= 20480
+    assert torch.load(checkpoint)["global_step"] == 20480
+
+
+def test_second_ctrl_c_quits_at_once_with_files_intact(tmp_path):
+    import signal
+    proc = subprocess.Popen([sys.executable, str(HERE / "ppo.py"), "--total-timesteps", "400000",
+                             "--runs-dir", str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert wait_for(lambda: any(len(read_csv(p)) >= 3 for p in tmp_path.glob("*/updates.csv")))
+    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=10)
+    assert proc.returncode == 130 and "Traceback" not in stderr, stderr
+    for name in ("episodes.csv", "updates.csv"):
+        rows = read_csv(next(tmp_path.glob(f"*/{name}")))
+        assert rows and all(None not in row.values() for row in rows)
+
+
+CUSTOM_ENV_MODULE = '''
+import gymnasium as gym
+import numpy as np
+
+class GoRight(gym.Env):
+    """Walk right along a line of 10 cells to reach the goal: reward 1 there, and a small cost per step."""
+    observation_space = gym.spaces.Box(0.0, 1.0, (1,), np.float32)
+    action_space = gym.spaces.Discrete(2)        # 0 = left, 1 = right
+
+    def __init__(self, nan_at_step=None):
+        self.nan_at_step, self.steps = nan_at_step, 0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.position = 0
+        return np.array([0.0], np.float32), {}
+
+    def step(self, action):
+        self.steps += 1
+        self.position = max(0, self.position + (1 if action == 1 else -1))
+        obs = np.array([self.position / 10], np.float32)
+        if self.nan_at_step is not None and self.steps >= self.nan_at_step:
+            obs[0] = np.nan
+        done = self.position == 10
+        return obs, (1.0 if done else -0.01), done, False, {}
+
+gym.register("GoRight-v0", entry_point=GoRight, max_episode_steps=100)
+gym.register("GoRightNaN-v0", entry_point=GoRight, max_episode_steps=100, kwargs={"nan_at_step": 300})
+'''
+
+
+@pytest.fixture
+def custom_env_path(tmp_path):
+    (tmp_path / "my_envs.py").write_text(CUSTOM_ENV_MODULE)
+    env = dict(__import__("os").environ, PYTHONPATH=str(tmp_path))
+    return tmp_path, env
+
+
+def test_custom_env_from_the_command_line(custom_env_path):
+    path, env = custom_env_path
+    out = run_cli("--env-id", "my_envs:GoRight-v0", "--total-timesteps", "20480", "--runs-dir", str(path / "runs"),
+                  "--quiet", env=env, cwd=path)
+    assert out.returncode == 0, out.stderr
+    rows = read_csv(next((path / "runs").glob("my_envs_GoRight-v0__*/episodes.csv")))
+    lengths = [int(r["episodic_length"]) for r in rows]
+    assert np.mean(lengths[-20:]) < 20 < np.mean(lengths[:20])       # it learned to walk straight to the goal
+
+
+def test_non_finite_observation_stops_with_env_and_step(custom_env_path):
+    path, env = custom_env_path
+    out = run_cli("--env-id", "my_envs:GoRightNaN-v0", "--num-envs", "1", "--runs-dir", str(path / "runs"),
+                  env=env, cwd=path)
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines() == [
+        "error: env my_envs:GoRightNaN-v0 returned a non-finite observation or reward at global step 300; "
+        "check the environment's step()"]
+
+
+class HugeRewardEnv(ConstantRewardEnv):
+    """Ordinary rewards at first, then one so large that its square overflows: the loss becomes infinite."""
+    def __init__(self):
+        self.steps = 0
+
+    def step(self, action):
+        self.steps += 1
+        return np.zeros(2, np.float32), (3e38 if self.steps > 600 else 1.0), False, False, {}
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # numpy warns about the overflow we provoke
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    gym.register("HugeReward-v0", entry_point=HugeRewardEnv, max_episode_steps=50)
+    args = ppo.Args(env_id="HugeReward-v0", num_envs=1, num_steps=128, num_minibatches=1, total_timesteps=2048,
+                    save_every=1, runs_dir=str(tmp_path), quiet=True)
+    with pytest.raises(ppo.NonFiniteError, match=r"iteration 5: the loss, gradients or parameters became NaN/inf"):
+        ppo.train(args)
+    checkpoint = torch.load(next(tmp_path.glob("*/checkpoint.pt")))
+    assert checkpoint["iteration"] == 4
+    assert all(torch.isfinite(v).all() for v in checkpoint["agent"].values())
+
+
+def test_evaluate_a_checkpoint(tmp_path, capsys):
+    result = ppo.train(ppo.default_args("CartPole-v1", total_timesteps=30_000, runs_dir=str(tmp_path), quiet=True))
+    returns = ppo.evaluate(result["checkpoint"], episodes=3, seed=1)   # the CLI uses the run's seed
+    assert len(returns) == 3 and np.mean(returns) > 100
+    assert returns == ppo.evaluate(result["checkpoint"], episodes=3, seed=1)   # deterministic policy, same seeds
+    assert ppo.main(["--evaluate", str(result["checkpoint"]), "--eval-episodes", "3"]) == 0
+    assert f"mean return {np.mean(returns):.2f} +- {np.std(returns):.2f} over 3 deterministic" in capsys.readouterr().out
+
+
+def test_capture_video_writes_mp4(tmp_path):
+    pytest.importorskip("moviepy")
+    pytest.importorskip("pygame")
+    result = ppo.train(ppo.Args(total_timesteps=1024, num_envs=2, num_steps=512, capture_video=True,
+                                runs_dir=str(tmp_path), quiet=True))
+    assert list((result["run_dir"] / "videos").glob("*.mp4"))
+
+
+def test_capture_video_without_moviepy_says_how_to_install(monkeypatch, capsys, tmp_path):
+    monkeypatch.setitem(sys.modules, "moviepy", None)                  # makes `import moviepy` fail
+    assert ppo.main(["--capture-video", "--runs-dir", str(tmp_path)]) == 2
+    assert "pip install moviepy" in capsys.readouterr().err
+
+
+def test_plot_command_writes_a_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    runs = [ppo.train(ppo.Args(total_timesteps=2048, seed=s, runs_dir=str(tmp_path), quiet=True))["run_dir"]
+            for s in (1, 2)]
+    out = subprocess.run([sys.executable, str(HERE / "notes" / "plot.py"), *map(str, runs), "-o",
+                          str(tmp_path / "curve.png")], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
