@@ -297,11 +297,10 @@ class Agent(nn.Module):
         self.obs_rms = RunningMeanStd(tuple(obs_space.shape))
         self.reward_rms = RunningMeanStd()      # statistics of the discounted return, used to scale rewards
 
-    def normalize(self, obs: torch.Tensor, update: bool = False) -> torch.Tensor:
-        """(N, *obs_shape) raw observations -> (N, obs_dim) network input, optionally updating the statistics."""
+    def normalize(self, obs: torch.Tensor) -> torch.Tensor:
+        """(B, *obs_shape) raw observations -> (B, obs_dim) network input. The statistics are not changed here:
+        training updates them once per rollout, so within one rollout the policy always sees the same scaling."""
         if self.norm_obs:
-            if update:
-                self.obs_rms.update(obs)
             obs = ((obs - self.obs_rms.mean) / self.obs_rms.std()).clamp(-NORM_CLIP, NORM_CLIP).float()
         return obs.reshape(len(obs), -1)
 
@@ -684,18 +683,18 @@ def _train_loop(args, envs, agent, optimizer, log, stop, run_dir, spaces, device
     T, N = args.num_steps, args.num_envs
     # Rollout buffers, allocated once and overwritten every iteration. They are numpy arrays: the env speaks numpy,
     # and writing into numpy costs far less per step than a torch indexing op.
-    obs_dim = int(np.prod(spaces[0].shape))
-    obs_buf = np.zeros((T, N, obs_dim), dtype=np.float32)                           # (T, N, obs_dim), normalized
+    obs_buf = np.zeros((T, N, *spaces[0].shape), dtype=np.float32)                  # (T, N, *obs_shape), raw
     actions = np.zeros((T, N, *spaces[1].shape), dtype=spaces[1].dtype)             # (T, N, *action_shape)
     logprobs = np.zeros((T, N), dtype=np.float32)                                   # (T, N) log pi_old(a|s)
-    rewards = np.zeros((T, N), dtype=np.float32)                                    # (T, N) as trained on
+    rewards = np.zeros((T, N), dtype=np.float32)                                    # (T, N) raw, then scaled
+    discounted = np.zeros((T, N), dtype=np.float32)                                 # (T, N) return so far
     values = np.zeros((T, N), dtype=np.float32)                                     # (T, N) V(s_t)
     terminations = np.zeros((T, N), dtype=np.float32)                               # (T, N) 1 = episode failed/won
     truncations = np.zeros((T, N), dtype=np.float32)                                # (T, N) 1 = time limit hit
     final_values = np.zeros((T, N), dtype=np.float32)                               # (T, N) V(final state) if truncated
 
     episode_return, episode_length = np.zeros(N), np.zeros(N, dtype=np.int64)        # raw reward, for the logs
-    discounted_return = torch.zeros(N, dtype=torch.float64)                         # for reward normalization
+    discounted_return = np.zeros(N)                                                 # for reward normalization
     episode_returns, episode_steps = [], []
     # On resume the envs restart with a seed derived from the step, so the resumed run does not replay old episodes.
     next_obs, _ = envs.reset(seed=args.seed + global_step)
@@ -717,9 +716,10 @@ def _train_loop(args, envs, agent, optimizer, log, stop, run_dir, spaces, device
         # --- 1. Collect experience: the current policy acts in N envs for T steps. ---------------------------------
         with torch.inference_mode():                                # no autograd bookkeeping while acting
             for t in range(T):
-                x = agent.normalize(torch.as_tensor(next_obs, dtype=torch.float32, device=device), update=True)
+                obs_buf[t] = next_obs
+                x = agent.normalize(torch.as_tensor(next_obs, dtype=torch.float32, device=device))
                 action, logprob, value = agent.act(x)                   # one call: sample, log pi(a|s), V(s)
-                obs_buf[t], actions[t] = x.cpu().numpy(), action.cpu().numpy()
+                actions[t] = action.cpu().numpy()
                 logprobs[t], values[t] = logprob.cpu().numpy(), value.cpu().numpy()
 
                 next_obs, reward, terminated, truncated, infos = envs.step(actions[t])
@@ -735,13 +735,10 @@ def _train_loop(args, envs, agent, optimizer, log, stop, run_dir, spaces, device
                                              int(episode_length[i])))
                 episode_return[done], episode_length[done] = 0.0, 0
 
-                if args.norm_reward:
-                    # Divide rewards by the running std of the discounted return so the critic's targets stay near 1.
-                    discounted_return = discounted_return * args.gamma + torch.from_numpy(reward)
-                    agent.reward_rms.update(discounted_return)
-                    reward = (reward / agent.reward_rms.std().item()).clip(-NORM_CLIP, NORM_CLIP)
-                    discounted_return[torch.from_numpy(done)] = 0.0
                 rewards[t], terminations[t], truncations[t] = reward, terminated, truncated
+                discounted_return = discounted_return * args.gamma + reward
+                discounted[t] = discounted_return                       # its spread scales rewards (--norm-reward)
+                discounted_return[done] = 0.0
 
                 if truncated.any():
                     # Bootstrap a time-limit cut with the value of the episode's real final state (see compute_gae).
@@ -754,6 +751,18 @@ def _train_loop(args, envs, agent, optimizer, log, stop, run_dir, spaces, device
             global_step -= (t + 1) * N                              # this iteration is dropped: resume redoes it
             break
 
+        # Normalization, once per rollout. The batch is normalized with the statistics the policy acted with; only
+        # then do the statistics take in this rollout, ready for the next one.
+        raw_obs = torch.from_numpy(obs_buf.reshape(T * N, *spaces[0].shape)).to(device)  # (B, *obs_shape)
+        b_obs = agent.normalize(raw_obs)                                                # (B, obs_dim)
+        if args.norm_obs:
+            agent.obs_rms.update(raw_obs)
+        if args.norm_reward:
+            # Divide rewards by the running std of the discounted return, so the critic's targets stay near 1
+            # whatever the reward scale (as CleanRL and SB3 do; the mean is not subtracted).
+            agent.reward_rms.update(torch.from_numpy(discounted.reshape(-1)))
+            rewards[:] = (rewards / agent.reward_rms.std().item()).clip(-NORM_CLIP, NORM_CLIP)
+
         # --- 2. Compute advantages with GAE. -----------------------------------------------------------------------
         with torch.inference_mode():
             next_value = agent.value(agent.normalize(torch.as_tensor(next_obs, dtype=torch.float32, device=device)))
@@ -764,8 +773,8 @@ def _train_loop(args, envs, agent, optimizer, log, stop, run_dir, spaces, device
 
         # --- 3. The clipped update, on the rollout flattened to B = T * N transitions. -----------------------------
         batch = {k: torch.from_numpy(v.reshape(T * N, *v.shape[2:])).to(device) for k, v in dict(
-            obs=obs_buf, actions=actions, logprobs=logprobs, advantages=advantages, returns=returns,
-            values=values).items()}
+            actions=actions, logprobs=logprobs, advantages=advantages, returns=returns, values=values).items()}
+        batch["obs"] = b_obs
         diagnostics = ppo_update(agent, optimizer, batch, args)
         iteration += 1
 
