@@ -388,9 +388,8 @@ def ppo_update(agent: Agent, optimizer: torch.optim.Optimizer, batch: dict[str, 
     transitions), `mb_` = one minibatch of it. Returns the diagnostics of the last epoch."""
     b_obs, b_actions, b_logprobs = batch["obs"], batch["actions"], batch["logprobs"]
     b_advantages, b_returns, b_values = batch["advantages"], batch["returns"], batch["values"]
-    stats = []
     for epoch in range(args.update_epochs):
-        stats = []
+        losses, logratios = [], []       # kept per minibatch; summarized once per epoch (fewer small ops)
         for mb_inds in torch.randperm(args.batch_size).split(args.minibatch_size):
             mb_obs = b_obs[mb_inds]
             dist = agent.distribution(mb_obs)
@@ -412,17 +411,20 @@ def ppo_update(agent: Agent, optimizer: torch.optim.Optimizer, batch: dict[str, 
             loss.backward()
             grad_norm = nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm, foreach=True)
             optimizer.step()
+            losses.append(torch.stack([pg_loss.detach(), v_loss.detach(), entropy_loss.detach(), grad_norm]))
+            logratios.append(logratio.detach())
 
-            with torch.no_grad():
-                # approx_kl estimates KL(old || new) with (ratio - 1) - log(ratio), always >= 0 (Schulman's blog,
-                # "Approximating KL divergence"); clipfrac = share of samples whose ratio was clipped.
-                approx_kl = ((logratio.exp() - 1) - logratio).mean()
-                clipfrac = ((logratio.exp() - 1).abs() > args.clip_coef).float().mean()
-            stats.append(torch.stack([pg_loss, v_loss, entropy_loss, approx_kl, clipfrac, grad_norm]).detach())
+        # How far did this epoch move the policy? approx_kl estimates KL(old || new) by the mean of
+        # (ratio - 1) - log(ratio), which is never negative (Schulman, "Approximating KL divergence");
+        # clipfrac is the share of samples whose ratio fell outside the clip range.
+        logratio = torch.cat(logratios)
+        approx_kl = ((logratio.exp() - 1) - logratio).mean()
+        clipfrac = ((logratio.exp() - 1).abs() > args.clip_coef).float().mean()
         if args.target_kl is not None and approx_kl.item() > args.target_kl:
-            break
-    names = ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "grad_norm")
-    return dict(zip(names, torch.stack(stats).mean(0).tolist()))    # one sync per update, not per minibatch
+            break                        # early stop: the policy has moved as far as we allow for one update
+    pg_loss, v_loss, entropy_loss, grad_norm = torch.stack(losses).mean(0).tolist()   # one sync per update
+    return dict(policy_loss=pg_loss, value_loss=v_loss, entropy=entropy_loss, approx_kl=approx_kl.item(),
+                clipfrac=clipfrac.item(), grad_norm=grad_norm)
 
 
 # ======================================================================================================================
