@@ -295,7 +295,7 @@ def test_bad_input_through_the_real_cli_has_no_traceback():
 
 
 @pytest.mark.parametrize("flags, expected", [
-    (["--cuda"], "--cuda : no CUDA GPU is visible") if not torch.cuda.is_available() else
+    (["--cuda"], "--cuda: no CUDA GPU is visible") if not torch.cuda.is_available() else
     (["--num-steps", "-5"], "--num-steps -5: must be a positive integer"),
     (["--env-id", "Blackjack-v1"], "observation space Tuple"),
     (["--gae-lambda", "0"], "--gae-lambda 0.0: must be in (0, 1]"),
@@ -412,9 +412,8 @@ gym.register("GoRightNaN-v0", entry_point=GoRight, max_episode_steps=100, kwargs
 
 @pytest.fixture
 def custom_env_path(tmp_path):
-    (tmp_path / "my_envs.py").write_text(CUSTOM_ENV_MODULE)
-    env = dict(__import__("os").environ, PYTHONPATH=str(tmp_path))
-    return tmp_path, env
+    (tmp_path / "my_envs.py").write_text(CUSTOM_ENV_MODULE)      # found in the current folder, no PYTHONPATH
+    return tmp_path, None
 
 
 def test_custom_env_from_the_command_line(custom_env_path):

@@ -1,0 +1,194 @@
+"""Speed and memory of ppo.py beside CleanRL and Stable-Baselines3, measured side by side on this machine.
+
+    python notes/benchmark.py --cleanrl-dir ~/cleanrl/cleanrl --cleanrl-python ~/venvs/cleanrl/bin/python \
+        --sb3-python ~/venvs/sb3/bin/python --out /tmp/bench.md
+
+Every command runs pinned to one core (taskset -c CORE, OMP_NUM_THREADS=1), one at a time, and the
+implementations are alternated within each repetition so that machine noise hits them alike. Tables (markdown):
+
+  1. CleanRL's settings on CartPole-v1, 200k steps: whole-process wall time, steps/s and peak RSS for ppo.py,
+     CleanRL ppo.py and SB3 PPO.
+  2. ppo.py's defaults: CartPole-v1 time and steps to solve (mean of the last 100 episodes >= 475), 5 seeds;
+     Acrobot-v1 at 500k steps with the defaults and with CleanRL's settings, 3 seeds.
+  3. HalfCheetah-v4 with the continuous defaults, 100k steps: ppo.py vs CleanRL ppo_continuous_action.py.
+  4. Steps/s against --num-envs 1, 4, 16, 64 with sync and async envs, CartPole-v1 and HalfCheetah-v4.
+
+CleanRL (its cleanrl/ folder) and SB3 are not part of this project: point the flags at your own copies. CleanRL
+pins gymnasium 0.29.1, so give it its own virtual environment. --skip-* flags leave parts out. Nothing here runs
+in the test suite: a full run takes about 30 minutes.
+"""
+
+import argparse
+import csv
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+PPO = HERE.parent / "ppo.py"
+CLEANRL_SETTINGS = ["--num-envs", "4", "--num-steps", "128", "--update-epochs", "4", "--num-minibatches", "4",
+                    "--learning-rate", "2.5e-4", "--ent-coef", "0.01"]
+
+
+def timed(cmd: list[str], core: int, cwd: Path | None = None) -> dict:
+    """Run `cmd` on one core; return wall seconds, peak RSS (MB) and its stdout."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    full = ["/usr/bin/time", "-f", "TIME %e %M", "taskset", "-c", str(core), *cmd]
+    out = subprocess.run(full, capture_output=True, text=True, cwd=cwd, env=env)
+    match = re.search(r"TIME ([\d.]+) (\d+)", out.stderr)
+    if out.returncode != 0 or not match:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}")
+    return dict(wall=float(match.group(1)), rss=int(match.group(2)) / 1024, stdout=out.stdout)
+
+
+def run_dir_of(stdout: str) -> Path:
+    return Path(re.search(r"run directory: (\S+)", stdout).group(1))
+
+
+def episodes(run_dir: Path) -> list[dict]:
+    with open(run_dir / "episodes.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def updates(run_dir: Path) -> list[dict]:
+    with open(run_dir / "updates.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def solved_at(rows: list[dict], threshold: float = 475.0):
+    """(global_step, wall_time) of the first episode at which the mean of the last 100 reaches the threshold."""
+    returns = [float(r["episodic_return"]) for r in rows]
+    for i in range(100, len(returns) + 1):
+        if sum(returns[i - 100:i]) / 100 >= threshold:
+            return int(rows[i - 1]["global_step"]), float(rows[i - 1]["wall_time"])
+    return None
+
+
+def summary(values: list[float], fmt: str = "{:.1f}") -> str:
+    if not values:
+        return "n/a"
+    if len(values) == 1:
+        return fmt.format(values[0])
+    return f"{fmt.format(statistics.median(values))} ({fmt.format(min(values))}–{fmt.format(max(values))})"
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(map(str, r)) + " |" for r in rows])
+
+
+def ours(flags: list[str], runs: Path) -> list[str]:
+    return [sys.executable, str(PPO), *flags, "--runs-dir", str(runs), "--quiet"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cleanrl-dir", type=Path, help="folder holding CleanRL's ppo.py and ppo_continuous_action.py")
+    parser.add_argument("--cleanrl-python", default="python", help="python of CleanRL's virtual environment")
+    parser.add_argument("--sb3-python", default=None, help="python with stable-baselines3 installed (table 1)")
+    parser.add_argument("--reps", type=int, default=3, help="repetitions of each side-by-side timing")
+    parser.add_argument("--core", type=int, default=0, help="CPU core to pin every run to")
+    parser.add_argument("--out", type=Path, default=None, help="also write the tables to this markdown file")
+    for part in ("table1", "table2", "table3", "scaling"):
+        parser.add_argument(f"--skip-{part}", action="store_true")
+    args = parser.parse_args()
+    runs = Path(tempfile.mkdtemp(prefix="ppo-bench-"))
+    report = [f"Machine: {os.cpu_count()} cores, one core per run (taskset -c {args.core}); runs in {runs}."]
+
+    def emit(title: str, text: str) -> None:
+        report.append(f"\n### {title}\n\n{text}")
+        print(report[-1], flush=True)
+
+    # 1. CleanRL's settings, CartPole-v1, 200k steps.
+    if not args.skip_table1:
+        results = {"ppo.py": [], "CleanRL ppo.py": [], "SB3 PPO": []}
+        for rep in range(args.reps):
+            r = timed(ours(["--env-id", "CartPole-v1", "--total-timesteps", "200000", "--seed", str(rep + 1),
+                            *CLEANRL_SETTINGS], runs), args.core)
+            results["ppo.py"].append(dict(r, steps=int(updates(run_dir_of(r["stdout"]))[-1]["global_step"])))
+            if args.cleanrl_dir:
+                r = timed([args.cleanrl_python, "ppo.py", "--env-id", "CartPole-v1", "--total-timesteps", "200000",
+                           "--seed", str(rep + 1), "--no-cuda"], args.core, cwd=args.cleanrl_dir)
+                results["CleanRL ppo.py"].append(dict(r, steps=199_680))
+            if args.sb3_python:
+                r = timed([args.sb3_python, str(HERE / "sb3_ppo.py"), "--seed", str(rep + 1),
+                           "--total-timesteps", "200000"], args.core)
+                results["SB3 PPO"].append(dict(r, steps=json.loads(r["stdout"].strip().splitlines()[-1])["timesteps"]))
+        base = statistics.median(x["wall"] for x in results["ppo.py"])
+        rows = [[name, len(rs), summary([x["wall"] for x in rs]), summary([x["steps"] / x["wall"] for x in rs], "{:,.0f}"),
+                 summary([x["rss"] for x in rs], "{:.0f}"), f"{statistics.median(x['wall'] for x in rs) / base:.2f}×"]
+                for name, rs in results.items() if rs]
+        emit("1. CleanRL's settings, CartPole-v1, 200k steps (whole process)",
+             table(["implementation", "runs", "wall s", "steps/s (whole process)", "peak RSS MB", "time vs ppo.py"],
+                   rows))
+
+    # 2. ppo.py's defaults: CartPole time to solve; Acrobot must not get worse.
+    if not args.skip_table2:
+        rows = []
+        for seed in range(1, 6):
+            r = timed(ours(["--env-id", "CartPole-v1", "--seed", str(seed)], runs), args.core)
+            rows.append([seed, *(solved_at(episodes(run_dir_of(r["stdout"]))) or ("not solved", ""))])
+        solved = [r for r in rows if r[1] != "not solved"]
+        rows.append(["median (range)", summary([r[1] for r in solved], "{:,.0f}"), summary([r[2] for r in solved], "{:.2f}")])
+        emit("2a. ppo.py defaults, CartPole-v1: first step and second of training where the last-100 mean ≥ 475",
+             table(["seed", "step", "training wall s"], rows))
+        acro = {"defaults": [], "CleanRL's settings": []}
+        for seed in (1, 2, 3):
+            for name, flags in (("defaults", []), ("CleanRL's settings", CLEANRL_SETTINGS)):
+                r = timed(ours(["--env-id", "Acrobot-v1", "--seed", str(seed), *flags], runs), args.core)
+                returns = [float(e["episodic_return"]) for e in episodes(run_dir_of(r["stdout"]))]
+                acro[name].append((sum(returns[-100:]) / 100, r["wall"]))
+        emit("2b. Acrobot-v1, 500k steps, mean of the last 100 episodes (3 seeds)",
+             table(["settings", "return", "wall s"], [[k, summary([x[0] for x in v]), summary([x[1] for x in v])]
+                                                      for k, v in acro.items()]))
+
+    # 3. HalfCheetah-v4, continuous defaults, 100k steps.
+    if not args.skip_table3:
+        results = {"ppo.py": [], "ppo.py --compile": [], "CleanRL ppo_continuous_action.py": []}
+        for rep in range(args.reps):
+            for name, extra in (("ppo.py", []), ("ppo.py --compile", ["--compile"])):
+                r = timed(ours(["--env-id", "HalfCheetah-v4", "--total-timesteps", "100000", "--seed", str(rep + 1),
+                                *extra], runs), args.core)
+                results[name].append(dict(r, steps=int(updates(run_dir_of(r["stdout"]))[-1]["global_step"])))
+            if args.cleanrl_dir:
+                r = timed([args.cleanrl_python, "ppo_continuous_action.py", "--env-id", "HalfCheetah-v4",
+                           "--total-timesteps", "100000", "--seed", str(rep + 1), "--no-cuda"], args.core,
+                          cwd=args.cleanrl_dir)
+                results["CleanRL ppo_continuous_action.py"].append(dict(r, steps=98_304))
+        base = statistics.median(x["steps"] / x["wall"] for x in results["CleanRL ppo_continuous_action.py"]) \
+            if results["CleanRL ppo_continuous_action.py"] else None
+        rows = [[name, len(rs), summary([x["wall"] for x in rs]), summary([x["steps"] / x["wall"] for x in rs], "{:,.0f}"),
+                 summary([x["rss"] for x in rs], "{:.0f}"),
+                 f"{statistics.median(x['steps'] / x['wall'] for x in rs) / base:.2f}×" if base else ""]
+                for name, rs in results.items() if rs]
+        emit("3. HalfCheetah-v4, continuous defaults, 100k steps (whole process)",
+             table(["implementation", "runs", "wall s", "steps/s (whole process)", "peak RSS MB", "vs CleanRL"], rows))
+
+    # 4. Scaling with the number of envs.
+    if not args.skip_scaling:
+        rows = []
+        for env_id, steps_per_env in (("CartPole-v1", 64), ("HalfCheetah-v4", 256)):
+            for n in (1, 4, 16, 64):
+                cells = []
+                for mode in ("--no-async-envs", "--async-envs"):
+                    total = max(4 * n * steps_per_env, 16_384)
+                    flags = ["--env-id", env_id, "--num-envs", str(n), "--num-steps", str(steps_per_env),
+                             "--num-minibatches", "4", "--total-timesteps", str(total), mode]
+                    r = timed(ours(flags, runs), args.core)
+                    ups = updates(run_dir_of(r["stdout"]))
+                    cells.append(f"{int(ups[-1]['SPS']):,}")
+                rows.append([env_id, n, steps_per_env, *cells])
+        emit("4. Training steps/s (updates.csv SPS) against --num-envs; one core; 4 minibatches per epoch",
+             table(["env", "num-envs", "num-steps", "sync", "async"], rows))
+
+    if args.out:
+        args.out.write_text("\n".join(report) + "\n")
+
+
+if __name__ == "__main__":
+    main()
