@@ -269,7 +269,8 @@ NORM_CLIP = 10.0  # normalized observations and rewards are clipped to +-10, as 
 # ======================================================================================================================
 def layer_init(layer: nn.Linear, std: float = math.sqrt(2), bias: float = 0.0) -> nn.Linear:
     # Orthogonal weights keep activations at a steady scale through the layers (the PPO implementation details,
-    # Huang et al. 2022, detail 2). The tiny std on the policy's last layer makes the first policy near-uniform.
+    # Huang et al. 2022, detail 2). The tiny std on the policy's last layer makes the first policy near-uniform
+    # over discrete actions, and puts a Gaussian policy's first means near 0.
     nn.init.orthogonal_(layer.weight, std)
     nn.init.constant_(layer.bias, bias)
     return layer
@@ -612,7 +613,9 @@ def check_args(args: Args) -> None:
                 f"smaller than one batch of num-envs * num-steps = {args.batch_size}; use at least that")
     for name in ("gamma", "gae_lambda"):
         value = getattr(args, name)
-        require(0 < value <= 1, name.replace("_", "-"), value, "must be in (0, 1]; typical: gamma 0.99, lambda 0.95")
+        low_ok = value > 0 if name == "gamma" else value >= 0            # lambda = 0 is the one-step TD advantage
+        require(low_ok and value <= 1, name.replace("_", "-"), value,
+                f"must be in {'(0' if name == 'gamma' else '[0'}, 1]; typical: gamma 0.99, lambda 0.95")
     require(args.clip_coef > 0, "clip-coef", args.clip_coef, "must be > 0; typical 0.1 to 0.3")
     require(args.learning_rate > 0, "learning-rate", args.learning_rate, "must be > 0; typical 1e-4 to 3e-3")
     require(args.max_grad_norm > 0, "max-grad-norm", args.max_grad_norm, "must be > 0; typical 0.5")
@@ -767,8 +770,11 @@ def _train_loop(args, envs, agent, optimizer, log, stop, run_dir, spaces, device
             global_step -= (t + 1) * N                              # this iteration is dropped: resume redoes it
             break
 
-        # Normalization, once per rollout. The batch is normalized with the statistics the policy acted with; only
-        # then do the statistics take in this rollout, ready for the next one.
+        # Close the rollout: V(state after the last step) and the batch's observations are computed with the
+        # normalization the policy acted with. Only then do the statistics take in this rollout (once per rollout,
+        # not per step), ready for the next one.
+        with torch.inference_mode():
+            next_value = agent.value(agent.normalize(torch.as_tensor(next_obs, dtype=torch.float32, device=device)))
         raw_obs = torch.from_numpy(obs_buf.reshape(T * N, *spaces[0].shape)).to(device)  # (B, *obs_shape)
         b_obs = agent.normalize(raw_obs)                                                # (B, obs_dim)
         if args.norm_obs:
@@ -780,8 +786,6 @@ def _train_loop(args, envs, agent, optimizer, log, stop, run_dir, spaces, device
             rewards[:] = (rewards / agent.reward_rms.std().item()).clip(-NORM_CLIP, NORM_CLIP)
 
         # --- 2. Compute advantages with GAE. -----------------------------------------------------------------------
-        with torch.inference_mode():
-            next_value = agent.value(agent.normalize(torch.as_tensor(next_obs, dtype=torch.float32, device=device)))
         next_values = np.concatenate([values[1:], next_value.cpu().numpy()[None]])   # (T, N) V(s_{t+1})
         next_values = np.where(truncations == 1, final_values, next_values)
         advantages, returns = compute_gae(rewards, values, next_values, terminations, truncations,

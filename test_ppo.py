@@ -298,7 +298,7 @@ def test_bad_input_through_the_real_cli_has_no_traceback():
     (["--cuda"], "--cuda: no CUDA GPU is visible") if not torch.cuda.is_available() else
     (["--num-steps", "-5"], "--num-steps -5: must be a positive integer"),
     (["--env-id", "Blackjack-v1"], "observation space Tuple"),
-    (["--gae-lambda", "0"], "--gae-lambda 0.0: must be in (0, 1]"),
+    (["--gae-lambda", "1.5"], "--gae-lambda 1.5: must be in [0, 1]"),
     (["--update-epochs", "0"], "--update-epochs 0: must be a positive integer"),
     (["--target-kl", "-1"], "--target-kl -1.0: must be > 0"),
 ])
