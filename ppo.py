@@ -166,14 +166,6 @@ CONTINUOUS_DEFAULTS = dict(
 )
 
 
-def default_args(env_id: str, **overrides) -> Args:
-    """The defaults for `env_id`'s action space, with `overrides` on top: `train(default_args("Hopper-v4", seed=2))`."""
-    env = make_env(env_id)
-    continuous = isinstance(env.action_space, gym.spaces.Box)
-    env.close()
-    return dataclasses.replace(Args(env_id=env_id), **{**(CONTINUOUS_DEFAULTS if continuous else {}), **overrides})
-
-
 # ======================================================================================================================
 # Environments. N copies of the environment step together ("vectorized"): the policy acts on a batch of N states at
 # once, which is far cheaper than N separate calls, and N independent episodes make each batch less correlated.
@@ -215,6 +207,14 @@ def check_spaces(obs_space: gym.Space, action_space: gym.Space, env_id: str) -> 
     if not ok:
         raise UsageError(f"--env-id {env_id}: action space {action_space} is not supported; "
                          "supported are Discrete, MultiDiscrete (1-D, starting at 0) and 1-D Box")
+
+
+def default_args(env_id: str, **overrides) -> Args:
+    """The defaults for `env_id`'s action space, with `overrides` on top: `train(default_args("Hopper-v4", seed=2))`."""
+    env = make_env(env_id)
+    continuous = isinstance(env.action_space, gym.spaces.Box)
+    env.close()
+    return dataclasses.replace(Args(env_id=env_id), **{**(CONTINUOUS_DEFAULTS if continuous else {}), **overrides})
 
 
 def make_vector_env(args: Args, run_dir: Path | None) -> gym.vector.VectorEnv:
