@@ -156,10 +156,10 @@ class Args:
 
 # Defaults follow the action space. The dataclass defaults above are for discrete actions (CartPole, Acrobot):
 # 16 envs x 64 steps give 1024 transitions per update, used in 4 epochs of 4 minibatches of 256 with a high
-# learning rate, no value clipping and no entropy bonus. That was the fastest of the settings we measured to solve
-# CartPole, without losing on Acrobot (notes/README.md); large minibatches are what a CPU runs efficiently. Continuous control (MuJoCo) uses CleanRL's
-# ppo_continuous_action.py settings: one long rollout, many small minibatches, normalized observations and
-# rewards, and no entropy bonus (a Gaussian policy's entropy bonus mostly adds noise to the actions).
+# learning rate, no value clipping and no entropy bonus. Of the settings we measured (notes/README.md) they solve
+# CartPole fastest without losing on Acrobot; large minibatches are what a CPU runs efficiently.
+# Continuous control (MuJoCo) uses CleanRL's ppo_continuous_action.py settings: one long rollout, many small
+# minibatches, normalized observations and rewards, value clipping, and no entropy bonus.
 CONTINUOUS_DEFAULTS = dict(
     total_timesteps=1_000_000, num_envs=1, num_steps=2048, learning_rate=3e-4, num_minibatches=32,
     update_epochs=10, ent_coef=0.0, norm_obs=True, norm_reward=True, clip_vloss=True,
@@ -403,7 +403,8 @@ def ppo_loss(agent: Agent, mb: dict[str, torch.Tensor], args: Args) -> tuple[tor
     if args.norm_adv:  # mean 0, std 1 within the minibatch: the step size no longer depends on the reward scale
         advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
     pg_loss = clipped_policy_loss(logratio, advantages, args.clip_coef)
-    v_loss = value_loss(agent.value(mb["obs"]), mb["values"], mb["returns"], args.clip_coef if args.clip_vloss else None)
+    v_loss = value_loss(agent.value(mb["obs"]), mb["values"], mb["returns"],
+                        args.clip_coef if args.clip_vloss else None)
     # Entropy bonus: subtracting the policy's entropy rewards keeping some randomness, so the agent keeps trying
     # actions it is unsure of (exploration) instead of settling early on what it already knows (exploitation).
     entropy = dist.entropy().mean()
@@ -746,8 +747,8 @@ def _train_loop(args, envs, agent, optimizer, log, stop, run_dir, spaces, device
                 next_obs, reward, terminated, truncated, infos = envs.step(actions[t])
                 global_step += N
                 if not (np.isfinite(next_obs).all() and np.isfinite(reward).all()):
-                    raise NonFiniteError(f"env {args.env_id} returned a non-finite observation or reward at global step "
-                                         f"{global_step}; check the environment's step()")
+                    raise NonFiniteError(f"env {args.env_id} returned a non-finite observation or reward at global "
+                                         f"step {global_step}; check the environment's step()")
                 done = terminated | truncated
                 episode_return += reward
                 episode_length += 1
