@@ -475,7 +475,7 @@ class RunLog:
                 self.tb = SummaryWriter(str(run_dir))
             except ImportError:
                 pass
-        self.quiet, self.total, self.last_print = args.quiet, args.total_timesteps, 0.0
+        self.quiet, self.total, self.last_print, self.tty = args.quiet, args.total_timesteps, 0.0, sys.stdout.isatty()
         self.recent = deque(maxlen=100)                             # returns of the last 100 episodes
 
     def episode(self, global_step: int, wall_time: float, ret: float, length: int) -> None:
@@ -496,12 +496,14 @@ class RunLog:
                     tag = "charts" if k in ("SPS", "learning_rate") else "losses"
                     self.tb.add_scalar(f"{tag}/{k}", v, row["global_step"])
         now = time.time()
-        if not self.quiet and now - self.last_print >= 0.5:         # at most twice a second
+        # On a terminal one line is redrawn twice a second; into a log file, a new line every 5 seconds.
+        if not self.quiet and now - self.last_print >= (0.5 if self.tty else 5.0):
             self.last_print, step, sps = now, row["global_step"], row["SPS"]
             eta = (self.total - step) / max(sps, 1)
             ret = f"{np.mean(self.recent):8.1f}" if self.recent else "     n/a"
             print(f"step {step:>10,} ({100 * step / self.total:3.0f}%) | {sps:7,.0f} SPS | "
-                  f"return {ret} (last {len(self.recent)} ep) | ETA {eta:5.0f}s", flush=True)
+                  f"return {ret} (last {len(self.recent)} ep) | ETA {eta:5.0f}s", end="\r" if self.tty else "\n",
+                  flush=True)
 
     def close(self) -> None:
         for f in self.files.values():
@@ -825,6 +827,8 @@ def _train_loop(args, envs, agent, optimizer, log, stop, run_dir, spaces, device
             save()
 
     save()
+    if log.tty and not args.quiet:
+        print()                                                     # end the redrawn progress line
     wall_time = time.time() - start_time
     recent = f"{np.mean(log.recent):.1f}" if log.recent else "n/a"
     print(f"{'stopped' if stop.signum else 'done'}: {global_step:,} steps in {wall_time:.1f}s, mean return of the "
