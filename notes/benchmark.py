@@ -12,6 +12,8 @@ implementations are alternated within each repetition so that machine noise hits
      Acrobot-v1 at 500k steps with the defaults and with CleanRL's settings, 3 seeds.
   3. HalfCheetah-v4 with the continuous defaults, 100k steps: ppo.py vs CleanRL ppo_continuous_action.py.
   4. Steps/s against --num-envs 1, 4, 16, 64 with sync and async envs, CartPole-v1 and HalfCheetah-v4.
+  5. Where the time goes: each stage of one run (env step, policy forward, normalization, GAE, update, rest),
+     timed by wrapping ppo.py's functions.
 
 CleanRL (its cleanrl/ folder) and SB3 are not part of this project: point the flags at your own copies. CleanRL
 pins gymnasium 0.29.1, so give it its own virtual environment. --skip-* flags leave parts out. Nothing here runs
@@ -86,7 +88,47 @@ def ours(flags: list[str], runs: Path) -> list[str]:
     return [sys.executable, str(PPO), *flags, "--runs-dir", str(runs), "--quiet"]
 
 
+def stage_profile(argv: list[str]) -> None:
+    """In this process: train with ppo.py's stages wrapped in timers; print microseconds per env step for each."""
+    sys.path.insert(0, str(PPO.parent))
+    import time
+    import ppo
+    import tyro
+    spent = dict.fromkeys(["env step", "policy forward + sampling", "observation normalization", "GAE", "update"], 0.0)
+
+    def timed_method(owner, name, key):
+        original = getattr(owner, name)
+
+        def wrapper(*a, **k):
+            start = time.perf_counter()
+            try:
+                return original(*a, **k)
+            finally:
+                spent[key] += time.perf_counter() - start
+        setattr(owner, name, wrapper)
+
+    timed_method(ppo, "ppo_update", "update")
+    timed_method(ppo, "compute_gae", "GAE")
+    timed_method(ppo.Agent, "act", "policy forward + sampling")
+    timed_method(ppo.Agent, "normalize", "observation normalization")
+    make_vector_env = ppo.make_vector_env
+
+    def make_timed_vector_env(*a, **k):
+        envs = make_vector_env(*a, **k)
+        timed_method(envs, "step", "env step")
+        return envs
+    ppo.make_vector_env = make_timed_vector_env
+    env_id = argv[argv.index("--env-id") + 1]
+    args = tyro.cli(ppo.Args, args=argv, default=ppo.default_args(env_id))
+    result = ppo.train(args)
+    steps, wall = result["global_step"], result["wall_time"]
+    spent["rest (buffers, bookkeeping, logging)"] = wall - sum(spent.values())
+    print(json.dumps({"steps_per_s": steps / wall, **{k: v / steps * 1e6 for k, v in spent.items()}}))
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--stage-profile"]:
+        return stage_profile(sys.argv[2:])
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cleanrl-dir", type=Path, help="folder holding CleanRL's ppo.py and ppo_continuous_action.py")
     parser.add_argument("--cleanrl-python", default="python", help="python of CleanRL's virtual environment")
@@ -94,7 +136,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3, help="repetitions of each side-by-side timing")
     parser.add_argument("--core", type=int, default=0, help="CPU core to pin every run to")
     parser.add_argument("--out", type=Path, default=None, help="also write the tables to this markdown file")
-    for part in ("table1", "table2", "table3", "scaling"):
+    for part in ("table1", "table2", "table3", "scaling", "profile"):
         parser.add_argument(f"--skip-{part}", action="store_true")
     args = parser.parse_args()
     runs = Path(tempfile.mkdtemp(prefix="ppo-bench-"))
@@ -185,6 +227,23 @@ def main() -> None:
                 rows.append([env_id, n, steps_per_env, *cells])
         emit("4. Training steps/s (updates.csv SPS) against --num-envs; one core; 4 minibatches per epoch",
              table(["env", "num-envs", "num-steps", "sync", "async"], rows))
+
+    # 5. Where the time goes: microseconds per env step in each stage of one run.
+    if not args.skip_profile:
+        columns = []
+        for name, flags in (("CartPole-v1, CleanRL's settings", ["--env-id", "CartPole-v1", "--total-timesteps",
+                                                                 "102400", *CLEANRL_SETTINGS]),
+                            ("HalfCheetah-v4, continuous defaults", ["--env-id", "HalfCheetah-v4",
+                                                                     "--total-timesteps", "32768"])):
+            r = timed([sys.executable, __file__, "--stage-profile", *flags, "--runs-dir", str(runs), "--quiet",
+                       "--no-tensorboard"], args.core)
+            columns.append((name, json.loads(r["stdout"].strip().splitlines()[-1])))
+        stages = [k for k in columns[0][1] if k != "steps_per_s"] + ["steps_per_s"]
+        rows = [[k.replace("steps_per_s", "**steps/s**"),
+                 *(f"{c[k]:,.0f}" if k == "steps_per_s" else f"{c[k]:.0f} µs ({100 * c[k] * c['steps_per_s'] / 1e6:.0f}%)"
+                   for _, c in columns)] for k in stages]
+        emit("5. Where the time goes: µs per environment step in each stage",
+             table(["stage", *(name for name, _ in columns)], rows))
 
     if args.out:
         args.out.write_text("\n".join(report) + "\n")
