@@ -414,14 +414,16 @@ def ppo_loss(agent: Agent, mb: dict[str, torch.Tensor], args: Args) -> tuple[tor
 
 def ppo_update(agent: Agent, optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor], args: Args,
                loss_fn=ppo_loss) -> dict:
-    """Several epochs of minibatch gradient steps on one rollout. `b_` = the whole flattened batch (B = T * N
-    transitions), `mb_` = one minibatch of it. Returns the diagnostics of the last epoch."""
+    """Several epochs of minibatch gradient steps on one rollout. `batch` holds the whole flattened rollout
+    (B = T * N transitions, each tensor (B, ...)); each epoch reshuffles it into minibatches `mb` of B /
+    num_minibatches. Returns the diagnostics of the last epoch."""
     for epoch in range(args.update_epochs):
         losses, logratios = [], []       # kept per minibatch; summarized once per epoch (fewer small ops)
         for mb_inds in torch.randperm(args.batch_size).split(args.minibatch_size):
             loss, parts, logratio = loss_fn(agent, {k: b_v[mb_inds] for k, b_v in batch.items()}, args)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            # Rescale the whole gradient if its norm exceeds max_grad_norm: one odd minibatch cannot fling the policy.
             grad_norm = nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm, foreach=True)
             optimizer.step()
             losses.append(torch.cat([parts, grad_norm[None]]))
