@@ -489,3 +489,6 @@ def test_plot_command_writes_a_png(tmp_path):
                           str(tmp_path / "curve.png")], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    out = subprocess.run([sys.executable, str(HERE / "notes" / "plot.py"), *map(str, runs), "--overlay", "-o",
+                          str(tmp_path / "overlay.png")], capture_output=True, text=True)
+    assert out.returncode == 0 and (tmp_path / "overlay.png").stat().st_size > 1000, out.stderr

@@ -4,7 +4,8 @@
 
 Runs of the same env (the part of the directory name before the first "__") are one curve: the mean over runs
 of each run's smoothed return (mean of its last --window episodes), with a band from the lowest to the highest
-run. Several envs give one panel each. Needs matplotlib (pip install matplotlib); nothing else in the project does.
+run. Several envs give one panel each; --overlay draws them on one axis instead (give runs of different settings
+different --exp-name values and group names by linking them, or compare envs). Needs matplotlib (pip install matplotlib); nothing else in the project does.
 """
 
 import argparse
@@ -36,6 +37,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("-o", "--out", type=Path, default=Path("learning_curve.png"), help="PNG file to write")
     parser.add_argument("--window", type=int, default=100, help="episodes in the moving average (default 100)")
     parser.add_argument("--title", default=None, help="figure title")
+    parser.add_argument("--overlay", action="store_true",
+                        help="draw every group on one axis (to compare settings) instead of one panel per group")
     args = parser.parse_args(argv)
     try:
         import matplotlib
@@ -52,18 +55,23 @@ def main(argv: list[str]) -> int:
     groups = defaultdict(list)                          # env id -> run directories (seeds)
     for run in args.runs:
         groups[run.name.split("__")[0]].append(run)
-    fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 4), squeeze=False)
-    for ax, (env, runs) in zip(axes[0], sorted(groups.items())):
+    panels = 1 if args.overlay else len(groups)
+    fig, axes = plt.subplots(1, panels, figsize=(7 if args.overlay else 5.5 * panels, 4), squeeze=False)
+    for i, (name, runs) in enumerate(sorted(groups.items())):
+        ax = axes[0][0 if args.overlay else i]
         curves = [smoothed_curve(run, args.window) for run in runs]
         end = min(steps[-1] for steps, _ in curves)     # only where every run has data
         grid = np.linspace(max(steps[0] for steps, _ in curves), end, 200)
         ys = np.array([np.interp(grid, steps, values) for steps, values in curves])
-        ax.plot(grid, ys.mean(0), label=f"mean of {len(runs)} run{'s' * (len(runs) > 1)}")
+        label = f"{name} ({len(runs)} runs)" if args.overlay else f"mean of {len(runs)} run{'s' * (len(runs) > 1)}"
+        line, = ax.plot(grid, ys.mean(0), label=label)
         if len(runs) > 1:
-            ax.fill_between(grid, ys.min(0), ys.max(0), alpha=0.25, label="min-max over runs")
-        ax.set(title=env, xlabel="environment steps", ylabel=f"return (mean of last {args.window} episodes)")
+            ax.fill_between(grid, ys.min(0), ys.max(0), alpha=0.15 if args.overlay else 0.25, color=line.get_color(),
+                            label=None if args.overlay else "min-max over runs")
+        ax.set(title="" if args.overlay else name, xlabel="environment steps",
+               ylabel=f"return (mean of last {args.window} episodes)")
         ax.grid(alpha=0.3)
-        ax.legend(loc="lower right")
+        ax.legend(loc="best", fontsize=8)
     if args.title:
         fig.suptitle(args.title)
     fig.tight_layout()
