@@ -550,7 +550,7 @@ def load_checkpoint(path: str | Path, flag: str = "--resume") -> dict:
         raise UsageError(f"{flag} {path}: no such file; give the path of a run's checkpoint.pt")
     try:
         checkpoint = torch.load(path, map_location="cpu")
-        Args(**checkpoint["args"])
+        args_from_checkpoint(checkpoint)                            # its arguments must still make an Args
         return checkpoint
     except Exception as e:
         raise UsageError(f"{flag} {path}: not a readable ppo.py checkpoint ({type(e).__name__}); "
