@@ -13,6 +13,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+import torch.nn as nn
 
 import ppo
 
@@ -159,6 +160,27 @@ def test_box_distribution_is_a_diagonal_gaussian():
     torch.testing.assert_close(dist.mode, mean)
 
 
+def test_activation_and_log_std_init_shape_the_networks():
+    agent = ppo.Agent(OBS, gym.spaces.Box(-1, 1, (3,), np.float32), (32,), activation="relu", log_std_init=-2.0)
+    assert [type(m) for m in agent.actor] == [nn.Linear, nn.ReLU, nn.Linear]
+    assert [type(m) for m in agent.critic] == [nn.Linear, nn.ReLU, nn.Linear]
+    torch.testing.assert_close(agent.distribution(torch.randn(2, 4)).base_dist.stddev,
+                               torch.full((2, 3), math.exp(-2.0)))
+    assert any(isinstance(m, nn.Tanh) for m in ppo.Agent(OBS, gym.spaces.Discrete(2)).actor)
+
+
+def test_presets_layer_on_defaults_and_flags_win():
+    for name, settings in ppo.PRESETS.items():          # every preset names real flags and passes the checks
+        args = ppo.default_args("Pendulum-v1", preset=name)
+        ppo.check_args(args)
+        assert args.preset == name and all(getattr(args, k) == v for k, v in settings.items())
+    args = ppo.parse_args(["--env-id", "Pendulum-v1", "--preset", "halfcheetah-zoo", "--gamma", "0.9"])
+    assert args.gamma == 0.9                                                     # the explicit flag
+    assert (args.learning_rate, args.hidden_sizes, args.activation) == (2.0633e-5, (256, 256), "relu")  # preset
+    assert args.norm_obs and args.norm_reward and args.total_timesteps == 1_000_000   # continuous defaults beneath
+    assert ppo.parse_args(["--env-id", "MountainCar-v0", "--preset", "mountaincar"]).ent_coef == 0.01
+
+
 def test_unsupported_spaces_are_refused():
     with pytest.raises(ppo.UsageError, match="action space .* not supported"):
         ppo.check_spaces(OBS, gym.spaces.Tuple([gym.spaces.Discrete(2)]), "X-v0")
@@ -283,6 +305,9 @@ def test_help_lists_flags_with_the_defaults_that_will_be_used():
     (["--target-kl", "-1"], "--target-kl -1.0: must be > 0"),
     (["--hidden-sizes", "0"], "--hidden-sizes 0: must be one or more positive layer sizes"),
     (["--max-grad-norm", "0"], "--max-grad-norm 0.0: must be > 0"),
+    (["--preset", "cheetah"], "--preset cheetah: no such preset; valid: mountaincar, halfcheetah-zoo"),
+    (["--activation", "gelu"], "'gelu' for argument '--activation'. Expected one of ('tanh', 'relu')"),
+    (["--resume", "x.pt", "--preset", "mountaincar"], "--preset: --resume uses the settings saved in the checkpoint"),
 ])
 def test_bad_input_is_one_line_and_exit_2(flags, expected, capsys, tmp_path):
     code = ppo.main([*flags, "--runs-dir", str(tmp_path)])
