@@ -2,10 +2,11 @@
 
     python notes/plot.py runs/CartPole-v1__ppo__1__* runs/CartPole-v1__ppo__2__* -o cartpole.png
 
-Runs of the same env (the part of the directory name before the first "__") are one curve: the mean over runs
-of each run's smoothed return (mean of its last --window episodes), with a band from the lowest to the highest
-run. Several envs give one panel each; --overlay draws them on one axis instead (give runs of different settings
-different --exp-name values and group names by linking them, or compare envs). Needs matplotlib (pip install matplotlib); nothing else in the project does.
+Runs of the same env and --exp-name (the first two parts of the directory name, `{env_id}__{exp_name}__...`) are
+one curve: the mean over runs of each run's smoothed return (mean of its last --window episodes), with a band
+from the lowest to the highest run. Several groups give one panel each; --overlay draws them on one axis instead
+(to compare settings, give each its own --exp-name when training). Needs matplotlib (pip install matplotlib);
+nothing else in the project does.
 """
 
 import argparse
@@ -52,9 +53,11 @@ def main(argv: list[str]) -> int:
             print(f"error: {run}: no episodes.csv here; give ppo.py run directories", file=sys.stderr)
             return 2
 
-    groups = defaultdict(list)                          # env id -> run directories (seeds)
+    groups = defaultdict(list)                          # (env id, exp name) -> run directories (seeds)
     for run in args.runs:
-        groups[run.name.split("__")[0]].append(run)
+        groups[tuple((run.name.split("__") + [""])[:2])].append(run)
+    one_exp = len({exp for _, exp in groups}) == 1      # then the env id alone names a curve
+    groups = {env if one_exp else f"{env} [{exp}]": runs for (env, exp), runs in groups.items()}
     panels = 1 if args.overlay else len(groups)
     fig, axes = plt.subplots(1, panels, figsize=(7 if args.overlay else 5.5 * panels, 4), squeeze=False)
     for i, (name, runs) in enumerate(sorted(groups.items())):
