@@ -14,6 +14,7 @@ Run it:
     pip install -r requirements.txt
     python ppo.py --env-id CartPole-v1                     # discrete actions: solves in seconds
     python ppo.py --env-id HalfCheetah-v4                  # continuous actions: MuJoCo defaults
+    python ppo.py --env-id HalfCheetah-v4 --preset halfcheetah-zoo   # one env's tuned settings (PRESETS)
     python ppo.py --env-id CartPole-v1 --help              # every flag, with the values that will be used
     python ppo.py --evaluate runs/<run>/checkpoint.pt      # score a saved agent
 
