@@ -87,6 +87,8 @@ class Args:
     """the hidden layers' nonlinearity"""
     log_std_init: float = 0.0
     """continuous actions: the Gaussian policy's starting log std (0 = std 1; -2 = std 0.14, less exploration)"""
+    ortho_init: bool = True
+    """orthogonal initial weights, with a tiny last policy layer (see layer_init); off = PyTorch's default init"""
 
     # --- the PPO update ---
     learning_rate: float = 2.5e-3
@@ -177,18 +179,18 @@ CONTINUOUS_DEFAULTS = dict(
 # Presets: named settings for one env, for when its best-known return matters more than one setting for all.
 # `--preset NAME` puts them on top of the defaults, and flags given explicitly still win. The *-zoo presets are the
 # tuned hyperparameters of the SB3 zoo (rl-baselines3-zoo, hyperparams/ppo.yml; its batch_size of B transitions is
-# our num_minibatches = num_steps / B); the zoo also turns off orthogonal init, which we keep. notes/results.md has
-# what each one scores beside the defaults, and notes/README.md why the defaults stay general.
+# our num_minibatches = num_steps / B). notes/results.md has what each one scores beside the defaults, and
+# notes/README.md why the defaults stay general.
 PRESETS = {
     "mountaincar": dict(norm_obs=True, ent_coef=0.01),      # scale the tiny velocity; keep trying until one success
     "halfcheetah-zoo": dict(
         num_envs=1, num_steps=512, num_minibatches=8, update_epochs=20, learning_rate=2.0633e-5, anneal_lr=False,
         gamma=0.98, gae_lambda=0.92, clip_coef=0.1, clip_vloss=False, ent_coef=4.01762e-4, vf_coef=0.58096,
-        max_grad_norm=0.8, hidden_sizes=(256, 256), activation="relu", log_std_init=-2.0),
+        max_grad_norm=0.8, hidden_sizes=(256, 256), activation="relu", log_std_init=-2.0, ortho_init=False),
     "hopper-zoo": dict(
         num_envs=1, num_steps=512, num_minibatches=16, update_epochs=5, learning_rate=9.80828e-5, anneal_lr=False,
         gamma=0.999, gae_lambda=0.99, clip_coef=0.2, clip_vloss=False, ent_coef=2.29519e-3, vf_coef=0.835671,
-        max_grad_norm=0.7, hidden_sizes=(256, 256), activation="relu", log_std_init=-2.0),
+        max_grad_norm=0.7, hidden_sizes=(256, 256), activation="relu", log_std_init=-2.0, ortho_init=False),
     "walker2d-zoo": dict(
         num_envs=1, num_steps=512, num_minibatches=16, update_epochs=20, learning_rate=5.05041e-5, anneal_lr=False,
         gamma=0.99, gae_lambda=0.95, clip_coef=0.1, clip_vloss=False, ent_coef=5.85045e-4, vf_coef=0.871923,
@@ -312,16 +314,17 @@ def layer_init(layer: nn.Linear, std: float = math.sqrt(2), bias: float = 0.0) -
     return layer
 
 
-def mlp(sizes: list[int], out_std: float, activation: str = "tanh") -> nn.Sequential:
+def mlp(sizes: list[int], out_std: float, activation: str = "tanh", ortho_init: bool = True) -> nn.Sequential:
+    init = layer_init if ortho_init else (lambda layer, std=None: layer)     # off: keep nn.Linear's own init
     layers: list[nn.Module] = []
     for n_in, n_out in zip(sizes[:-2], sizes[1:-1]):
-        layers += [layer_init(nn.Linear(n_in, n_out)), nn.Tanh() if activation == "tanh" else nn.ReLU()]
-    return nn.Sequential(*layers, layer_init(nn.Linear(sizes[-2], sizes[-1]), std=out_std))
+        layers += [init(nn.Linear(n_in, n_out)), nn.Tanh() if activation == "tanh" else nn.ReLU()]
+    return nn.Sequential(*layers, init(nn.Linear(sizes[-2], sizes[-1]), std=out_std))
 
 
 class Agent(nn.Module):
     def __init__(self, obs_space: gym.spaces.Box, action_space: gym.Space, hidden_sizes=(64, 64),
-                 norm_obs: bool = False, activation: str = "tanh", log_std_init: float = 0.0):
+                 norm_obs: bool = False, activation: str = "tanh", log_std_init: float = 0.0, ortho_init: bool = True):
         super().__init__()
         obs_dim = int(np.prod(obs_space.shape))
         # The policy head's size depends on the action space; after this the rest of the file never asks.
@@ -334,8 +337,8 @@ class Agent(nn.Module):
             self.nvec = [int(n) for n in np.atleast_1d(getattr(action_space, "nvec", getattr(action_space, "n", 0)))]
             self.multi = isinstance(action_space, gym.spaces.MultiDiscrete)
             n_out = sum(self.nvec)
-        self.actor = mlp([obs_dim, *hidden_sizes, n_out], out_std=0.01, activation=activation)
-        self.critic = mlp([obs_dim, *hidden_sizes, 1], out_std=1.0, activation=activation)
+        self.actor = mlp([obs_dim, *hidden_sizes, n_out], out_std=0.01, activation=activation, ortho_init=ortho_init)
+        self.critic = mlp([obs_dim, *hidden_sizes, 1], out_std=1.0, activation=activation, ortho_init=ortho_init)
         self.norm_obs = norm_obs
         self.obs_rms = RunningMeanStd(tuple(obs_space.shape))
         self.reward_rms = RunningMeanStd()      # statistics of the discounted return, used to scale rewards
@@ -701,7 +704,8 @@ def train(args: Args) -> dict:
     torch.manual_seed(args.seed)
     torch.backends.cudnn.deterministic = args.torch_deterministic
     device = torch.device("cuda" if args.cuda else "cpu")
-    agent = Agent(*spaces, args.hidden_sizes, args.norm_obs, args.activation, args.log_std_init).to(device)
+    agent = Agent(*spaces, args.hidden_sizes, args.norm_obs, args.activation, args.log_std_init,
+                  args.ortho_init).to(device)
     # eps=1e-5 instead of Adam's 1e-8, as in the original PPO code (implementation details, detail 3).
     # fused=True does the same arithmetic in one kernel instead of a dozen small ops per parameter tensor.
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
@@ -884,7 +888,7 @@ def load_agent(path: str | Path) -> tuple[Agent, Args]:
     args = args_from_checkpoint(checkpoint)
     env = make_env(args.env_id)
     agent = Agent(env.observation_space, env.action_space, args.hidden_sizes, args.norm_obs, args.activation,
-                  args.log_std_init)
+                  args.log_std_init, args.ortho_init)
     env.close()
     agent.load_state_dict(checkpoint["agent"])
     return agent.eval(), args

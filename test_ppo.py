@@ -167,6 +167,10 @@ def test_activation_and_log_std_init_shape_the_networks():
     torch.testing.assert_close(agent.distribution(torch.randn(2, 4)).base_dist.stddev,
                                torch.full((2, 3), math.exp(-2.0)))
     assert any(isinstance(m, nn.Tanh) for m in ppo.Agent(OBS, gym.spaces.Discrete(2)).actor)
+    # orthogonal init gives the last policy layer weights of norm ~0.01 per row; nn.Linear's own init, far more
+    ortho, default = (ppo.Agent(OBS, gym.spaces.Discrete(2), (64,), ortho_init=o).actor[-1] for o in (True, False))
+    torch.testing.assert_close(ortho.weight.norm(dim=1), torch.full((2,), 0.01))
+    assert (ortho.bias == 0).all() and default.weight.norm(dim=1).min() > 0.2 and (default.bias != 0).all()
 
 
 def test_presets_layer_on_defaults_and_flags_win():
