@@ -187,7 +187,7 @@ PRESETS = {
         num_envs=1, num_steps=512, num_minibatches=8, update_epochs=20, learning_rate=2.0633e-5, anneal_lr=False,
         gamma=0.98, gae_lambda=0.92, clip_coef=0.1, clip_vloss=False, ent_coef=4.01762e-4, vf_coef=0.58096,
         max_grad_norm=0.8, hidden_sizes=(256, 256), activation="relu", log_std_init=-2.0, ortho_init=False),
-    "hopper-zoo": dict(
+    "hopper-zoo": dict(     # the zoo's settings, which here get stuck standing still (notes/results.md)
         num_envs=1, num_steps=512, num_minibatches=16, update_epochs=5, learning_rate=9.80828e-5, anneal_lr=False,
         gamma=0.999, gae_lambda=0.99, clip_coef=0.2, clip_vloss=False, ent_coef=2.29519e-3, vf_coef=0.835671,
         max_grad_norm=0.7, hidden_sizes=(256, 256), activation="relu", log_std_init=-2.0, ortho_init=False),
