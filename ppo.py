@@ -243,9 +243,8 @@ def check_spaces(obs_space: gym.Space, action_space: gym.Space, env_id: str) -> 
 
 def default_args(env_id: str, preset: str | None = None, **overrides) -> Args:
     """The defaults for `env_id`'s action space, then the preset's settings, then `overrides`:
-    `train(default_args("Hopper-v4", seed=2))`, `default_args("HalfCheetah-v4", preset="halfcheetah-zoo")`."""
-    if preset is not None and preset not in PRESETS:
-        raise UsageError(f"--preset {preset}: no such preset; valid: {', '.join(PRESETS)}")
+    `train(default_args("Hopper-v4", seed=2))`, `default_args("HalfCheetah-v4", preset="halfcheetah-zoo")`.
+    An unknown preset adds nothing here; check_args refuses it."""
     env = make_env(env_id)
     continuous = isinstance(env.action_space, gym.spaces.Box)
     env.close()
@@ -374,6 +373,12 @@ class Agent(nn.Module):
         dist = self.distribution(x)
         action = dist.mode if deterministic else dist.sample()
         return action, dist.log_prob(action), self.value(x)
+
+
+def build_agent(args: Args, obs_space: gym.Space, action_space: gym.Space) -> Agent:
+    """The agent that `args` describes: used by training and, identically, to rebuild a saved one."""
+    return Agent(obs_space, action_space, args.hidden_sizes, args.norm_obs, args.activation, args.log_std_init,
+                 args.ortho_init)
 
 
 # ======================================================================================================================
@@ -666,7 +671,8 @@ def check_args(args: Args) -> None:
     for name in ("ent_coef", "vf_coef"):
         value = getattr(args, name)
         require(value >= 0, name.replace("_", "-"), value, "must be >= 0")
-    require(args.preset is None or args.preset in PRESETS, "preset", args.preset, f"valid: {', '.join(PRESETS)}")
+    require(args.preset is None or args.preset in PRESETS, "preset", args.preset,
+            f"no such preset; valid: {', '.join(PRESETS)}")
     require(args.target_kl is None or args.target_kl > 0, "target-kl", args.target_kl, "must be > 0, e.g. 0.015")
     require(not args.cuda or torch.cuda.is_available(), "cuda", "", "no CUDA GPU is visible to torch; "
             "drop --cuda to train on the CPU (for these small networks the CPU is as fast)")
@@ -704,8 +710,7 @@ def train(args: Args) -> dict:
     torch.manual_seed(args.seed)
     torch.backends.cudnn.deterministic = args.torch_deterministic
     device = torch.device("cuda" if args.cuda else "cpu")
-    agent = Agent(*spaces, args.hidden_sizes, args.norm_obs, args.activation, args.log_std_init,
-                  args.ortho_init).to(device)
+    agent = build_agent(args, *spaces).to(device)
     # eps=1e-5 instead of Adam's 1e-8, as in the original PPO code (implementation details, detail 3).
     # fused=True does the same arithmetic in one kernel instead of a dozen small ops per parameter tensor.
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
@@ -887,8 +892,7 @@ def load_agent(path: str | Path) -> tuple[Agent, Args]:
     checkpoint = load_checkpoint(path, flag="--evaluate")
     args = args_from_checkpoint(checkpoint)
     env = make_env(args.env_id)
-    agent = Agent(env.observation_space, env.action_space, args.hidden_sizes, args.norm_obs, args.activation,
-                  args.log_std_init, args.ortho_init)
+    agent = build_agent(args, env.observation_space, env.action_space)
     env.close()
     agent.load_state_dict(checkpoint["agent"])
     return agent.eval(), args
