@@ -7,16 +7,22 @@ neural network that turns a state into action probabilities; PPO improves it by 
     1. collect experience: run the current policy in many environments at once for a few steps;
     2. compute advantages: how much better each action did than expected (GAE);
     3. clipped update: push up the probability of good actions, but never too far from the old policy;
-       an entropy bonus keeps the policy curious (exploration);
-    4. repeat with the improved policy.
+    4. entropy bonus: inside that update, reward some randomness so the agent keeps exploring;
+    5. repeat with the improved policy.
 
 Run it:
     pip install -r requirements.txt
     python ppo.py --env-id CartPole-v1                     # discrete actions: solves in seconds
-    python ppo.py --env-id HalfCheetah-v4                  # continuous actions: MuJoCo defaults
-    python ppo.py --env-id HalfCheetah-v4 --preset halfcheetah-zoo   # one env's tuned settings (PRESETS)
+    python ppo.py --env-id HalfCheetah-v5                  # continuous actions: MuJoCo defaults
+    python ppo.py --env-id HalfCheetah-v5 --preset halfcheetah-zoo   # one env's tuned settings (--help lists them)
     python ppo.py --env-id CartPole-v1 --help              # every flag, with the values that will be used
     python ppo.py --evaluate runs/<run>/checkpoint.pt      # score a saved agent
+
+The file has two parts. Part I is PPO itself, the chapter to read and to copy:
+    Hyperparameters (Args) -> Environments -> Normalization -> The agent -> The rollout -> Advantages (GAE)
+    -> The clipped update -> train(), whose loop is the five steps above.
+Part II is what a long run needs to survive its user: the run directory, logs, checkpoints and resume, Ctrl-C,
+the argument checks, evaluation and the command line.
 
 What it leaves out on purpose: images and CNN encoders (Atari), recurrent policies, multi-GPU training, experiment
 trackers, hyperparameter search. `notes/` explains each idea in more depth and says how to add those.
@@ -29,6 +35,7 @@ import csv
 import dataclasses
 import difflib
 import io
+import itertools
 import math
 import os
 import random
@@ -40,13 +47,19 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal
 
 import gymnasium as gym
 import numpy as np
 import torch
 import torch.nn as nn
 from torch.distributions import Categorical, Distribution, Independent, Normal
+
+# ######################################################################################################################
+#
+#                                                   PART I: PPO
+#
+# ######################################################################################################################
 
 
 # ======================================================================================================================
@@ -120,7 +133,7 @@ class Args:
     target_kl: float | None = None
     """stop this update's epochs early once the approximate KL to the old policy exceeds this (e.g. 0.015)"""
 
-    # --- running, saving, watching ---
+    # --- running, saving, watching (used by Part II) ---
     torch_deterministic: bool = True
     """ask torch for deterministic kernels (matters on a GPU; the CPU path is deterministic anyway)"""
     cuda: bool = False
@@ -170,42 +183,17 @@ class Args:
 # learning rate, no value clipping and no entropy bonus. Of the settings we measured (notes/README.md) they solve
 # CartPole fastest without losing on Acrobot; large minibatches are what a CPU runs efficiently.
 # Continuous control (MuJoCo) uses CleanRL's ppo_continuous_action.py settings: one long rollout, many small
-# minibatches, normalized observations and rewards, value clipping, and no entropy bonus.
+# minibatches, normalized observations and rewards, value clipping, and no entropy bonus. `default_args` applies them.
 CONTINUOUS_DEFAULTS = dict(
     total_timesteps=1_000_000, num_envs=1, num_steps=2048, learning_rate=3e-4, num_minibatches=32,
     update_epochs=10, ent_coef=0.0, norm_obs=True, norm_reward=True, clip_vloss=True,
 )
-
-# Presets: named settings for one env, for when its best-known return matters more than one setting for all.
-# `--preset NAME` puts them on top of the defaults, and flags given explicitly still win. The *-zoo presets are the
-# tuned hyperparameters of the SB3 zoo (rl-baselines3-zoo, hyperparams/ppo.yml; its batch_size of B transitions is
-# our num_minibatches = num_steps / B). notes/results.md has what each one scores beside the defaults, and
-# notes/README.md why the defaults stay general.
-PRESETS = {
-    "mountaincar": dict(norm_obs=True, ent_coef=0.01),      # scale the tiny velocity; keep trying until one success
-    "halfcheetah-zoo": dict(
-        num_envs=1, num_steps=512, num_minibatches=8, update_epochs=20, learning_rate=2.0633e-5, anneal_lr=False,
-        gamma=0.98, gae_lambda=0.92, clip_coef=0.1, clip_vloss=False, ent_coef=4.01762e-4, vf_coef=0.58096,
-        max_grad_norm=0.8, hidden_sizes=(256, 256), activation="relu", log_std_init=-2.0, ortho_init=False),
-    "hopper-zoo": dict(     # the zoo's settings, which here get stuck standing still (notes/results.md)
-        num_envs=1, num_steps=512, num_minibatches=16, update_epochs=5, learning_rate=9.80828e-5, anneal_lr=False,
-        gamma=0.999, gae_lambda=0.99, clip_coef=0.2, clip_vloss=False, ent_coef=2.29519e-3, vf_coef=0.835671,
-        max_grad_norm=0.7, hidden_sizes=(256, 256), activation="relu", log_std_init=-2.0, ortho_init=False),
-    "walker2d-zoo": dict(
-        num_envs=1, num_steps=512, num_minibatches=16, update_epochs=20, learning_rate=5.05041e-5, anneal_lr=False,
-        gamma=0.99, gae_lambda=0.95, clip_coef=0.1, clip_vloss=False, ent_coef=5.85045e-4, vf_coef=0.871923,
-        max_grad_norm=1.0),
-}
 
 
 # ======================================================================================================================
 # Environments. N copies of the environment step together ("vectorized"): the policy acts on a batch of N states at
 # once, which is far cheaper than N separate calls, and N independent episodes make each batch less correlated.
 # ======================================================================================================================
-class UsageError(ValueError):
-    """A mistake in the flags or the inputs: reported as one line, before any training starts."""
-
-
 def make_env(env_id: str, render_mode: str | None = None) -> gym.Env:
     """One environment, with observations made fit for an MLP and actions kept inside the bounds."""
     try:
@@ -222,61 +210,47 @@ def make_env(env_id: str, render_mode: str | None = None) -> gym.Env:
         env = gym.wrappers.TransformObservation(
             env, lambda s: np.eye(n, dtype=np.float32)[s], gym.spaces.Box(0.0, 1.0, (n,), np.float32))
     if isinstance(env.action_space, gym.spaces.Box):
-        # A Gaussian policy can sample outside the bounds. The env gets the clipped action; the buffer keeps the
+        # A Gaussian policy can sample outside the bounds. The env gets the clipped action; the rollout keeps the
         # unclipped sample, because that is the action whose log-probability the policy computed.
         env = gym.wrappers.ClipAction(env)
     return env
 
 
-def check_spaces(obs_space: gym.Space, action_space: gym.Space, env_id: str) -> None:
-    """Refuse, in one line, the spaces this file does not handle."""
-    if not (isinstance(obs_space, gym.spaces.Box) and np.issubdtype(obs_space.dtype, np.number)):
-        raise UsageError(f"--env-id {env_id}: observation space {obs_space} is not supported; "
-                         "use an env with Box (or Discrete) observations, or wrap it (e.g. FlattenObservation)")
-    ok = (isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1) or (
-        isinstance(action_space, (gym.spaces.Discrete, gym.spaces.MultiDiscrete))
-        and np.all(action_space.start == 0) and np.ndim(action_space.nvec if hasattr(action_space, "nvec") else 0) <= 1)
-    if not ok:
-        raise UsageError(f"--env-id {env_id}: action space {action_space} is not supported; "
-                         "supported are Discrete, MultiDiscrete (1-D, starting at 0) and 1-D Box")
-
-
-def default_args(env_id: str, preset: str | None = None, **overrides) -> Args:
-    """The defaults for `env_id`'s action space, then the preset's settings, then `overrides`:
-    `train(default_args("Hopper-v4", seed=2))`, `default_args("HalfCheetah-v4", preset="halfcheetah-zoo")`.
-    An unknown preset adds nothing here; check_args refuses it."""
-    env = make_env(env_id)
-    continuous = isinstance(env.action_space, gym.spaces.Box)
-    env.close()
-    return dataclasses.replace(Args(env_id=env_id, preset=preset), **{
-        **(CONTINUOUS_DEFAULTS if continuous else {}), **PRESETS.get(preset, {}), **overrides})
-
-
-def make_vector_env(args: Args, run_dir: Path | None) -> gym.vector.VectorEnv:
+def make_vector_env(args: Args, video_dir: Path | None = None) -> gym.vector.VectorEnv:
+    """N copies of make_env(args.env_id) stepping together; the first one films itself into video_dir if given."""
     def thunk(i: int):
         def make():
             if args.async_envs:   # this runs inside the worker process: leave Ctrl-C to the trainer, which stops them
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
-            if args.capture_video and i == 0 and run_dir is not None:
-                env = make_env(args.env_id, render_mode="rgb_array")
-                return gym.wrappers.RecordVideo(env, str(run_dir / "videos"), disable_logger=True)
+            if video_dir is not None and i == 0:
+                return gym.wrappers.RecordVideo(make_env(args.env_id, render_mode="rgb_array"), str(video_dir),
+                                                disable_logger=True)
             return make_env(args.env_id)
         return make
 
     vector_env = gym.vector.AsyncVectorEnv if args.async_envs else gym.vector.SyncVectorEnv
     # The autoreset mode decides what step() returns when an episode ends. We use SAME_STEP: the env resets inside
     # that same step(), returns the first state of the *new* episode as the observation, and hands back the last
-    # state of the *old* one in infos["final_obs"]. Every step in the buffer is then a real transition that the
+    # state of the *old* one in infos["final_obs"]. Every step in the rollout is then a real transition that the
     # policy chose an action for. (The default, NEXT_STEP, would add one step per episode whose action is ignored;
     # training on it would treat "end of episode -> start of the next" as if the agent had caused it.)
-    return vector_env([thunk(i) for i in range(args.num_envs)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    envs = vector_env([thunk(i) for i in range(args.num_envs)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    # Adds infos["episode"] = {"r": return, "l": length} (raw rewards) on the step an episode ends: what we log.
+    return gym.wrappers.vector.RecordEpisodeStatistics(envs)
+
+
+# ======================================================================================================================
+# Normalization, all of it in one place. Networks learn best from inputs near mean 0 and std 1, and the critic best
+# from targets near 1 whatever the reward scale (MuJoCo returns reach thousands). Both sets of statistics are kept
+# in the agent (saved with it) and take in new data once per rollout, never in the middle of one, so the policy
+# that collected a rollout and the update that learns from it see the same scaling.
+# ======================================================================================================================
+NORM_CLIP = 10.0  # normalized observations and rewards are clipped to +-10, as in CleanRL and SB3's VecNormalize
 
 
 class RunningMeanStd(nn.Module):
-    """Running mean and variance of a stream of batches (Chan et al.'s parallel algorithm).
-
-    The statistics are buffers of the agent, so they are saved and loaded with it: a restored agent normalizes
-    its inputs exactly as it did in training."""
+    """Running mean and variance of a stream of batches (Chan et al.'s parallel algorithm). Its statistics are
+    buffers, so they are saved and loaded with the agent that holds them."""
 
     def __init__(self, shape: tuple[int, ...] = ()):
         super().__init__()
@@ -295,8 +269,34 @@ class RunningMeanStd(nn.Module):
     def std(self) -> torch.Tensor:
         return torch.sqrt(self.var + 1e-8)
 
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:          # (x - mean) / std, clipped; float32 out
+        return ((x - self.mean) / self.std()).clamp(-NORM_CLIP, NORM_CLIP).float()
 
-NORM_CLIP = 10.0  # normalized observations and rewards are clipped to +-10, as in CleanRL and SB3's VecNormalize
+
+class RewardScaler:
+    """--norm-reward: divide rewards by the running std of the *discounted return*, so the critic's targets stay
+    near 1 whatever the reward scale (as CleanRL and SB3 do; the mean is not subtracted, so a reward's sign stays).
+
+    observe() follows each env's discounted return step by step; scale() then, once per rollout, adds this
+    rollout's returns to the statistics and divides the rollout's rewards. Off, both do nothing."""
+
+    def __init__(self, rms: RunningMeanStd, gamma: float, num_envs: int, enabled: bool = True):
+        self.rms, self.gamma, self.enabled = rms, gamma, enabled
+        self.running = np.zeros(num_envs)           # (N,) discounted return of each env's episode so far
+        self.seen: list[np.ndarray] = []            # this rollout's running returns, one (N,) array per step
+
+    def observe(self, reward: np.ndarray, done: np.ndarray) -> None:
+        if self.enabled:
+            self.running = self.running * self.gamma + reward
+            self.seen.append(self.running.astype(np.float32))
+            self.running[done] = 0.0                # a new episode starts from nothing
+
+    def scale(self, rewards: np.ndarray) -> np.ndarray:           # (T, N) raw -> (T, N) scaled
+        if not self.enabled:
+            return rewards
+        self.rms.update(torch.from_numpy(np.stack(self.seen).reshape(-1)))
+        self.seen.clear()
+        return (rewards / self.rms.std().item()).clip(-NORM_CLIP, NORM_CLIP)
 
 
 # ======================================================================================================================
@@ -322,6 +322,17 @@ def mlp(sizes: list[int], out_std: float, activation: str = "tanh", ortho_init: 
 
 
 class Agent(nn.Module):
+    """The actor-critic. Its whole contract, for every action space:
+
+        agent(obs)                -> (pi, value)    pi = pi(.|s), a torch Distribution over B states; value (B,)
+        agent.act(obs)            -> (action, logprob, value): a ~ pi(.|s), log pi(a|s) (B,), V(s) (B,)
+        agent.distribution(obs)   -> pi;   agent.value(obs) -> V(s), (B,)
+
+    obs is a batch of *raw* observations, (B, *obs_shape), as the env returns them; the agent normalizes them
+    itself (--norm-obs), so every caller passes what the env gave. action is (B,) for Discrete, (B, K) for
+    MultiDiscrete with K sub-actions, (B, action_dim) for Box. pi.log_prob(action) and pi.entropy() are (B,),
+    summed over an action's parts, so the rest of the file never asks which kind of action space it has."""
+
     def __init__(self, obs_space: gym.spaces.Box, action_space: gym.Space, hidden_sizes=(64, 64),
                  norm_obs: bool = False, activation: str = "tanh", log_std_init: float = 0.0, ortho_init: bool = True):
         super().__init__()
@@ -339,24 +350,19 @@ class Agent(nn.Module):
         self.actor = mlp([obs_dim, *hidden_sizes, n_out], out_std=0.01, activation=activation, ortho_init=ortho_init)
         self.critic = mlp([obs_dim, *hidden_sizes, 1], out_std=1.0, activation=activation, ortho_init=ortho_init)
         self.norm_obs = norm_obs
-        self.obs_rms = RunningMeanStd(tuple(obs_space.shape))
-        self.reward_rms = RunningMeanStd()      # statistics of the discounted return, used to scale rewards
+        self.obs_rms = RunningMeanStd(tuple(obs_space.shape))     # observation statistics (--norm-obs)
+        self.reward_rms = RunningMeanStd()      # statistics of the discounted return, used by RewardScaler
 
     def normalize(self, obs: torch.Tensor) -> torch.Tensor:
         """(B, *obs_shape) raw observations -> (B, obs_dim) network input. The statistics are not changed here:
         training updates them once per rollout, so within one rollout the policy always sees the same scaling."""
+        obs = obs.to(torch.float32)
         if self.norm_obs:
-            obs = ((obs - self.obs_rms.mean) / self.obs_rms.std()).clamp(-NORM_CLIP, NORM_CLIP).float()
+            obs = self.obs_rms.normalize(obs)
         return obs.reshape(len(obs), -1)
 
-    def value(self, x: torch.Tensor) -> torch.Tensor:               # (B, obs_dim) -> (B,)
-        return self.critic(x).squeeze(-1)
-
-    def distribution(self, x: torch.Tensor) -> Distribution:
-        """The policy pi(a|s): a distribution over actions for each state in the batch.
-
-        Every distribution returned here has log_prob(a) and entropy() of shape (B,), summed over the action's
-        dimensions, so the rest of the file treats all three action spaces alike."""
+    def policy(self, x: torch.Tensor) -> Distribution:
+        """pi(a|s) from the network input x (B, obs_dim): Gaussian, Categorical, or one Categorical per part."""
         out = self.actor(x)                                          # (B, n_out)
         if self.nvec is None:                                        # Box: independent Gaussians per dimension
             return Independent(Normal(out, self.actor_logstd.exp().expand_as(out), validate_args=False), 1)
@@ -368,17 +374,104 @@ class Agent(nn.Module):
                               for chunk, n in zip(out.split(self.nvec, dim=-1), self.nvec)], dim=1)  # (B, K, widest)
         return Independent(Categorical(logits=logits, validate_args=False), 1)
 
-    def act(self, x: torch.Tensor, deterministic: bool = False):
-        """One call per env step: sample a ~ pi(.|s), its log-probability, and the critic's value V(s)."""
-        dist = self.distribution(x)
+    def forward(self, obs: torch.Tensor) -> tuple[Distribution, torch.Tensor]:
+        x = self.normalize(obs)                                      # one normalization feeds both networks
+        return self.policy(x), self.critic(x).squeeze(-1)
+
+    def act(self, obs: torch.Tensor, deterministic: bool = False):
+        """One call per env step: sample a ~ pi(.|s) (or take the most likely action), log pi(a|s), and V(s).
+        Sampling, rather than always taking the best-looking action, is how the agent keeps exploring."""
+        dist, value = self(obs)
         action = dist.mode if deterministic else dist.sample()
-        return action, dist.log_prob(action), self.value(x)
+        return action, dist.log_prob(action), value
+
+    def distribution(self, obs: torch.Tensor) -> Distribution:
+        return self.policy(self.normalize(obs))
+
+    def value(self, obs: torch.Tensor) -> torch.Tensor:             # (B, *obs_shape) -> (B,)
+        return self.critic(self.normalize(obs)).squeeze(-1)
 
 
 def build_agent(args: Args, obs_space: gym.Space, action_space: gym.Space) -> Agent:
     """The agent that `args` describes: used by training and, identically, to rebuild a saved one."""
     return Agent(obs_space, action_space, args.hidden_sizes, args.norm_obs, args.activation, args.log_std_init,
                  args.ortho_init)
+
+
+# ======================================================================================================================
+# The rollout: T steps of the current policy in each of N environments (T = num_steps, N = num_envs). Everything the
+# update will need is recorded as the agent acts. Arrays are (T, N, ...) while we collect; the update flattens them
+# into one batch of B = T * N transitions. Names say which: `b_` is the flattened batch (B, ...), `mb_` one
+# minibatch of it (B / num_minibatches, ...).
+# ======================================================================================================================
+@dataclass
+class Rollout:
+    """What one rollout holds. numpy arrays, allocated once and overwritten every iteration: the env speaks numpy,
+    and writing into numpy costs far less per step than a torch indexing op."""
+    obs: np.ndarray              # (T, N, *obs_shape)     s_t, raw, as the env returned it
+    actions: np.ndarray          # (T, N, *action_shape)  a_t, sampled from pi_old(.|s_t)
+    logprobs: np.ndarray         # (T, N)  log pi_old(a_t|s_t): the denominator of the ratio in the update
+    values: np.ndarray           # (T, N)  V(s_t), the critic's prediction when acting
+    rewards: np.ndarray          # (T, N)  r_t, raw
+    terminations: np.ndarray     # (T, N)  1 = the episode ended at this step (the pole fell, the goal was reached)
+    truncations: np.ndarray      # (T, N)  1 = a time limit cut the episode off at this step
+    final_values: np.ndarray     # (T, N)  where truncated: V(the episode's last state); else unused
+    next_obs: np.ndarray         # (N, *obs_shape) the states after the last step: the next rollout starts here
+
+    @classmethod
+    def empty(cls, T: int, N: int, obs_space: gym.Space, action_space: gym.Space) -> Rollout:
+        def zeros():
+            return np.zeros((T, N), dtype=np.float32)
+        return cls(obs=np.zeros((T, N, *obs_space.shape), dtype=np.float32),
+                   actions=np.zeros((T, N, *action_space.shape), dtype=action_space.dtype),
+                   logprobs=zeros(), values=zeros(), rewards=zeros(), terminations=zeros(), truncations=zeros(),
+                   final_values=zeros(), next_obs=np.zeros((N, *obs_space.shape), dtype=np.float32))
+
+    def flatten(self, advantages: np.ndarray, returns: np.ndarray, device: torch.device) -> dict[str, torch.Tensor]:
+        """The update's batch: each (T, N, ...) array becomes a (B, ...) tensor, the `b_` of every name."""
+        T, N = self.rewards.shape
+        arrays = dict(obs=self.obs, actions=self.actions, logprobs=self.logprobs, advantages=advantages,
+                      returns=returns, values=self.values)
+        return {k: torch.from_numpy(v.reshape(T * N, *v.shape[2:])).to(device) for k, v in arrays.items()}
+
+
+def collect_rollout(envs: gym.vector.VectorEnv, agent: Agent, rollout: Rollout, reward_scaler: RewardScaler,
+                    global_step: int, should_stop: Callable[[], bool] = lambda: False) -> list[dict] | None:
+    """Step 1, collect experience: the current policy acts in N envs for T steps, filling `rollout` in place.
+
+    Returns the episodes that ended meanwhile (their step, time, raw return and length), or None if should_stop()
+    asked to stop early; the part-filled rollout is then dropped, and a resumed run collects it again."""
+    T, N = rollout.rewards.shape
+    device = next(agent.parameters()).device
+    episodes = []
+    with torch.inference_mode():                                   # no autograd bookkeeping while acting
+        for t in range(T):
+            rollout.obs[t] = rollout.next_obs
+            # The agent sees the state of every env, and samples an action from its policy's probabilities.
+            action, logprob, value = agent.act(torch.as_tensor(rollout.next_obs, device=device))
+            rollout.actions[t] = action.cpu().numpy()
+            rollout.logprobs[t], rollout.values[t] = logprob.cpu().numpy(), value.cpu().numpy()
+
+            # Each env answers with a reward and its next state.
+            rollout.next_obs, reward, terminated, truncated, infos = envs.step(rollout.actions[t])
+            if not (np.isfinite(rollout.next_obs).all() and np.isfinite(reward).all()):
+                raise NonFiniteError(f"env {envs.unwrapped.get_attr('spec')[0].id} returned a non-finite observation or "
+                                     f"reward at global step {global_step + (t + 1) * N}; "
+                                     "check the environment's step()")
+            rollout.rewards[t], rollout.terminations[t], rollout.truncations[t] = reward, terminated, truncated
+            reward_scaler.observe(reward, terminated | truncated)
+            if truncated.any():
+                # A time limit cut these episodes: keep V(their real last state) to bootstrap from (see GAE below).
+                idx = np.flatnonzero(truncated)
+                final_obs = torch.as_tensor(np.stack(infos["final_obs"][idx]), device=device)
+                rollout.final_values[t, idx] = agent.value(final_obs).cpu().numpy()
+            for i in np.flatnonzero(infos.get("_episode", ())):
+                episodes.append(dict(global_step=global_step + (t + 1) * N, time=time.time(),
+                                     episodic_return=float(infos["episode"]["r"][i]),
+                                     episodic_length=int(infos["episode"]["l"][i])))
+            if should_stop():
+                return None
+    return episodes
 
 
 # ======================================================================================================================
@@ -390,12 +483,20 @@ def build_agent(args: Args, obs_space: gym.Space, action_space: gym.Space) -> Ag
 #     delta_t = r_t + gamma * V(s_{t+1}) - V(s_t)
 # into  A_t = delta_t + (gamma * lambda) * A_{t+1}, computed backwards from the end of the rollout.
 # ======================================================================================================================
+def next_state_values(agent: Agent, rollout: Rollout) -> np.ndarray:
+    """V(s_{t+1}) for every step, (T, N): the value of the state each step led to. That is the next step's V(s_t);
+    after the last step, V(rollout.next_obs); and where a time limit cut an episode, V(that episode's *final*
+    state), not V(the first state of the next episode, which the env has already reset to)."""
+    with torch.inference_mode():
+        device = next(agent.parameters()).device
+        last = agent.value(torch.as_tensor(rollout.next_obs, device=device)).cpu().numpy()     # (N,)
+    next_values = np.concatenate([rollout.values[1:], last[None]])                           # (T, N)
+    return np.where(rollout.truncations == 1, rollout.final_values, next_values)
+
+
 def compute_gae(rewards: np.ndarray, values: np.ndarray, next_values: np.ndarray, terminations: np.ndarray,
                 truncations: np.ndarray, gamma: float, gae_lambda: float) -> tuple[np.ndarray, np.ndarray]:
-    """Advantages and returns, all arrays (T, N).
-
-    next_values[t] is V of the state that step t led to: the next state in the buffer, or for a step that ended
-    an episode, the *final* state of that episode (infos["final_obs"]), not the first state of the next one."""
+    """Advantages and returns, all arrays (T, N); next_values from next_state_values above."""
     advantages = np.zeros_like(rewards)
     last_gae_lam = np.zeros_like(rewards[0])                        # (N,)
     for t in reversed(range(len(rewards))):
@@ -437,128 +538,319 @@ def value_loss(new_values, old_values, returns, clip_coef: float | None) -> torc
     return 0.5 * loss.mean()
 
 
-def ppo_loss(agent: Agent, mb: dict[str, torch.Tensor], args: Args) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The PPO loss on one minibatch `mb`; returns (loss, its parts for logging, log ratio)."""
-    dist = agent.distribution(mb["obs"])
+def ppo_loss(agent: Agent, mb: dict[str, torch.Tensor], args: Args) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The PPO loss on one minibatch `mb`: (loss to minimize, its named parts for the logs).
+
+    To add a term: compute it, add `coef * term` to `loss`, and put it in the returned dict; the update averages
+    and logs whatever this dict holds."""
+    dist, new_values = agent(mb["obs"])
     logratio = dist.log_prob(mb["actions"]) - mb["logprobs"]       # log pi_new(a|s) - log pi_old(a|s)
     advantages = mb["advantages"]
     if args.norm_adv:  # mean 0, std 1 within the minibatch: the step size no longer depends on the reward scale
         advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
     pg_loss = clipped_policy_loss(logratio, advantages, args.clip_coef)
-    v_loss = value_loss(agent.value(mb["obs"]), mb["values"], mb["returns"],
-                        args.clip_coef if args.clip_vloss else None)
+    v_loss = value_loss(new_values, mb["values"], mb["returns"], args.clip_coef if args.clip_vloss else None)
     # Entropy bonus: subtracting the policy's entropy rewards keeping some randomness, so the agent keeps trying
     # actions it is unsure of (exploration) instead of settling early on what it already knows (exploitation).
     entropy = dist.entropy().mean()
     loss = pg_loss - args.ent_coef * entropy + args.vf_coef * v_loss
-    return loss, torch.stack([pg_loss, v_loss, entropy]).detach(), logratio.detach()
+    # How far has the policy moved? approx_kl estimates KL(old || new) by the mean of (ratio - 1) - log(ratio),
+    # which is never negative (Schulman, "Approximating KL divergence"); clipfrac is the share of samples whose
+    # ratio fell outside the clip range.
+    logratio = logratio.detach()
+    approx_kl = ((logratio.exp() - 1) - logratio).mean()
+    clipfrac = ((logratio.exp() - 1).abs() > args.clip_coef).float().mean()
+    return loss, dict(policy_loss=pg_loss, value_loss=v_loss, entropy=entropy, approx_kl=approx_kl, clipfrac=clipfrac)
 
 
 def ppo_update(agent: Agent, optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor], args: Args,
-               loss_fn=ppo_loss) -> dict:
-    """Several epochs of minibatch gradient steps on one rollout. `batch` holds the whole flattened rollout
-    (B = T * N transitions, each tensor (B, ...)); each epoch reshuffles it into minibatches `mb` of B /
-    num_minibatches. Returns the diagnostics of the last epoch."""
+               loss_fn=ppo_loss) -> dict[str, float]:
+    """Steps 3 and 4: several epochs of minibatch gradient steps on one rollout. `batch` holds the whole flattened
+    rollout (each tensor (B, ...)); each epoch reshuffles it into minibatches of B / num_minibatches. Returns
+    the mean of every part loss_fn reports, and the gradient norm, over the last epoch's minibatches."""
     for epoch in range(args.update_epochs):
-        losses, logratios = [], []       # kept per minibatch; summarized once per epoch (fewer small ops)
+        parts = []                       # kept per minibatch as tensors; summarized once per epoch (fewer syncs)
         for mb_inds in torch.randperm(args.batch_size).split(args.minibatch_size):
-            loss, parts, logratio = loss_fn(agent, {k: b_v[mb_inds] for k, b_v in batch.items()}, args)
+            loss, mb_parts = loss_fn(agent, {k: b_v[mb_inds] for k, b_v in batch.items()}, args)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             # Rescale the whole gradient if its norm exceeds max_grad_norm: one odd minibatch cannot fling the policy.
-            grad_norm = nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm, foreach=True)
+            mb_parts["grad_norm"] = nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm, foreach=True)
             optimizer.step()
-            losses.append(torch.cat([parts, grad_norm[None]]))
-            logratios.append(logratio)
-
-        # How far did this epoch move the policy? approx_kl estimates KL(old || new) by the mean of
-        # (ratio - 1) - log(ratio), which is never negative (Schulman, "Approximating KL divergence");
-        # clipfrac is the share of samples whose ratio fell outside the clip range.
-        logratio = torch.cat(logratios)
-        approx_kl = ((logratio.exp() - 1) - logratio).mean()
-        clipfrac = ((logratio.exp() - 1).abs() > args.clip_coef).float().mean()
-        if args.target_kl is not None and approx_kl.item() > args.target_kl:
+            parts.append(torch.stack([v.detach() for v in mb_parts.values()]))
+        names, means = list(mb_parts), torch.stack(parts).mean(0)  # means: (number of parts,)
+        if args.target_kl is not None and means[names.index("approx_kl")].item() > args.target_kl:
             break                        # early stop: the policy has moved as far as we allow for one update
-    pg_loss, v_loss, entropy, grad_norm = torch.stack(losses).mean(0).tolist()   # one sync per update
-    return dict(policy_loss=pg_loss, value_loss=v_loss, entropy=entropy, approx_kl=approx_kl.item(),
-                clipfrac=clipfrac.item(), grad_norm=grad_norm)
+    return dict(zip(names, means.tolist()))                         # one sync per update
 
 
 # ======================================================================================================================
-# Run machinery: what a long run needs to survive its user. Logs, checkpoints, signals, argument checks.
+# Training: the loop that ties it all together, the five steps of the module docstring.
 # ======================================================================================================================
+def train(args: Args, loss_fn=ppo_loss) -> dict:
+    """Train an agent; returns {"agent", "run_dir", "checkpoint", "episode_returns", "episode_steps", ...}.
+
+    Raises UsageError for bad arguments (before anything is created) and NonFiniteError if training diverges.
+    `loss_fn(agent, mb, args) -> (loss, parts)` replaces ppo_loss, e.g. to try a new loss term."""
+    check_args(args)                                               # Part II: refuse bad flags before any work
+    spaces = env_spaces(args.env_id)                               # (observation space, action space), checked
+    torch.set_num_threads(args.torch_threads)
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    device = torch.device("cuda" if args.cuda else "cpu")
+    agent = build_agent(args, *spaces).to(device)
+    # eps=1e-5 instead of Adam's 1e-8, as in the original PPO code (implementation details, detail 3).
+    # fused=True does the same arithmetic in one kernel instead of a dozen small ops per parameter tensor.
+    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
+    loss_fn = torch.compile(loss_fn) if args.compile else loss_fn
+
+    # Run (Part II) owns the run directory, logs, checkpoints and Ctrl-C; with --resume it restores the agent.
+    with Run(args, agent, optimizer, spaces) as run, contextlib.closing(
+            make_vector_env(args, run.dir / "videos" if args.capture_video else None)) as envs:
+        rollout = Rollout.empty(args.num_steps, args.num_envs, *spaces)
+        # On resume the envs restart with a seed derived from the step, so the resumed run does not replay episodes.
+        rollout.next_obs, _ = envs.reset(seed=args.seed + run.global_step)
+        reward_scaler = RewardScaler(agent.reward_rms, args.gamma, args.num_envs, enabled=args.norm_reward)
+        while run.iteration < args.num_iterations and not run.stopping:
+            # Learning-rate annealing: decay linearly from learning_rate to 0 over the run.
+            lr = args.learning_rate * ((1 - run.global_step / args.total_timesteps) if args.anneal_lr else 1.0)
+            optimizer.param_groups[0]["lr"] = lr
+
+            # 1. Collect experience with the current policy.
+            episodes = collect_rollout(envs, agent, rollout, reward_scaler, run.global_step, lambda: run.stopping)
+            if episodes is None:
+                break                                              # stopped mid-rollout: drop it
+            run.global_step += args.batch_size
+
+            # 2. Compute advantages with GAE (on scaled rewards, under --norm-reward).
+            rewards = reward_scaler.scale(rollout.rewards)
+            advantages, returns = compute_gae(rewards, rollout.values, next_state_values(agent, rollout),
+                                              rollout.terminations, rollout.truncations, args.gamma, args.gae_lambda)
+
+            # 3 and 4. The clipped update, with the entropy bonus inside the loss.
+            diagnostics = ppo_update(agent, optimizer, rollout.flatten(advantages, returns, device), args, loss_fn)
+            if args.norm_obs:                                      # the statistics take in this rollout, for the next
+                agent.obs_rms.update(torch.from_numpy(rollout.obs.reshape(-1, *spaces[0].shape)).to(device))
+
+            # 5. Repeat, after logging what happened (and saving a checkpoint every --save-every iterations).
+            run.end_iteration(episodes, lr, diagnostics, explained_variance(rollout.values, returns))
+    return run.result()
+
+
+def explained_variance(values: np.ndarray, returns: np.ndarray) -> float:
+    """1 = the critic predicts the returns perfectly, 0 = no better than their mean, < 0 = worse."""
+    var_returns = np.var(returns)
+    return float("nan") if var_returns == 0 else float(1 - np.var(returns - values) / var_returns)
+
+
+# Part I ends here: everything above is PPO. Everything below is what a long run needs to survive its user.
+
+
+# ######################################################################################################################
+#
+#                                           PART II: RUNNING IT FOR REAL
+#
+# ######################################################################################################################
+class UsageError(ValueError):
+    """A mistake in the flags or the inputs: reported as one line, before any training starts."""
+
+
 class NonFiniteError(RuntimeError):
     """Training produced, or the env returned, a NaN or an infinity."""
 
 
-EPISODE_FIELDS = ["global_step", "wall_time", "episodic_return", "episodic_length"]
-UPDATE_FIELDS = ["global_step", "wall_time", "SPS", "learning_rate", "policy_loss", "value_loss", "entropy",
-                 "approx_kl", "clipfrac", "explained_variance", "grad_norm"]
+# ======================================================================================================================
+# The run: its directory, logs, checkpoints, resume, signals, the NaN guard and the closing summary, in one object.
+# ======================================================================================================================
+class Run:
+    """One training run on disk: <runs_dir>/<env>__<exp_name>__<seed>__<time>/ holding episodes.csv, updates.csv,
+    checkpoint.pt (and TensorBoard files, videos/). With args.resume it reopens that run instead: the agent,
+    optimizer, step counters and random generators continue from the checkpoint, and log rows written after it
+    are dropped (those steps will be replayed).
 
+    As a context manager it also catches Ctrl-C and SIGTERM: the first one sets `stopping`, the loop ends at the
+    next env step, and the run saves a checkpoint; a second one quits at once."""
 
-class RunLog:
-    """episodes.csv and updates.csv (plus TensorBoard if installed), the console progress line, all in one place."""
-
-    def __init__(self, run_dir: Path, args: Args, resume_step: int | None):
-        self.files, self.writers = {}, {}
-        for name, fields in (("episodes", EPISODE_FIELDS), ("updates", UPDATE_FIELDS)):
-            path = run_dir / f"{name}.csv"
-            if resume_step is not None and path.exists():
-                # Rows written after the checkpoint belong to steps that will be replayed: drop them.
-                with open(path, newline="") as f:
-                    rows = [r for r in csv.DictReader(f) if int(r["global_step"]) <= resume_step]
-                atomic_write(path, lambda p: _write_csv(p, fields, rows))
-            self.files[name] = open(path, "a", newline="")
-            self.writers[name] = csv.DictWriter(self.files[name], fieldnames=fields)
-            if self.files[name].tell() == 0:
-                self.writers[name].writeheader()
-        self.tb = None
-        if args.tensorboard:
+    def __init__(self, args: Args, agent: Agent, optimizer: torch.optim.Optimizer, spaces: tuple[gym.Space, ...]):
+        self.args, self.agent, self.optimizer, self.spaces = args, agent, optimizer, spaces
+        self.global_step, self.iteration, wall_offset = 0, 0, 0.0
+        if args.resume:
+            checkpoint = load_checkpoint(args.resume)
+            self._check_resumable(checkpoint)
             try:
-                from torch.utils.tensorboard import SummaryWriter  # optional: pip install tensorboard
-                self.tb = SummaryWriter(str(run_dir))
-            except ImportError:
-                pass
-        self.quiet, self.total, self.last_print, self.tty = args.quiet, args.total_timesteps, 0.0, sys.stdout.isatty()
+                agent.load_state_dict(checkpoint["agent"])
+                optimizer.load_state_dict(checkpoint["optimizer"])
+            except (RuntimeError, ValueError) as e:
+                raise UsageError(f"--resume {args.resume}: the saved agent does not fit this agent's shape "
+                                 f"({str(e).splitlines()[0]}); resume without changing --hidden-sizes")
+            self.global_step, self.iteration, wall_offset = (checkpoint[k] for k in ("global_step", "iteration",
+                                                                                     "wall_time"))
+            restore_rng(checkpoint["rng"])
+            self.dir = Path(args.resume).parent
+        else:
+            safe_env_id = re.sub(r"[^\w.-]", "_", args.env_id)       # "ale_py:ALE/Pong-v5" -> a folder name
+            self.dir = new_run_dir(Path(args.runs_dir) / f"{safe_env_id}__{args.exp_name}__{args.seed}__"
+                                                         f"{int(time.time())}")
+        self.checkpoint_path = self.dir / "checkpoint.pt"
+        resume_step = self.global_step if args.resume else None
+        self.episode_log = CsvLog(self.dir / "episodes.csv", resume_step)
+        self.update_log = CsvLog(self.dir / "updates.csv", resume_step)
+        self.tb = open_tensorboard(self.dir) if args.tensorboard else None
+        self.start_time, self.wall_offset, self.start_step = time.time() - wall_offset, wall_offset, self.global_step
         self.recent = deque(maxlen=100)                             # returns of the last 100 episodes
+        self.episode_returns, self.episode_steps = [], []           # this session's episodes, for the caller
+        self.signum: int | None = None
+        self.last_print, self.tty = 0.0, sys.stdout.isatty()
 
-    def episode(self, global_step: int, wall_time: float, ret: float, length: int) -> None:
-        self.writers["episodes"].writerow(dict(global_step=global_step, wall_time=round(wall_time, 3),
-                                               episodic_return=ret, episodic_length=length))
-        self.recent.append(ret)
-        if self.tb:
-            self.tb.add_scalar("charts/episodic_return", ret, global_step)
-            self.tb.add_scalar("charts/episodic_length", length, global_step)
+    def _check_resumable(self, checkpoint: dict) -> None:
+        args, saved_env = self.args, checkpoint["args"]["env_id"]
+        if saved_env != args.env_id:
+            raise UsageError(f"--resume {args.resume}: the checkpoint was trained on {saved_env}, not {args.env_id}; "
+                             "resume it without --env-id or start a new run")
+        if (checkpoint["observation_space"], checkpoint["action_space"]) != tuple(map(str, self.spaces)):
+            raise UsageError(f"--resume {args.resume}: the checkpoint's spaces ({checkpoint['observation_space']}, "
+                             f"{checkpoint['action_space']}) differ from this env's; start a new run")
 
-    def update(self, row: dict) -> None:
-        self.writers["updates"].writerow({k: row[k] for k in UPDATE_FIELDS})
-        for f in self.files.values():
-            f.flush()                                               # a crash loses nothing already logged
-        if self.tb:
-            for k, v in row.items():
-                if k not in ("global_step", "wall_time"):
-                    tag = "charts" if k in ("SPS", "learning_rate") else "losses"
-                    self.tb.add_scalar(f"{tag}/{k}", v, row["global_step"])
-        now = time.time()
-        # On a terminal one line is redrawn twice a second; into a log file, a new line every 5 seconds.
-        if not self.quiet and now - self.last_print >= (0.5 if self.tty else 5.0):
-            self.last_print, step, sps = now, row["global_step"], row["SPS"]
-            eta = (self.total - step) / max(sps, 1)
-            ret = f"{np.mean(self.recent):8.1f}" if self.recent else "     n/a"
-            print(f"step {step:>10,} ({100 * step / self.total:3.0f}%) | {sps:7,.0f} SPS | "
-                  f"return {ret} (last {len(self.recent)} ep) | ETA {eta:5.0f}s", end="\r" if self.tty else "\n",
-                  flush=True)
+    # --- signals: the first Ctrl-C (SIGINT) or SIGTERM asks to stop; a second raises KeyboardInterrupt at once ---
+    @property
+    def stopping(self) -> bool:
+        return self.signum is not None
 
-    def close(self) -> None:
-        for f in self.files.values():
-            f.close()
+    def _on_signal(self, signum, frame):
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+        print(f"\n{signal.Signals(signum).name}: stopping after this step and saving a checkpoint "
+              "(send it again to quit at once)", file=sys.stderr, flush=True)
+
+    def __enter__(self) -> Run:
+        self.previous_handlers = {}
+        if threading.current_thread() is threading.main_thread():   # Python allows handlers only there
+            self.previous_handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        resuming = f" (resuming at step {self.global_step:,})" if self.global_step else ""
+        print(f"run directory: {self.dir}{resuming}", flush=True)
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        for s, handler in self.previous_handlers.items():
+            signal.signal(s, handler)
+        if exc_type is None:                # a finished or stopped run saves; a crashed one keeps its last good save
+            self.save()
+            self._print_summary()
+        for log in (self.episode_log, self.update_log):
+            log.close()
         if self.tb:
             self.tb.close()
+
+    # --- logs ---
+    def end_iteration(self, episodes: list[dict], lr: float, diagnostics: dict, explained_var: float) -> None:
+        """Log one finished iteration: its episodes, one updates.csv row, the progress line; save every
+        --save-every iterations. The NaN guard is here: a diverged update raises before anything is saved."""
+        self.iteration += 1
+        if not all(map(math.isfinite, diagnostics.values())) or not all(
+                torch.isfinite(p).all() for p in self.agent.parameters()):
+            raise NonFiniteError(
+                f"iteration {self.iteration}: the loss, gradients or parameters became NaN/inf ({diagnostics}). "
+                f"Likely causes: a learning rate too high, unnormalized large rewards or observations "
+                f"(try --norm-obs --norm-reward), or an env returning extreme values. "
+                f"The last good checkpoint is {self.checkpoint_path} (if one was written)")
+        for ep in episodes:
+            row = dict(global_step=ep["global_step"], wall_time=round(ep["time"] - self.start_time, 3),
+                       episodic_return=ep["episodic_return"], episodic_length=ep["episodic_length"])
+            self.episode_log.write(row)
+            self.recent.append(row["episodic_return"])
+            self.episode_returns.append(row["episodic_return"])
+            self.episode_steps.append(row["global_step"])
+            self._scalars("charts", row, row["global_step"], ("episodic_return", "episodic_length"))
+        wall_time = time.time() - self.start_time
+        sps = int((self.global_step - self.start_step) / max(wall_time - self.wall_offset, 1e-9))
+        row = dict(global_step=self.global_step, wall_time=round(wall_time, 3), SPS=sps, learning_rate=lr,
+                   **diagnostics, explained_variance=explained_var)
+        self.update_log.write(row)
+        self.episode_log.flush()                                    # a crash loses nothing already logged
+        self._scalars("charts", row, self.global_step, ("SPS", "learning_rate"))
+        self._scalars("losses", row, self.global_step, [*diagnostics, "explained_variance"])
+        self._print_progress(sps)
+        if self.iteration % self.args.save_every == 0:
+            self.save()
+
+    def _scalars(self, group: str, row: dict, step: int, keys) -> None:
+        if self.tb:
+            for k in keys:
+                self.tb.add_scalar(f"{group}/{k}", row[k], step)
+
+    def _print_progress(self, sps: int) -> None:
+        # On a terminal one line is redrawn twice a second; into a log file, a new line every 5 seconds.
+        now = time.time()
+        if self.args.quiet or now - self.last_print < (0.5 if self.tty else 5.0):
+            return
+        self.last_print, step, total = now, self.global_step, self.args.total_timesteps
+        ret = f"{np.mean(self.recent):8.1f}" if self.recent else "     n/a"
+        print(f"step {step:>10,} ({100 * step / total:3.0f}%) | {sps:7,.0f} SPS | return {ret} (last "
+              f"{len(self.recent)} ep) | ETA {(total - step) / max(sps, 1):5.0f}s", end="\r" if self.tty else "\n",
+              flush=True)
+
+    def _print_summary(self) -> None:
+        if self.tty and not self.args.quiet:
+            print()                                                 # end the redrawn progress line
+        recent = f"{np.mean(self.recent):.1f}" if self.recent else "n/a"
+        print(f"{'stopped' if self.stopping else 'done'}: {self.global_step:,} steps in "
+              f"{time.time() - self.start_time:.1f}s, mean return of the last {len(self.recent)} episodes {recent}; "
+              f"run directory {self.dir}", flush=True)
+
+    # --- checkpoints ---
+    def save(self) -> None:
+        # A plain dict of tensors and Python values: `torch.load(path)` reads it without this file's help.
+        checkpoint = dict(
+            agent=self.agent.state_dict(), optimizer=self.optimizer.state_dict(), args=dataclasses.asdict(self.args),
+            global_step=self.global_step, iteration=self.iteration, wall_time=time.time() - self.start_time,
+            observation_space=str(self.spaces[0]), action_space=str(self.spaces[1]),
+            rng=dict(torch=torch.get_rng_state(), numpy=_numpy_rng_state(), python=random.getstate()),
+        )
+        atomic_write(self.checkpoint_path, lambda p: torch.save(checkpoint, p))
+
+    def result(self) -> dict:
+        return dict(agent=self.agent, run_dir=self.dir, checkpoint=self.checkpoint_path, global_step=self.global_step,
+                    wall_time=time.time() - self.start_time, episode_returns=self.episode_returns,
+                    episode_steps=self.episode_steps,
+                    stopped_by=signal.Signals(self.signum).name if self.signum else None)
+
+
+class CsvLog:
+    """One CSV file of rows with a global_step. Its columns are the keys of the first row written, so a new
+    diagnostic needs no list to be kept in step. On resume, rows after `resume_step` are dropped (they will be
+    replayed), and the file keeps its own column order."""
+
+    def __init__(self, path: Path, resume_step: int | None):
+        self.path, self.file, self.writer, self.fields, self.rows = path, None, None, [], []
+        if resume_step is not None and path.exists():
+            with open(path, newline="") as f:
+                reader = csv.DictReader(f)
+                self.fields = reader.fieldnames
+                self.rows = [r for r in reader if int(r["global_step"]) <= resume_step]
+
+    def write(self, row: dict) -> None:
+        if self.writer is None:                                     # first row: fix the columns, open the file
+            fields = self.fields + [k for k in row if k not in self.fields]   # a resumed run may add a column
+            atomic_write(self.path, lambda p: _write_csv(p, fields, self.rows))
+            self.file = open(self.path, "a", newline="")
+            self.writer = csv.DictWriter(self.file, fieldnames=fields, restval="")
+        self.writer.writerow(row)
+
+    def flush(self) -> None:
+        if self.file:
+            self.file.flush()
+
+    def close(self) -> None:
+        if self.file:
+            self.file.close()
 
 
 def _write_csv(path: Path, fields: list[str], rows: list[dict]) -> None:
     with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
+        writer = csv.DictWriter(f, fieldnames=fields, restval="")
         writer.writeheader()
         writer.writerows(rows)
 
@@ -570,21 +862,36 @@ def atomic_write(path: Path, write) -> None:
     os.replace(tmp, path)
 
 
-def save_checkpoint(path: Path, agent: Agent, optimizer, args: Args, global_step: int, iteration: int,
-                    wall_time: float, spaces: tuple[gym.Space, gym.Space]) -> None:
-    # A plain dict of tensors and Python values: `torch.load(path)` reads it without this file's help.
-    checkpoint = dict(
-        agent=agent.state_dict(), optimizer=optimizer.state_dict(), args=dataclasses.asdict(args),
-        global_step=global_step, iteration=iteration, wall_time=wall_time,
-        observation_space=str(spaces[0]), action_space=str(spaces[1]),
-        rng=dict(torch=torch.get_rng_state(), numpy=_numpy_rng_state(), python=random.getstate()),
-    )
-    atomic_write(path, lambda p: torch.save(checkpoint, p))
+def open_tensorboard(run_dir: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter  # optional: pip install tensorboard
+        return SummaryWriter(str(run_dir))
+    except ImportError:
+        return None
+
+
+def new_run_dir(path: Path) -> Path:
+    """Create `path`, or `path-1`, `path-2`, ... if two runs start in the same second with the same name."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for suffix in ["", *(f"-{i}" for i in range(1, 1000))]:
+        try:
+            (candidate := path.with_name(path.name + suffix)).mkdir()
+            return candidate
+        except FileExistsError:
+            continue
+    raise UsageError(f"--runs-dir {path.parent}: could not create a new run directory for {path.name}")
 
 
 def _numpy_rng_state() -> tuple:
     name, keys, pos, has_gauss, cached = np.random.get_state()
     return name, keys.tolist(), pos, has_gauss, cached                 # plain Python values: loads with weights_only
+
+
+def restore_rng(rng: dict) -> None:
+    torch.set_rng_state(rng["torch"])
+    name, keys, *rest = rng["numpy"]
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), *rest))
+    random.setstate(rng["python"])
 
 
 def load_checkpoint(path: str | Path, flag: str = "--resume") -> dict:
@@ -605,43 +912,9 @@ def args_from_checkpoint(checkpoint: dict) -> Args:
     return Args(**saved)
 
 
-def new_run_dir(path: Path) -> Path:
-    """Create `path`, or `path-1`, `path-2`, ... if two runs start in the same second with the same name."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for suffix in ["", *(f"-{i}" for i in range(1, 1000))]:
-        try:
-            (candidate := path.with_name(path.name + suffix)).mkdir()
-            return candidate
-        except FileExistsError:
-            continue
-    raise UsageError(f"--runs-dir {path.parent}: could not create a new run directory for {path.name}")
-
-
-class GracefulStop:
-    """The first Ctrl-C (SIGINT) or SIGTERM asks the run to stop at the end of the current step; the run then saves
-    a checkpoint and returns. A second one raises KeyboardInterrupt at once."""
-
-    def __init__(self):
-        self.signum: int | None = None
-
-    def _handle(self, signum, frame):
-        if self.signum is not None:
-            raise KeyboardInterrupt
-        self.signum = signum
-        print(f"\n{signal.Signals(signum).name}: stopping after this step and saving a checkpoint "
-              "(send it again to quit at once)", file=sys.stderr, flush=True)
-
-    def __enter__(self):
-        self.previous = {}
-        if threading.current_thread() is threading.main_thread():   # Python allows handlers only there
-            self.previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
-        return self
-
-    def __exit__(self, *exc):
-        for s, handler in self.previous.items():
-            signal.signal(s, handler)
-
-
+# ======================================================================================================================
+# Checks: impossible settings and unsupported spaces are refused in one line, before any environment step.
+# ======================================================================================================================
 def check_args(args: Args) -> None:
     """Catch impossible settings before any environment step, with the flag and what would be valid."""
     def require(ok: bool, flag: str, value, problem: str) -> None:
@@ -683,205 +956,26 @@ def check_args(args: Args) -> None:
             require(False, "capture-video", "", "needs the optional package moviepy; pip install moviepy")
 
 
-# ======================================================================================================================
-# Training: the loop that ties it all together. collect experience -> compute advantages -> clipped update -> repeat.
-# ======================================================================================================================
-def train(args: Args) -> dict:
-    """Train an agent; returns {"agent", "run_dir", "checkpoint", "episode_returns", "episode_steps", ...}.
+def check_spaces(obs_space: gym.Space, action_space: gym.Space, env_id: str) -> None:
+    """Refuse, in one line, the spaces this file does not handle."""
+    if not (isinstance(obs_space, gym.spaces.Box) and np.issubdtype(obs_space.dtype, np.number)):
+        raise UsageError(f"--env-id {env_id}: observation space {obs_space} is not supported; "
+                         "use an env with Box (or Discrete) observations, or wrap it (e.g. FlattenObservation)")
+    ok = (isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1) or (
+        isinstance(action_space, (gym.spaces.Discrete, gym.spaces.MultiDiscrete))
+        and np.all(action_space.start == 0) and np.ndim(action_space.nvec if hasattr(action_space, "nvec") else 0) <= 1)
+    if not ok:
+        raise UsageError(f"--env-id {env_id}: action space {action_space} is not supported; "
+                         "supported are Discrete, MultiDiscrete (1-D, starting at 0) and 1-D Box")
 
-    Raises UsageError for bad arguments (before anything is created) and NonFiniteError if training diverges."""
-    check_args(args)
-    probe = make_env(args.env_id)
+
+def env_spaces(env_id: str) -> tuple[gym.Space, gym.Space]:
+    """Make the env once to read its (observation, action) spaces, and refuse the ones this file cannot handle."""
+    probe = make_env(env_id)
     spaces = (probe.observation_space, probe.action_space)
     probe.close()
-    check_spaces(*spaces, args.env_id)
-    checkpoint = load_checkpoint(args.resume) if args.resume else None
-    if checkpoint is not None:
-        if checkpoint["args"]["env_id"] != args.env_id:
-            raise UsageError(f"--resume {args.resume}: the checkpoint was trained on {checkpoint['args']['env_id']}, "
-                             f"not {args.env_id}; resume it without --env-id or start a new run")
-        if (checkpoint["observation_space"], checkpoint["action_space"]) != tuple(map(str, spaces)):
-            raise UsageError(f"--resume {args.resume}: the checkpoint's spaces ({checkpoint['observation_space']}, "
-                             f"{checkpoint['action_space']}) differ from this env's; start a new run")
-
-    torch.set_num_threads(args.torch_threads)
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    torch.backends.cudnn.deterministic = args.torch_deterministic
-    device = torch.device("cuda" if args.cuda else "cpu")
-    agent = build_agent(args, *spaces).to(device)
-    # eps=1e-5 instead of Adam's 1e-8, as in the original PPO code (implementation details, detail 3).
-    # fused=True does the same arithmetic in one kernel instead of a dozen small ops per parameter tensor.
-    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
-    global_step, iteration, wall_offset = 0, 0, 0.0
-    if checkpoint is not None:
-        try:
-            agent.load_state_dict(checkpoint["agent"])
-            optimizer.load_state_dict(checkpoint["optimizer"])
-        except (RuntimeError, ValueError) as e:
-            raise UsageError(f"--resume {args.resume}: the saved agent does not fit this agent's shape "
-                             f"({str(e).splitlines()[0]}); resume without changing --hidden-sizes")
-        global_step, iteration, wall_offset = (checkpoint[k] for k in ("global_step", "iteration", "wall_time"))
-        torch.set_rng_state(checkpoint["rng"]["torch"])
-        name, keys, *rest = checkpoint["rng"]["numpy"]
-        np.random.set_state((name, np.array(keys, dtype=np.uint32), *rest))
-        random.setstate(checkpoint["rng"]["python"])
-        run_dir = Path(args.resume).parent
-    else:
-        safe_env_id = re.sub(r"[^\w.-]", "_", args.env_id)           # "ale_py:ALE/Pong-v5" -> a folder name
-        run_dir = new_run_dir(Path(args.runs_dir) / f"{safe_env_id}__{args.exp_name}__{args.seed}__{int(time.time())}")
-
-    envs = make_vector_env(args, run_dir)
-    log = RunLog(run_dir, args, resume_step=global_step if checkpoint else None)
-    try:
-        with GracefulStop() as stop:
-            return _train_loop(args, envs, agent, optimizer, log, stop, run_dir, spaces, device,
-                               global_step, iteration, wall_offset)
-    finally:
-        log.close()
-        envs.close()
-
-
-def _train_loop(args, envs, agent, optimizer, log, stop, run_dir, spaces, device, global_step, iteration,
-                wall_offset) -> dict:
-    T, N = args.num_steps, args.num_envs
-    # Rollout buffers, allocated once and overwritten every iteration. They are numpy arrays: the env speaks numpy,
-    # and writing into numpy costs far less per step than a torch indexing op.
-    obs_buf = np.zeros((T, N, *spaces[0].shape), dtype=np.float32)                  # (T, N, *obs_shape), raw
-    actions = np.zeros((T, N, *spaces[1].shape), dtype=spaces[1].dtype)             # (T, N, *action_shape)
-    logprobs = np.zeros((T, N), dtype=np.float32)                                   # (T, N) log pi_old(a|s)
-    rewards = np.zeros((T, N), dtype=np.float32)                                    # (T, N) raw, then scaled
-    discounted = np.zeros((T, N), dtype=np.float32)                                 # (T, N) return so far
-    values = np.zeros((T, N), dtype=np.float32)                                     # (T, N) V(s_t)
-    terminations = np.zeros((T, N), dtype=np.float32)                               # (T, N) 1 = episode failed/won
-    truncations = np.zeros((T, N), dtype=np.float32)                                # (T, N) 1 = time limit hit
-    final_values = np.zeros((T, N), dtype=np.float32)                               # (T, N) V(final state) if truncated
-
-    episode_return, episode_length = np.zeros(N), np.zeros(N, dtype=np.int64)        # raw reward, for the logs
-    discounted_return = np.zeros(N)                                                 # for reward normalization
-    episode_returns, episode_steps = [], []
-    # On resume the envs restart with a seed derived from the step, so the resumed run does not replay old episodes.
-    next_obs, _ = envs.reset(seed=args.seed + global_step)
-    checkpoint_path = run_dir / "checkpoint.pt"
-    print(f"run directory: {run_dir}" + (f" (resuming at step {global_step:,})" if global_step else ""), flush=True)
-    start_time = time.time() - wall_offset
-    start_step = global_step
-
-    loss_fn = torch.compile(ppo_loss) if args.compile else ppo_loss
-
-    def save():
-        save_checkpoint(checkpoint_path, agent, optimizer, args, global_step, iteration,
-                        time.time() - start_time, spaces)
-
-    while iteration < args.num_iterations and stop.signum is None:
-        # Learning-rate annealing: decay linearly from learning_rate to 0 over the run.
-        lr = args.learning_rate * (1.0 - global_step / args.total_timesteps) if args.anneal_lr else args.learning_rate
-        optimizer.param_groups[0]["lr"] = lr
-        pending_episodes = []          # logged once the iteration completes, so an interrupted one leaves no rows
-
-        # --- 1. Collect experience: the current policy acts in N envs for T steps. ---------------------------------
-        # Each step: the agent sees the state of every env, samples an action from its policy's probabilities
-        # (sampling, not always taking the best-looking action, is how it keeps exploring), and each env answers
-        # with a reward and the next state. We record everything the update will need.
-        with torch.inference_mode():                                # no autograd bookkeeping while acting
-            for t in range(T):
-                obs_buf[t] = next_obs
-                x = agent.normalize(torch.as_tensor(next_obs, dtype=torch.float32, device=device))
-                action, logprob, value = agent.act(x)                   # one call: sample, log pi(a|s), V(s)
-                actions[t] = action.cpu().numpy()
-                logprobs[t], values[t] = logprob.cpu().numpy(), value.cpu().numpy()
-
-                next_obs, reward, terminated, truncated, infos = envs.step(actions[t])
-                global_step += N
-                if not (np.isfinite(next_obs).all() and np.isfinite(reward).all()):
-                    raise NonFiniteError(f"env {args.env_id} returned a non-finite observation or reward at global "
-                                         f"step {global_step}; check the environment's step()")
-                done = terminated | truncated
-                episode_return += reward
-                episode_length += 1
-                for i in np.flatnonzero(done):
-                    pending_episodes.append((global_step, time.time() - start_time, float(episode_return[i]),
-                                             int(episode_length[i])))
-                episode_return[done], episode_length[done] = 0.0, 0
-
-                rewards[t], terminations[t], truncations[t] = reward, terminated, truncated
-                discounted_return = discounted_return * args.gamma + reward
-                discounted[t] = discounted_return                       # its spread scales rewards (--norm-reward)
-                discounted_return[done] = 0.0
-
-                if truncated.any():
-                    # Bootstrap a time-limit cut with the value of the episode's real final state (see compute_gae).
-                    idx = np.flatnonzero(truncated)
-                    final_obs = torch.as_tensor(np.stack(infos["final_obs"][idx]), dtype=torch.float32, device=device)
-                    final_values[t, idx] = agent.value(agent.normalize(final_obs)).cpu().numpy()
-                if stop.signum is not None:
-                    break
-        if stop.signum is not None:
-            global_step -= (t + 1) * N                              # this iteration is dropped: resume redoes it
-            break
-
-        # Close the rollout: V(state after the last step) and the batch's observations are computed with the
-        # normalization the policy acted with. Only then do the statistics take in this rollout (once per rollout,
-        # not per step), ready for the next one.
-        with torch.inference_mode():
-            next_value = agent.value(agent.normalize(torch.as_tensor(next_obs, dtype=torch.float32, device=device)))
-        raw_obs = torch.from_numpy(obs_buf.reshape(T * N, *spaces[0].shape)).to(device)  # (B, *obs_shape)
-        b_obs = agent.normalize(raw_obs)                                                # (B, obs_dim)
-        if args.norm_obs:
-            agent.obs_rms.update(raw_obs)
-        if args.norm_reward:
-            # Divide rewards by the running std of the discounted return, so the critic's targets stay near 1
-            # whatever the reward scale (as CleanRL and SB3 do; the mean is not subtracted).
-            agent.reward_rms.update(torch.from_numpy(discounted.reshape(-1)))
-            rewards[:] = (rewards / agent.reward_rms.std().item()).clip(-NORM_CLIP, NORM_CLIP)
-
-        # --- 2. Compute advantages with GAE. -----------------------------------------------------------------------
-        next_values = np.concatenate([values[1:], next_value.cpu().numpy()[None]])   # (T, N) V(s_{t+1})
-        next_values = np.where(truncations == 1, final_values, next_values)
-        advantages, returns = compute_gae(rewards, values, next_values, terminations, truncations,
-                                          args.gamma, args.gae_lambda)
-
-        # --- 3. The clipped update, on the rollout flattened to B = T * N transitions. -----------------------------
-        batch = {k: torch.from_numpy(v.reshape(T * N, *v.shape[2:])).to(device) for k, v in dict(
-            actions=actions, logprobs=logprobs, advantages=advantages, returns=returns, values=values).items()}
-        batch["obs"] = b_obs
-        diagnostics = ppo_update(agent, optimizer, batch, args, loss_fn)
-        iteration += 1
-
-        if not all(map(math.isfinite, diagnostics.values())) or not all(
-                torch.isfinite(p).all() for p in agent.parameters()):
-            raise NonFiniteError(
-                f"iteration {iteration}: the loss, gradients or parameters became NaN/inf ({diagnostics}). "
-                f"Likely causes: a learning rate too high, unnormalized large rewards or observations "
-                f"(try --norm-obs --norm-reward), or an env returning extreme values. "
-                f"The last good checkpoint is {run_dir / 'checkpoint.pt'} (if one was written)")
-
-        # --- 4. Log, checkpoint, and go round again. ---------------------------------------------------------------
-        # Explained variance: 1 = the critic predicts the returns perfectly, 0 = no better than their mean.
-        var_returns = np.var(returns)
-        explained_var = float("nan") if var_returns == 0 else float(1 - np.var(returns - values) / var_returns)
-        wall_time = time.time() - start_time
-        for row in pending_episodes:
-            log.episode(*row)
-            episode_steps.append(row[0])
-            episode_returns.append(row[2])
-        log.update(dict(global_step=global_step, wall_time=round(wall_time, 3),
-                        SPS=int((global_step - start_step) / max(wall_time - wall_offset, 1e-9)),
-                        learning_rate=lr, explained_variance=explained_var, **diagnostics))
-        if iteration % args.save_every == 0:
-            save()
-
-    save()
-    if log.tty and not args.quiet:
-        print()                                                     # end the redrawn progress line
-    wall_time = time.time() - start_time
-    recent = f"{np.mean(log.recent):.1f}" if log.recent else "n/a"
-    print(f"{'stopped' if stop.signum else 'done'}: {global_step:,} steps in {wall_time:.1f}s, mean return of the "
-          f"last {len(log.recent)} episodes {recent}; run directory {run_dir}", flush=True)
-    return dict(agent=agent, run_dir=run_dir, checkpoint=checkpoint_path, global_step=global_step,
-                wall_time=wall_time, episode_returns=episode_returns, episode_steps=episode_steps,
-                stopped_by=signal.Signals(stop.signum).name if stop.signum else None)
+    check_spaces(*spaces, env_id)
+    return spaces
 
 
 # ======================================================================================================================
@@ -900,6 +994,7 @@ def load_agent(path: str | Path) -> tuple[Agent, Args]:
 
 def evaluate(path: str | Path, episodes: int = 10, deterministic: bool = True, seed: int = 0,
              video_dir: Path | None = None) -> list[float]:
+    """Play `episodes` episodes with a saved agent (episode k starts from seed + k); returns their returns."""
     agent, args = load_agent(path)
     env = make_env(args.env_id, render_mode="rgb_array" if video_dir else None)
     if video_dir:
@@ -910,8 +1005,7 @@ def evaluate(path: str | Path, episodes: int = 10, deterministic: bool = True, s
         done, total = False, 0.0
         while not done:
             with torch.inference_mode():
-                x = agent.normalize(torch.as_tensor(obs[None], dtype=torch.float32))
-                action = agent.act(x, deterministic=deterministic)[0][0].numpy()
+                action = agent.act(torch.as_tensor(obs[None]), deterministic=deterministic)[0][0].numpy()
             obs, reward, terminated, truncated, _ = env.step(action)
             total, done = total + float(reward), terminated or truncated
         returns.append(total)
@@ -922,6 +1016,39 @@ def evaluate(path: str | Path, episodes: int = 10, deterministic: bool = True, s
 # ======================================================================================================================
 # Command line: `python ppo.py --env-id CartPole-v1`. Everything above can also be imported and called.
 # ======================================================================================================================
+# Presets: named settings for one env, for when its best-known return matters more than one setting for all.
+# `--preset NAME` puts them on top of the defaults, and flags given explicitly still win. The *-zoo presets are the
+# tuned hyperparameters of the SB3 zoo (rl-baselines3-zoo, hyperparams/ppo.yml; its batch_size of B transitions is
+# our num_minibatches = num_steps / B). notes/results.md has what each one scores beside the defaults, and
+# notes/README.md why the defaults stay general.
+PRESETS = {
+    "mountaincar": dict(norm_obs=True, ent_coef=0.01),      # scale the tiny velocity; keep trying until one success
+    "halfcheetah-zoo": dict(
+        num_envs=1, num_steps=512, num_minibatches=8, update_epochs=20, learning_rate=2.0633e-5, anneal_lr=False,
+        gamma=0.98, gae_lambda=0.92, clip_coef=0.1, clip_vloss=False, ent_coef=4.01762e-4, vf_coef=0.58096,
+        max_grad_norm=0.8, hidden_sizes=(256, 256), activation="relu", log_std_init=-2.0, ortho_init=False),
+    "hopper-zoo": dict(     # the zoo's settings, which here get stuck standing still (notes/results.md)
+        num_envs=1, num_steps=512, num_minibatches=16, update_epochs=5, learning_rate=9.80828e-5, anneal_lr=False,
+        gamma=0.999, gae_lambda=0.99, clip_coef=0.2, clip_vloss=False, ent_coef=2.29519e-3, vf_coef=0.835671,
+        max_grad_norm=0.7, hidden_sizes=(256, 256), activation="relu", log_std_init=-2.0, ortho_init=False),
+    "walker2d-zoo": dict(
+        num_envs=1, num_steps=512, num_minibatches=16, update_epochs=20, learning_rate=5.05041e-5, anneal_lr=False,
+        gamma=0.99, gae_lambda=0.95, clip_coef=0.1, clip_vloss=False, ent_coef=5.85045e-4, vf_coef=0.871923,
+        max_grad_norm=1.0),
+}
+
+
+def default_args(env_id: str, preset: str | None = None, **overrides) -> Args:
+    """The defaults for `env_id`'s action space, then the preset's settings, then `overrides`:
+    `train(default_args("Hopper-v5", seed=2))`, `default_args("HalfCheetah-v5", preset="halfcheetah-zoo")`.
+    An unknown preset adds nothing here; check_args refuses it."""
+    env = make_env(env_id)
+    continuous = isinstance(env.action_space, gym.spaces.Box)
+    env.close()
+    return dataclasses.replace(Args(env_id=env_id, preset=preset), **{
+        **(CONTINUOUS_DEFAULTS if continuous else {}), **PRESETS.get(preset, {}), **overrides})
+
+
 def _flag_value(argv: list[str], flag: str) -> str | None:
     for i, arg in enumerate(argv):
         if arg == flag and i + 1 < len(argv):
@@ -949,18 +1076,16 @@ def parse_args(argv: list[str]) -> Args:
     except SystemExit as e:
         if e.code in (0, None):
             raise
-        # tyro draws its error as a titled box split by rules; keep the message and any suggestion, on one line.
-        sections = [[]]
-        for raw in err.getvalue().splitlines()[1:]:                 # line 0 holds the title
-            line = raw.strip().strip("│|").strip()
-            if line and set(line) <= set("─-╰╯+ "):                  # a rule or the bottom edge
-                sections.append([])
-            elif line:
-                sections[-1].append(line)
-        sections = [s for s in sections if s] or [["could not parse the flags"]]
-        message = " ".join(sections[0]).removeprefix("Error parsing ")
-        hints = [s[1].split()[0] for s in sections if s[:1] == ["Perhaps you meant:"] and len(s) > 1]
-        raise UsageError(f"{message}{'; did you mean ' + hints[0] if hints else ''}; see --help")
+        # tyro draws a 10-line box (plain rules when not on a terminal); this file's rule is one line. The box's
+        # first section is the problem ("Error parsing --gamma: ...", "Unrecognized options: --gamm"), and
+        # "Perhaps you meant:" heads a suggestion.
+        lines = [line.strip().strip("│|").strip() for line in err.getvalue().splitlines()[1:]]   # [0]: the title
+        is_rule = lambda line: set(line) <= set("─-╰╯+ ")                                    # noqa: E731
+        first = itertools.takewhile(lambda line: not is_rule(line), itertools.dropwhile(is_rule, lines))
+        message = " ".join(first).removeprefix("Error parsing ")
+        hint = next((lines[i + 1].split()[0] for i, line in enumerate(lines[:-1]) if line == "Perhaps you meant:"), "")
+        hint = f"; did you mean {hint}" if hint else ""
+        raise UsageError(f"{message or 'could not parse the flags'}{hint}; see --help")
 
 
 def main(argv: list[str]) -> int:

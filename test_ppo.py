@@ -251,8 +251,8 @@ def test_box_actions_end_to_end_and_checkpoint_reload(tmp_path):
     assert loaded_args.env_id == "Pendulum-v1"
     raw_obs = torch.randn(16, 3) * 3
     with torch.no_grad():
-        expected = agent.act(agent.normalize(raw_obs), deterministic=True)[0]
-        actual = loaded.act(loaded.normalize(raw_obs), deterministic=True)[0]
+        expected = agent.act(raw_obs, deterministic=True)[0]          # the agent normalizes raw observations
+        actual = loaded.act(raw_obs, deterministic=True)[0]
     torch.testing.assert_close(actual, expected, rtol=0, atol=0)
     torch.testing.assert_close(loaded.obs_rms.mean, agent.obs_rms.mean)
 
@@ -461,7 +461,7 @@ def test_non_finite_observation_stops_with_env_and_step(custom_env_path):
                   env=env, cwd=path)
     assert out.returncode == 1
     assert out.stderr.strip().splitlines() == [
-        "error: env my_envs:GoRightNaN-v0 returned a non-finite observation or reward at global step 300; "
+        "error: env GoRightNaN-v0 returned a non-finite observation or reward at global step 300; "
         "check the environment's step()"]
 
 
