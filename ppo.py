@@ -902,7 +902,8 @@ def open_wandb(args: Args, run_dir: Path):
     try:
         # The run directory's name is also the W&B run's id, so that --resume continues the same W&B run.
         run = wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, name=run_dir.name,
-                         id=run_dir.name, resume="allow", config=dataclasses.asdict(args), dir=run_dir)
+                         id=re.sub(r"[^\w.-]", "_", run_dir.name), resume="allow", config=dataclasses.asdict(args),
+                         dir=run_dir)
     except wandb.errors.Error as e:
         raise UsageError(f"--track: W&B could not start a run ({e}); log in with `wandb login`, or set "
                          "WANDB_MODE=offline to keep the W&B logs in the run directory")
@@ -955,10 +956,14 @@ def args_from_checkpoint(checkpoint: dict) -> Args:
 def env_module(env_id: str) -> str | None:
     """The module that makes `env_id` exist: the one named in `module:EnvId-v0`, else the module of the env's entry
     point, which for an env registered by your own code is usually the module that registered it. None for an env
-    defined in the training script itself (__main__), which no other process can import."""
+    defined in the training script itself (__main__), which no other process can import, or for an id that
+    gym.spec cannot look up (an unversioned one, which gym.make resolves to the newest version)."""
     if ":" in env_id:
         return env_id.split(":")[0]
-    entry_point = gym.spec(env_id).entry_point
+    try:
+        entry_point = gym.spec(env_id).entry_point
+    except gym.error.Error:
+        return None
     module = entry_point.split(":")[0] if isinstance(entry_point, str) else getattr(entry_point, "__module__", None)
     return None if module == "__main__" else module
 
@@ -968,7 +973,8 @@ def import_env_module(checkpoint: dict, where: str) -> None:
     bare id, which exists in a new process only once the module that registers it is imported: import it here.
     Checkpoints written before env_module was saved work too, if their env is registered or given by --env-id."""
     env_id, module = checkpoint["args"]["env_id"], checkpoint.get("env_module")
-    if ":" in env_id or env_id in gym.registry:
+    known = env_id in gym.registry or any(spec.name == env_id for spec in gym.registry.values())  # or unversioned
+    if ":" in env_id or known:
         return
     if module is None:
         raise UsageError(f"{where}: its env {env_id} is not registered here and the checkpoint does not say which "
