@@ -712,8 +712,8 @@ class Run:
         resume_step = self.global_step if args.resume else None
         self.episode_log = CsvLog(self.dir / "episodes.csv", resume_step)
         self.update_log = CsvLog(self.dir / "updates.csv", resume_step)
+        self.wandb = open_wandb(args, self.dir) if args.track else None    # first: if W&B refuses, no file is left
         self.tb = open_tensorboard(self.dir) if args.tensorboard else None
-        self.wandb = open_wandb(args, self.dir) if args.track else None
         self.start_time, self.wall_offset, self.start_step = time.time() - wall_offset, wall_offset, self.global_step
         # Returns of the last 100 episodes; a resumed run starts with those its episodes.csv already holds.
         self.recent = deque((float(r["episodic_return"]) for r in self.episode_log.rows), maxlen=100)
@@ -905,6 +905,8 @@ def open_wandb(args: Args, run_dir: Path):
                          id=re.sub(r"[^\w.-]", "_", run_dir.name), resume="allow", config=dataclasses.asdict(args),
                          dir=run_dir)
     except wandb.errors.Error as e:
+        with contextlib.suppress(OSError):
+            run_dir.rmdir()                               # the run directory, if this run made it: still empty
         raise UsageError(f"--track: W&B could not start a run ({e}); log in with `wandb login`, or set "
                          "WANDB_MODE=offline to keep the W&B logs in the run directory")
     run.define_metric("*", step_metric="global_step")   # x axis: environment steps, as in TensorBoard
