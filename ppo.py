@@ -24,8 +24,8 @@ The file has two parts. Part I is PPO itself, the chapter to read and to copy:
 Part II is what a long run needs to survive its user: the run directory, logs, checkpoints and resume, Ctrl-C,
 the argument checks, evaluation and the command line.
 
-What it leaves out on purpose: images and CNN encoders (Atari), recurrent policies, multi-GPU training, experiment
-trackers, hyperparameter search. `notes/` explains each idea in more depth and says how to add those.
+What it leaves out on purpose: images and CNN encoders (Atari), recurrent policies, multi-GPU training,
+hyperparameter search. `notes/` explains each idea in more depth and says how to add those.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ import contextlib
 import csv
 import dataclasses
 import difflib
+import importlib.util
 import io
 import itertools
 import math
@@ -44,6 +45,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,10 +78,14 @@ class Args:
     seed: int = 1
     """seed for torch, numpy, random and the environments; the same seed on the CPU gives the same run"""
     total_timesteps: int = 500_000
-    """environment steps to train for, summed over all parallel environments"""
+    """environment steps to train for, summed over all parallel environments.
+    Rounded down to whole iterations of num_envs * num_steps; the run's first line says how many will run"""
     preset: str | None = None
-    """named settings for one env, put on top of the defaults (flags still win): mountaincar, halfcheetah-zoo,
-    hopper-zoo, walker2d-zoo. See PRESETS below"""
+    """named settings for one env, put on top of the defaults (flags still win; notes/results.md scores them):
+    mountaincar: MountainCar-v0, --norm-obs --ent-coef 0.01 (scale the tiny velocity, keep exploring)
+    halfcheetah-zoo: HalfCheetah, the SB3 zoo's tuned settings (256x256 ReLU, lr 2.1e-5, 20 epochs, clip 0.1)
+    hopper-zoo: Hopper, the SB3 zoo's tuned settings (which stand still here)
+    walker2d-zoo: Walker2d, the SB3 zoo's tuned settings (lr 5.1e-5, 20 epochs, clip 0.1)"""
 
     # --- the environments ---
     num_envs: int = 16
@@ -121,10 +127,10 @@ class Args:
     clip_coef: float = 0.2
     """the PPO clip range epsilon: the new/old probability ratio is kept within [1 - eps, 1 + eps]. 0.1 to 0.3"""
     clip_vloss: bool = False
-    """also clip the value update to +-clip_coef around the old prediction (CleanRL, the original PPO code). In
-    return units: with unnormalized rewards it holds the critic back (off for discrete, on for continuous)"""
+    """also clip the value update to +-clip_coef around the old prediction (CleanRL, the original PPO code).
+    It acts in return units, so with unnormalized rewards it holds the critic back: off for discrete, on for Box"""
     ent_coef: float = 0.0
-    """weight of the entropy bonus, which rewards uncertainty and so keeps the agent exploring. 0 to 0.01;
+    """weight of the entropy bonus, which rewards uncertainty and so keeps the agent exploring. 0 to 0.01.
     0.01 helps tasks where exploration is hard, but slows the last steps to a precise policy (CartPole)"""
     vf_coef: float = 0.5
     """weight of the value loss in the total loss"""
@@ -144,8 +150,8 @@ class Args:
     torch_threads: int = 1
     """CPU threads for torch. One is fastest for 64x64 networks: more threads cost more to start than they save"""
     capture_video: bool = False
-    """record videos of the first environment to <run_dir>/videos (needs `pip install moviepy`, and pygame for
-    the classic-control envs)"""
+    """record videos of the first environment to <run_dir>/videos.
+    Needs moviepy, and pygame for the envs drawn with it (classic control, toy text): pip install moviepy pygame"""
     runs_dir: str = "runs"
     """folder under which each run gets its own directory"""
     save_every: int = 25
@@ -160,6 +166,13 @@ class Args:
     """with --evaluate: sample actions from the policy instead of taking the most likely (mean) action"""
     tensorboard: bool = True
     """also write TensorBoard event files, if the optional `tensorboard` package is installed"""
+    track: bool = False
+    """also log the TensorBoard scalars to Weights & Biases, as CleanRL does: pip install wandb, then wandb login.
+    With WANDB_MODE=offline the W&B logs stay in the run directory (wandb sync uploads them later)"""
+    wandb_project_name: str = "ppo"
+    """the W&B project that --track logs to"""
+    wandb_entity: str | None = None
+    """the W&B team or user that owns the project; None means your own account"""
     quiet: bool = False
     """no progress line; only the first and last lines of the run"""
 
@@ -199,6 +212,8 @@ def make_env(env_id: str, render_mode: str | None = None) -> gym.Env:
     try:
         # render_mode is passed only when asked for: many custom envs' constructors do not accept it.
         env = gym.make(env_id, **({"render_mode": render_mode} if render_mode else {}))
+    except gym.error.DependencyNotInstalled as e:    # the id is right, a package is missing: say only what to install
+        raise UsageError(f"--env-id {env_id}: needs a package that is not installed: {e}")
     except (gym.error.Error, ModuleNotFoundError, ImportError) as e:
         known = list(gym.registry)
         close = difflib.get_close_matches(env_id.split(":")[-1], known, n=3, cutoff=0.6)
@@ -719,16 +734,18 @@ class Run:
         resume_step = self.global_step if args.resume else None
         self.episode_log = CsvLog(self.dir / "episodes.csv", resume_step)
         self.update_log = CsvLog(self.dir / "updates.csv", resume_step)
+        self.wandb = open_wandb(args, self.dir) if args.track else None    # first: if W&B refuses, no file is left
         self.tb = open_tensorboard(self.dir) if args.tensorboard else None
         self.start_time, self.wall_offset, self.start_step = time.time() - wall_offset, wall_offset, self.global_step
-        self.recent = deque(maxlen=100)                             # returns of the last 100 episodes
+        # Returns of the last 100 episodes; a resumed run starts with those its episodes.csv already holds.
+        self.recent = deque((float(r["episodic_return"]) for r in self.episode_log.rows), maxlen=100)
         self.episode_returns, self.episode_steps = [], []           # this session's episodes, for the caller
         self.signum: int | None = None
         self.last_print, self.tty = 0.0, sys.stdout.isatty()
 
     def _check_resumable(self, checkpoint: dict) -> None:
         args, saved_env = self.args, checkpoint["args"]["env_id"]
-        if saved_env != args.env_id:
+        if saved_env.split(":")[-1] != args.env_id.split(":")[-1]:   # my_envs:GoRight-v0 is GoRight-v0
             raise UsageError(f"--resume {args.resume}: the checkpoint was trained on {saved_env}, not {args.env_id}; "
                              "resume it without --env-id or start a new run")
         if (checkpoint["observation_space"], checkpoint["action_space"]) != tuple(map(str, self.spaces)):
@@ -751,8 +768,11 @@ class Run:
         self.previous_handlers = {}
         if threading.current_thread() is threading.main_thread():   # Python allows handlers only there
             self.previous_handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-        resuming = f" (resuming at step {self.global_step:,})" if self.global_step else ""
-        print(f"run directory: {self.dir}{resuming}", flush=True)
+        notes = [f"resuming at step {self.global_step:,}"] if self.global_step else []
+        steps, iterations = self.args.num_iterations * self.args.batch_size, self.args.num_iterations
+        if steps != self.args.total_timesteps:       # only whole iterations run: say how many steps that makes
+            notes.append(f"trains {steps:,} steps: {iterations:,} whole iterations of {self.args.batch_size:,}")
+        print(f"run directory: {self.dir}" + (f" ({'; '.join(notes)})" if notes else ""), flush=True)
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -765,6 +785,8 @@ class Run:
             log.close()
         if self.tb:
             self.tb.close()
+        if self.wandb:
+            self.wandb.finish(exit_code=0 if exc_type is None else 1)
 
     # --- logs ---
     def end_iteration(self, episodes: list[dict], lr: float, diagnostics: dict, explained_var: float) -> None:
@@ -802,6 +824,8 @@ class Run:
         if self.tb:
             for k in keys:
                 self.tb.add_scalar(f"{group}/{k}", row[k], step)
+        if self.wandb:                                  # the same scalars, plotted against global_step (open_wandb)
+            self.wandb.log({"global_step": step, **{f"{group}/{k}": row[k] for k in keys}})
 
     def _print_progress(self, sps: int) -> None:
         # On a terminal one line is redrawn twice a second; into a log file, a new line every 5 seconds.
@@ -828,6 +852,7 @@ class Run:
         checkpoint = dict(
             agent=self.agent.state_dict(), optimizer=self.optimizer.state_dict(), args=dataclasses.asdict(self.args),
             global_step=self.global_step, iteration=self.iteration, wall_time=time.time() - self.start_time,
+            env_module=env_module(self.args.env_id),    # what --evaluate imports to find an env registered in Python
             observation_space=str(self.spaces[0]), action_space=str(self.spaces[1]),
             rng=dict(torch=torch.get_rng_state(), numpy=_numpy_rng_state(), python=random.getstate()),
         )
@@ -892,6 +917,24 @@ def open_tensorboard(run_dir: Path):
         return None
 
 
+def open_wandb(args: Args, run_dir: Path):
+    """--track, as in CleanRL: a Weights & Biases run that Run._scalars sends the TensorBoard scalars to."""
+    import wandb  # optional, imported only when switched on (check_args said how to install it)
+
+    try:
+        # The run directory's name is also the W&B run's id, so that --resume continues the same W&B run.
+        run = wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, name=run_dir.name,
+                         id=re.sub(r"[^\w.-]", "_", run_dir.name), resume="allow", config=dataclasses.asdict(args),
+                         dir=run_dir)
+    except wandb.errors.Error as e:
+        with contextlib.suppress(OSError):
+            run_dir.rmdir()                               # the run directory, if this run made it: still empty
+        raise UsageError(f"--track: W&B could not start a run ({e}); log in with `wandb login`, or set "
+                         "WANDB_MODE=offline to keep the W&B logs in the run directory")
+    run.define_metric("*", step_metric="global_step")   # x axis: environment steps, as in TensorBoard
+    return run
+
+
 def new_run_dir(path: Path) -> Path:
     """Create `path`, or `path-1`, `path-2`, ... if two runs start in the same second with the same name."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -934,6 +977,40 @@ def args_from_checkpoint(checkpoint: dict) -> Args:
     return Args(**saved)
 
 
+def env_module(env_id: str) -> str | None:
+    """The module that makes `env_id` exist: the one named in `module:EnvId-v0`, else the module of the env's entry
+    point, which for an env registered by your own code is usually the module that registered it. None for an env
+    defined in the training script itself (__main__), which no other process can import, or for an id that
+    gym.spec cannot look up (an unversioned one, which gym.make resolves to the newest version)."""
+    if ":" in env_id:
+        return env_id.split(":")[0]
+    try:
+        entry_point = gym.spec(env_id).entry_point
+    except gym.error.Error:
+        return None
+    module = entry_point.split(":")[0] if isinstance(entry_point, str) else getattr(entry_point, "__module__", None)
+    return None if module == "__main__" else module
+
+
+def import_env_module(checkpoint: dict, where: str) -> None:
+    """A custom env trained from Python (`import my_envs; train(default_args("GoRight-v0"))`) is saved under its
+    bare id, which exists in a new process only once the module that registers it is imported: import it here.
+    Checkpoints written before env_module was saved work too, if their env is registered or given by --env-id."""
+    env_id, module = checkpoint["args"]["env_id"], checkpoint.get("env_module")
+    known = env_id in gym.registry or any(spec.name == env_id for spec in gym.registry.values())  # or unversioned
+    if ":" in env_id or known:
+        return
+    if module is None:
+        raise UsageError(f"{where}: its env {env_id} is not registered here and the checkpoint does not say which "
+                         f"module registers it; give --env-id your_module:{env_id}")
+    try:
+        importlib.import_module(module)
+    except ImportError as e:
+        raise UsageError(f"{where}: its env {env_id} is registered by the module {module}, which cannot be imported "
+                         f"here ({type(e).__name__}: {e}); run from the folder that holds it, or add that folder "
+                         "to PYTHONPATH")
+
+
 # ======================================================================================================================
 # Checks: impossible settings and unsupported spaces are refused in one line, before any environment step.
 # ======================================================================================================================
@@ -971,11 +1048,10 @@ def check_args(args: Args) -> None:
     require(args.target_kl is None or args.target_kl > 0, "target-kl", args.target_kl, "must be > 0, e.g. 0.015")
     require(not args.cuda or torch.cuda.is_available(), "cuda", "", "no CUDA GPU is visible to torch; "
             "drop --cuda to train on the CPU (for these small networks the CPU is as fast)")
+    require(not args.track or args.evaluate is not None or importlib.util.find_spec("wandb") is not None, "track",
+            "", "needs the optional package wandb; pip install wandb")
     if args.capture_video:
-        try:
-            import moviepy  # noqa: F401  (gymnasium's RecordVideo writes the mp4 files with it)
-        except ImportError:
-            require(False, "capture-video", "", "needs the optional package moviepy; pip install moviepy")
+        check_video(args.env_id)
 
 
 def check_spaces(obs_space: gym.Space, action_space: gym.Space, env_id: str) -> None:
@@ -1000,24 +1076,63 @@ def env_spaces(env_id: str) -> tuple[gym.Space, gym.Space]:
     return spaces
 
 
+def check_video(env_id: str) -> None:
+    """--capture-video: find everything the video needs before training starts, and name it all in one line.
+    moviepy writes the mp4 files; drawing one frame finds what the env draws with (pygame, OpenGL for MuJoCo)."""
+    # The frames are drawn off-screen (render_mode="rgb_array"), so no display is needed, but SDL (under pygame)
+    # and MuJoCo look for one unless told otherwise: SDL then prints a false "error: XDG_RUNTIME_DIR is invalid or
+    # not set" on a machine without a display, and MuJoCo cannot render at all. So, for this process only and only
+    # where the user has not chosen: SDL's dummy video driver, and MuJoCo's EGL on a Linux machine with no display.
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+    if sys.platform == "linux" and not os.environ.get("DISPLAY"):
+        os.environ.setdefault("MUJOCO_GL", "egl")
+    missing = [] if importlib.util.find_spec("moviepy") else ["moviepy"]
+    try:
+        with warnings.catch_warnings(action="ignore"):  # a failure is told below, in one line
+            env = make_env(env_id, render_mode="rgb_array")
+            env.reset(seed=0)
+            env.render()
+            env.close()
+    except gym.error.DependencyNotInstalled as e:   # gymnasium raises it from the ImportError of the missing module
+        missing.append(getattr(e.__cause__, "name", None) or str(e))
+    except UsageError:                              # a wrong --env-id: make_env said so
+        raise
+    except Exception as e:                          # e.g. an env without render_mode="rgb_array", or no OpenGL
+        problem = str(e).split("\n")[0]
+        raise UsageError(f"--capture-video: {env_id} cannot draw a frame here ({type(e).__name__}: {problem}); "
+                         "drop --capture-video, or make the env draw frames")
+    if missing:
+        raise UsageError(f"--capture-video: needs {' and '.join(missing)}, not installed; "
+                         f"pip install {' '.join(missing)}")
+
+
 # ======================================================================================================================
 # Evaluation: play a saved agent with its normalization statistics frozen.
 # ======================================================================================================================
-def load_agent(path: str | Path) -> tuple[Agent, Args]:
-    """Rebuild the agent saved in a checkpoint.pt: `agent, args = load_agent(path)`."""
+def load_agent(path: str | Path, env_id: str | None = None) -> tuple[Agent, Args]:
+    """Rebuild the agent saved in a checkpoint.pt: `agent, args = load_agent(path)`. env_id replaces the saved
+    env id, e.g. `my_envs:GoRight-v0` to name the module that registers it; its spaces must be the saved ones."""
     checkpoint = load_checkpoint(path, flag="--evaluate")
     args = args_from_checkpoint(checkpoint)
+    if env_id in (None, args.env_id):
+        import_env_module(checkpoint, f"--evaluate {path}")
+    args.env_id = env_id or args.env_id
     env = make_env(args.env_id)
-    agent = build_agent(args, env.observation_space, env.action_space)
     env.close()
+    if (str(env.observation_space), str(env.action_space)) != (checkpoint["observation_space"],
+                                                               checkpoint["action_space"]):
+        raise UsageError(f"--env-id {args.env_id}: its observation or action space differs from those of "
+                         f"{checkpoint['args']['env_id']}, which the agent in {path} was trained on")
+    agent = build_agent(args, env.observation_space, env.action_space)
     agent.load_state_dict(checkpoint["agent"])
     return agent.eval(), args
 
 
 def evaluate(path: str | Path, episodes: int = 10, deterministic: bool = True, seed: int = 0,
-             video_dir: Path | None = None) -> list[float]:
-    """Play `episodes` episodes with a saved agent (episode k starts from seed + k); returns their returns."""
-    agent, args = load_agent(path)
+             video_dir: Path | None = None, env_id: str | None = None) -> list[float]:
+    """Play `episodes` episodes with a saved agent (episode k starts from seed + k); returns their returns.
+    env_id: as in load_agent."""
+    agent, args = load_agent(path, env_id)
     env = make_env(args.env_id, render_mode="rgb_array" if video_dir else None)
     if video_dir:
         env = gym.wrappers.RecordVideo(env, str(video_dir), episode_trigger=lambda e: True, disable_logger=True)
@@ -1088,7 +1203,10 @@ def parse_args(argv: list[str]) -> Args:
         flag = "--resume" if _flag_value(argv, "--resume") else "--evaluate"
         if _flag_value(argv, "--preset"):
             raise UsageError(f"--preset: {flag} uses the settings saved in the checkpoint; drop --preset")
-        default = args_from_checkpoint(load_checkpoint(_flag_value(argv, flag), flag))
+        checkpoint = load_checkpoint(_flag_value(argv, flag), flag)
+        if not _flag_value(argv, "--env-id"):                      # --env-id module:EnvId-v0 imports it instead
+            import_env_module(checkpoint, f"{flag} {_flag_value(argv, flag)}")
+        default = args_from_checkpoint(checkpoint)
     else:
         default = default_args(_flag_value(argv, "--env-id") or Args.env_id, _flag_value(argv, "--preset"))
     err = io.StringIO()
@@ -1110,15 +1228,34 @@ def parse_args(argv: list[str]) -> Args:
         raise UsageError(f"{message or 'could not parse the flags'}{hint}; see --help")
 
 
+def quiet_known_warnings() -> None:
+    """Keep two known third-party warnings, about nothing the user did, from burying the run's first line."""
+    # gymnasium warns that a -v4 MuJoCo id is out of date, twice per run; we keep v4 only to compare with
+    # published tables, where using v4 is the point.
+    warnings.filterwarnings("ignore", r".*The environment \S+-v4 is out of date", DeprecationWarning)
+    if importlib.util.find_spec("mujoco") is None:
+        return
+    import mujoco
+    # MuJoCo's default handler prints every warning and appends it to MUJOCO_LOG.TXT in the current folder. This
+    # handler replaces both: it drops the warning that gymnasium's own models use the deprecated 'settotalmass'
+    # (once per env made), and prints any other. MuJoCo's supported MjLogConfig could stop the file but not filter
+    # one warning, and mju_setLogHandler is not in its Python bindings: so this uses the legacy handler, which
+    # MuJoCo 3.10 deprecated but keeps working.
+    mujoco.set_mju_user_warning(lambda text: None if "settotalmass" in text else
+                                print(f"MuJoCo warning: {text}", file=sys.stderr, flush=True))
+
+
 def main(argv: list[str]) -> int:
     # `--env-id my_envs:MyEnv-v0` imports my_envs: look for it in the current folder too, as `python -m` would.
     sys.path.insert(1, os.getcwd())
+    quiet_known_warnings()
     try:
         args = parse_args(argv)
         if args.evaluate:
             check_args(args)
             returns = evaluate(args.evaluate, args.eval_episodes, not args.eval_stochastic, args.seed,
-                               Path(args.evaluate).parent / "videos-eval" if args.capture_video else None)
+                               Path(args.evaluate).parent / "videos-eval" if args.capture_video else None,
+                               args.env_id)
             print(f"{args.env_id}: mean return {np.mean(returns):.2f} +- {np.std(returns):.2f} over {len(returns)} "
                   f"{'stochastic' if args.eval_stochastic else 'deterministic'} episodes", flush=True)
             return 0

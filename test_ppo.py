@@ -3,8 +3,14 @@
 Run with:  python -m pytest -q test_ppo.py
 """
 
+import ast
 import csv
+import importlib
+import importlib.util
+import inspect
 import math
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -195,9 +201,12 @@ def test_unsupported_spaces_are_refused():
 # ---------------------------------------------------------------------------------------------------------------------
 # Learning runs
 # ---------------------------------------------------------------------------------------------------------------------
-def test_cartpole_learns(tmp_path):
+def test_cartpole_learns(tmp_path, capsys):
     args = ppo.default_args("CartPole-v1", total_timesteps=40_000, runs_dir=str(tmp_path), quiet=True)
     result = ppo.train(args)
+    # 40,000 is not a multiple of the 1,024 steps of one iteration: the first line says what will run instead
+    first_line = capsys.readouterr().out.splitlines()[0]
+    assert first_line.endswith("(trains 39,936 steps: 39 whole iterations of 1,024)"), first_line
     returns = result["episode_returns"]
     # random play averages ~22; a clearly learning agent is far above it within 40k steps
     assert np.mean(returns[:20]) < 60
@@ -289,6 +298,25 @@ def test_help_lists_flags_with_the_defaults_that_will_be_used():
     assert "(default: 2048)" in continuous.stdout and "(default: 2048)" not in out.stdout
 
 
+def test_help_lists_each_preset_on_its_own_line(monkeypatch, capsys):
+    monkeypatch.setenv("COLUMNS", "250")                      # wide enough that tyro wraps no line itself
+    with pytest.raises(SystemExit):
+        ppo.main(["--help"])
+    wide = capsys.readouterr().out
+    for name in ppo.PRESETS:                                  # tyro draws them from the docstring of Args.preset
+        assert re.search(rf"^[│ ]+{name}: \S", wide, re.MULTILINE), name    # after the edge of the box tyro may draw
+    assert "PRESETS" not in wide
+
+
+def test_help_lines_break_between_sentences_only():
+    # tyro prints each flag's docstring with its line breaks: a break must not cut a sentence in two
+    docstrings = [node.value.value for node in ast.walk(ast.parse(inspect.getsource(ppo.Args)))
+                  if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)]
+    for doc in docstrings:
+        for line in doc.splitlines()[:-1]:
+            assert line.rstrip()[-1] in ".:;)", line
+
+
 @pytest.mark.parametrize("flags, expected", [
     (["--gamma", "1.5"], "--gamma 1.5: must be in (0, 1]"),
     (["--gamma", "abc"], "--gamma"),
@@ -322,12 +350,47 @@ def test_bad_input_is_one_line_and_exit_2(flags, expected, capsys, tmp_path):
     assert not any(tmp_path.iterdir())                  # refused before anything was created
 
 
+def test_missing_package_says_what_to_install_not_did_you_mean(capsys, tmp_path):
+    def lunar_lander_without_box2d(**kwargs):     # what gymnasium raises for LunarLander-v3 when Box2D is missing
+        raise gym.error.DependencyNotInstalled("Box2D is not installed, you can install it by run `pip install swig` "
+                                               'followed by `pip install "gymnasium[box2d]"`')
+    gym.register("NeedsBox2D-v0", entry_point=lunar_lander_without_box2d)
+    assert ppo.main(["--env-id", "NeedsBox2D-v0", "--runs-dir", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == (
+        "error: --env-id NeedsBox2D-v0: needs a package that is not installed: Box2D is not installed, you can "
+        'install it by run `pip install swig` followed by `pip install "gymnasium[box2d]"`\n')
+
+
 def test_bad_input_through_the_real_cli_has_no_traceback():
     out = run_cli("--gamma", "2")
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == ["error: --gamma 2.0: must be in (0, 1]; "
                                                "typical: gamma 0.99, lambda 0.95"]
     assert "Traceback" not in out.stdout + out.stderr
+
+
+def test_mujoco_starts_quietly_and_writes_no_log_file(tmp_path):
+    # MuJoCo's 'settotalmass' warning and gymnasium's v4 deprecation used to print ~10 lines before ours, and MuJoCo
+    # wrote MUJOCO_LOG.TXT into the current folder
+    out = run_cli("--env-id", "HalfCheetah-v4", "--total-timesteps", "1024", "--num-steps", "1024",
+                  "--num-minibatches", "1", "--update-epochs", "1", "--runs-dir", "runs", "--quiet", cwd=tmp_path)
+    assert out.returncode == 0 and out.stderr == "", out.stderr
+    assert out.stdout.startswith("run directory: runs/HalfCheetah-v4__")
+    assert [p.name for p in tmp_path.iterdir()] == ["runs"]
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")     # the -v4 ids kept for comparison with published tables
+def test_every_env_id_the_docs_name_runs():
+    docs = [HERE / "README.md", *sorted((HERE / "notes").glob("*.md")), *sorted((HERE / "notes").glob("*.py"))]
+    text = "\n".join(p.read_text() for p in docs) + ppo.__doc__
+    env_ids = set(re.findall(r"(?<![\w:/-])([A-Z][A-Za-z0-9]*-v\d+)\b", text))   # not `module:Id-v0`, `ALE/Pong-v5`
+    named_as_examples = {"CartPol-v1", "GoRight-v0", "MyEnv-v0", "EnvId-v0", "LunarLander-v3"}  # typos, custom, Box2D
+    assert {"CartPole-v1", "HalfCheetah-v5", "Hopper-v4"} <= env_ids
+    for env_id in sorted(env_ids - named_as_examples):
+        env = ppo.make_env(env_id)
+        env.reset(seed=0)
+        env.step(env.action_space.sample())
+        env.close()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
@@ -394,6 +457,19 @@ def test_signal_saves_and_resume_continues_exactly(tmp_path, sig, code):
     assert torch.load(checkpoint)["global_step"] == 20480
 
 
+def test_resumed_run_counts_the_episodes_it_already_has(tmp_path, capsys):
+    result = ppo.train(ppo.Args(total_timesteps=4096, runs_dir=str(tmp_path), quiet=True))
+    kept = len(read_csv(result["run_dir"] / "episodes.csv"))
+    capsys.readouterr()
+    assert ppo.main(["--resume", str(result["checkpoint"]), "--total-timesteps", "5120", "--no-quiet"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].endswith("(resuming at step 4,096)"), lines[0]
+    # The one iteration that ran ended fewer than 100 episodes; with those the run already had, there are more.
+    new = len(read_csv(result["run_dir"] / "episodes.csv")) - kept
+    assert new < 100 <= kept + new
+    assert "(last 100 ep)" in next(line for line in lines if line.startswith("step")), lines
+
+
 def test_second_ctrl_c_quits_at_once_with_files_intact(tmp_path):
     import signal
     proc = subprocess.Popen([sys.executable, str(HERE / "ppo.py"), "--total-timesteps", "400000",
@@ -455,6 +531,39 @@ def test_custom_env_from_the_command_line(custom_env_path):
     assert np.mean(lengths[-20:]) < 20 < np.mean(lengths[:20])       # it learned to walk straight to the goal
 
 
+def test_custom_env_trained_from_python_is_evaluated_from_the_command_line(custom_env_path, monkeypatch, capsys):
+    path, _ = custom_env_path
+    monkeypatch.syspath_prepend(str(path))
+    monkeypatch.delitem(sys.modules, "my_envs", raising=False)
+    importlib.import_module("my_envs")                         # registers GoRight-v0, as in the README's example
+    result = ppo.train(ppo.default_args("GoRight-v0", total_timesteps=2048, runs_dir=str(path / "runs"), quiet=True))
+    checkpoint = torch.load(result["checkpoint"])
+    assert checkpoint["env_module"] == "my_envs"
+    # A new process has never heard of GoRight-v0: the checkpoint names the module to import (here, from the cwd).
+    out = run_cli("--evaluate", str(result["checkpoint"]), "--eval-episodes", "2", cwd=path)
+    assert out.returncode == 0 and out.stdout.startswith("GoRight-v0: mean return"), out.stderr
+
+    # The same here, after forgetting GoRight-v0 and my_envs, in a folder that cannot import it: one line.
+    for env_id in ("GoRight-v0", "GoRightNaN-v0"):
+        monkeypatch.delitem(gym.registry, env_id)
+    monkeypatch.delitem(sys.modules, "my_envs")
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p != str(path)])
+    monkeypatch.chdir(path / "runs")
+    assert ppo.main(["--evaluate", str(result["checkpoint"])]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "registered by the module my_envs, which cannot be imported" in err, err
+    # A checkpoint written before env_module was saved still loads: it asks for --env-id module:id, which works.
+    del checkpoint["env_module"]
+    torch.save(checkpoint, path / "old.pt")
+    assert ppo.main(["--evaluate", str(path / "old.pt")]) == 2
+    assert "give --env-id your_module:GoRight-v0" in capsys.readouterr().err
+    monkeypatch.chdir(path)
+    assert ppo.main(["--evaluate", str(path / "old.pt"), "--env-id", "my_envs:GoRight-v0", "--eval-episodes", "2"]) == 0
+    assert capsys.readouterr().out.startswith("my_envs:GoRight-v0: mean return")
+    assert ppo.main(["--evaluate", str(path / "old.pt"), "--env-id", "CartPole-v1"]) == 2
+    assert "--env-id CartPole-v1: its observation or action space differs" in capsys.readouterr().err
+
+
 def test_non_finite_observation_stops_with_env_and_step(custom_env_path):
     path, env = custom_env_path
     out = run_cli("--env-id", "my_envs:GoRightNaN-v0", "--num-envs", "1", "--runs-dir", str(path / "runs"),
@@ -496,27 +605,57 @@ def test_evaluate_a_checkpoint(tmp_path, capsys):
     assert f"mean return {np.mean(returns):.2f} +- {np.std(returns):.2f} over 3 deterministic" in capsys.readouterr().out
 
 
-def test_capture_video_writes_mp4(tmp_path):
-    pytest.importorskip("moviepy")
-    pytest.importorskip("pygame")
-    result = ppo.train(ppo.Args(total_timesteps=1024, num_envs=2, num_steps=512, capture_video=True,
-                                runs_dir=str(tmp_path), quiet=True))
-    assert list((result["run_dir"] / "videos").glob("*.mp4"))
+def installed(*modules):
+    return all(importlib.util.find_spec(m) is not None for m in modules)
 
 
-def test_capture_video_without_moviepy_says_how_to_install(monkeypatch, capsys, tmp_path):
-    monkeypatch.setitem(sys.modules, "moviepy", None)                  # makes `import moviepy` fail
+@pytest.mark.skipif(not installed("moviepy", "pygame"), reason="needs moviepy and pygame")
+def test_capture_video_writes_mp4_and_nothing_to_stderr(tmp_path):
+    # as on a machine without a display, where SDL used to print "error: XDG_RUNTIME_DIR is invalid or not set"
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "SDL_VIDEODRIVER", "XDG_RUNTIME_DIR")}
+    out = run_cli("--total-timesteps", "1024", "--num-envs", "2", "--num-steps", "512", "--capture-video",
+                  "--runs-dir", str(tmp_path), "--quiet", env=env)
+    assert out.returncode == 0 and out.stderr == "", out.stderr
+    assert list(tmp_path.glob("*/videos/*.mp4"))
+
+
+def test_missing_optional_packages_are_named_in_one_line(monkeypatch, capsys, tmp_path):
+    for module in ("moviepy", "pygame", "wandb"):
+        monkeypatch.setitem(sys.modules, module, None)                 # makes `import module` fail
+    # everything the video needs at once: moviepy writes it, pygame draws CartPole's frames
     assert ppo.main(["--capture-video", "--runs-dir", str(tmp_path)]) == 2
-    assert "pip install moviepy" in capsys.readouterr().err
+    assert capsys.readouterr().err == ("error: --capture-video: needs moviepy and pygame, not installed; "
+                                       "pip install moviepy pygame\n")
+    assert ppo.main(["--track", "--runs-dir", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == "error: --track: needs the optional package wandb; pip install wandb\n"
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.skipif(not installed("wandb"), reason="needs wandb")
+def test_track_logs_the_tensorboard_scalars_to_wandb_offline(tmp_path):
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_CONFIG_DIR": str(tmp_path / "config"),
+           "WANDB_CACHE_DIR": str(tmp_path / "cache"), "WANDB_DATA_DIR": str(tmp_path / "data")}
+    out = run_cli("--track", "--total-timesteps", "2048", "--runs-dir", str(tmp_path / "runs"), "--quiet", env=env)
+    assert out.returncode == 0, out.stderr
+    run_dir = next((tmp_path / "runs").iterdir())
+    log = next(run_dir.glob("wandb/offline-run-*/run-*.wandb")).read_bytes()    # keys are stored as plain text
+    updates, episodes = read_csv(run_dir / "updates.csv"), read_csv(run_dir / "episodes.csv")
+    for key in updates[0]:                                   # what TensorBoard gets: a value per update...
+        if key not in ("global_step", "wall_time"):
+            tag = f"{'charts' if key in ('SPS', 'learning_rate') else 'losses'}/{key}"
+            assert log.count(tag.encode()) >= len(updates), tag
+    for key in ("episodic_return", "episodic_length"):        # ...and per episode
+        assert log.count(f"charts/{key}".encode()) >= len(episodes), key
 
 
 def test_plot_command_writes_a_png(tmp_path):
     pytest.importorskip("matplotlib")
-    runs = [ppo.train(ppo.Args(total_timesteps=2048, seed=s, runs_dir=str(tmp_path), quiet=True))["run_dir"]
+    runs = [ppo.train(ppo.Args(total_timesteps=2048 * s, seed=s, runs_dir=str(tmp_path), quiet=True))["run_dir"]
             for s in (1, 2)]
     out = subprocess.run([sys.executable, str(HERE / "notes" / "plot.py"), *map(str, runs), "-o",
                           str(tmp_path / "curve.png")], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
+    assert re.search(r"note: CartPole-v1: drawn to [\d,]+ steps, where the shortest of its 2 runs ends", out.stdout)
     assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     out = subprocess.run([sys.executable, str(HERE / "notes" / "plot.py"), *map(str, runs), "--overlay", "-o",
                           str(tmp_path / "overlay.png")], capture_output=True, text=True)

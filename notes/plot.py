@@ -1,12 +1,13 @@
 """Learning curves from ppo.py run directories: return vs environment steps.
 
-    python notes/plot.py runs/CartPole-v1__ppo__1__* runs/CartPole-v1__ppo__2__* -o cartpole.png
+    python notes/plot.py runs/CartPole-v1__* -o cartpole.png
 
 Runs of the same env and --exp-name (the first two parts of the directory name, `{env_id}__{exp_name}__...`) are
 one curve: the mean over runs of each run's smoothed return (mean of its last --window episodes), with a band
-from the lowest to the highest run. Several groups give one panel each; --overlay draws them on one axis instead
-(to compare settings, give each its own --exp-name when training). Needs matplotlib (pip install matplotlib);
-nothing else in the project does.
+from the lowest to the highest run. A curve ends where the shortest of its runs ends (a mean needs every run); the
+legend and the output say so when its runs differ in length. Several groups give one panel each; --overlay draws
+them on one axis instead (to compare settings, give each its own --exp-name when training). Needs matplotlib
+(pip install matplotlib); nothing else in the project does.
 """
 
 import argparse
@@ -50,7 +51,8 @@ def main(argv: list[str]) -> int:
         return 2
     for run in args.runs:
         if not (run / "episodes.csv").is_file():
-            print(f"error: {run}: no episodes.csv here; give ppo.py run directories", file=sys.stderr)
+            problem = "matched no run directory" if "*" in str(run) else "no episodes.csv here"
+            print(f"error: {run}: {problem}; give ppo.py run directories", file=sys.stderr)
             return 2
 
     groups = defaultdict(list)                          # (env id, exp name) -> run directories (seeds)
@@ -66,7 +68,13 @@ def main(argv: list[str]) -> int:
         end = min(steps[-1] for steps, _ in curves)     # only where every run has data
         grid = np.linspace(max(steps[0] for steps, _ in curves), end, 200)
         ys = np.array([np.interp(grid, steps, values) for steps, values in curves])
-        label = f"{name} ({len(runs)} runs)" if args.overlay else f"mean of {len(runs)} run{'s' * (len(runs) > 1)}"
+        cut, longest = "", max(steps[-1] for steps, _ in curves)
+        if end < longest:         # a curve that silently stops early would read as "training stopped there"
+            cut = f", cut to the shortest: {end:,} steps"
+            print(f"note: {name}: drawn to {end:,} steps, where the shortest of its {len(runs)} runs ends "
+                  f"(the longest reaches {longest:,})")
+        n_runs = f"{len(runs)} run{'s' * (len(runs) > 1)}{cut}"
+        label = f"{name} ({n_runs})" if args.overlay else f"mean of {n_runs}"
         line, = ax.plot(grid, ys.mean(0), label=label)
         if len(runs) > 1:
             ax.fill_between(grid, ys.min(0), ys.max(0), alpha=0.15 if args.overlay else 0.25, color=line.get_color(),
