@@ -1025,9 +1025,8 @@ def check_args(args: Args) -> None:
             require(False, "capture-video", "", "needs the optional package moviepy; pip install moviepy")
 
 
-def check_spaces(obs_space: gym.Space, action_space: gym.Space, env_id: str, action_mask=None) -> None:
-    """Refuse, in one line, the spaces this file does not handle (after make_env: what it can flatten, it has), and
-    an action mask (the one the env gave at reset, if any) that does not fit the actions."""
+def check_spaces(obs_space: gym.Space, action_space: gym.Space, env_id: str) -> None:
+    """Refuse, in one line, the spaces this file does not handle (after make_env, which flattened what it could)."""
     if not (isinstance(obs_space, gym.spaces.Box) and np.issubdtype(obs_space.dtype, np.number)):
         raise UsageError(f"--env-id {env_id}: observation space {obs_space} is not supported; supported are Box, "
                          "Discrete, MultiBinary, and Dict or Tuple of those whose Box parts are 1-D (not images)")
@@ -1037,21 +1036,25 @@ def check_spaces(obs_space: gym.Space, action_space: gym.Space, env_id: str, act
     if not ok:
         raise UsageError(f"--env-id {env_id}: action space {action_space} is not supported; "
                          "supported are Discrete, MultiDiscrete (1-D, starting at 0) and 1-D Box")
-    if action_mask is not None and (isinstance(action_space, gym.spaces.Box)
-                                    or np.shape(action_mask) != (gym.spaces.flatdim(action_space),)):
-        raise UsageError(f"--env-id {env_id}: its action mask, shape {np.shape(action_mask)}, does not fit action "
-                         f"space {action_space}; a mask needs one 0/1 entry per discrete action (MultiDiscrete: "
-                         "sum(nvec), the sub-actions' masks end to end), or ignore it with --no-action-mask")
+
+
+def check_action_mask(mask, action_space: gym.Space, env_id: str) -> None:
+    """Refuse an action mask (info["action_mask"] at a reset; None if the env gives none) that does not fit."""
+    if mask is not None and (isinstance(action_space, gym.spaces.Box)
+                             or np.shape(mask) != (gym.spaces.flatdim(action_space),)):
+        raise UsageError(f"--env-id {env_id}: its action mask, shape {np.shape(mask)}, does not fit action space "
+                         f"{action_space}; a mask needs one 0/1 entry per discrete action (MultiDiscrete: sum(nvec), "
+                         "the sub-actions' masks end to end), or ignore it with --no-action-mask")
 
 
 def env_spaces(env_id: str, action_mask: bool = True) -> tuple[gym.Space, gym.Space]:
     """Make the env once to read its (observation, action) spaces, and refuse the ones this file cannot handle.
-    With action_mask, one reset shows whether the env gives an action mask, so that check_spaces can check it."""
-    probe = make_env(env_id)
-    spaces = (probe.observation_space, probe.action_space)
-    mask = probe.reset()[1].get("action_mask") if action_mask else None
-    probe.close()
-    check_spaces(*spaces, env_id, mask)
+    With action_mask, one reset shows whether the env gives an action mask, and check_action_mask checks it."""
+    with contextlib.closing(make_env(env_id)) as probe:
+        spaces = (probe.observation_space, probe.action_space)
+        check_spaces(*spaces, env_id)
+        if action_mask:
+            check_action_mask(probe.reset()[1].get("action_mask"), probe.action_space, env_id)
     return spaces
 
 
