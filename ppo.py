@@ -679,7 +679,7 @@ def train(args: Args, loss_fn=ppo_loss) -> dict:
         next_obs, infos = envs.reset(seed=args.seed + run.global_step)
         # Does the env say which actions are legal? Then (unless --no-action-mask) the rollout keeps that mask.
         masked = args.action_mask and "action_mask" in infos
-        rollout = Rollout.empty(args.num_steps, args.num_envs, *spaces, masked)
+        rollout = Rollout.empty(args.num_steps, args.num_envs, *spaces, masked=masked)
         rollout.next_obs, rollout.next_masks = next_obs, infos["action_mask"].astype(bool) if masked else None
         reward_scaler = RewardScaler(agent.reward_rms, args.gamma, args.num_envs, enabled=args.norm_reward)
         while run.iteration < args.num_iterations and not run.stopping:
@@ -1028,8 +1028,9 @@ def check_args(args: Args) -> None:
 def check_spaces(obs_space: gym.Space, action_space: gym.Space, env_id: str) -> None:
     """Refuse, in one line, the spaces this file does not handle (after make_env, which flattened what it could)."""
     if not (isinstance(obs_space, gym.spaces.Box) and np.issubdtype(obs_space.dtype, np.number)):
-        raise UsageError(f"--env-id {env_id}: observation space {obs_space} is not supported; supported are Box, "
-                         "Discrete, MultiBinary, and Dict or Tuple of those whose Box parts are 1-D (not images)")
+        raise UsageError(f"--env-id {env_id}: observation space {obs_space} is not supported; supported are "
+                         "Box, Discrete, MultiDiscrete, MultiBinary, and Dict or Tuple of those with 1-D Box parts "
+                         "(no images)")
     ok = (isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1) or (
         isinstance(action_space, (gym.spaces.Discrete, gym.spaces.MultiDiscrete))
         and np.all(action_space.start == 0) and np.ndim(action_space.nvec if hasattr(action_space, "nvec") else 0) <= 1)

@@ -204,7 +204,7 @@ def test_unsupported_spaces_are_refused():
     with pytest.raises(ppo.UsageError, match="action space .* not supported"):
         ppo.check_spaces(OBS, gym.spaces.Tuple([gym.spaces.Discrete(2)]), "X-v0")
     # make_env flattens what it can; what is left, an image inside a Dict or text, check_spaces refuses
-    with pytest.raises(ppo.UsageError, match=r"observation space Dict\('pixels'.* not supported.*not images"):
+    with pytest.raises(ppo.UsageError, match=r"observation space Dict\('pixels'.* not supported.*no images"):
         ppo.env_spaces("ImageInDict-v0")
     gym.register("TextObs-v0", entry_point=SpacesEnv, kwargs={"observation_space": gym.spaces.Text(5)})
     with pytest.raises(ppo.UsageError, match="observation space Text.* not supported"):
