@@ -108,6 +108,9 @@ class Args:
     """continuous actions: the Gaussian policy's starting log std (0 = std 1; -2 = std 0.14, less exploration)"""
     ortho_init: bool = True
     """orthogonal initial weights, with a tiny last policy layer (see layer_init); off = PyTorch's default init"""
+    action_mask: bool = True
+    """where the env says which actions are legal (info["action_mask"], or an "action_mask" key in a Dict
+    observation), the policy chooses only among them. --no-action-mask ignores the mask, to see the difference"""
 
     # --- the PPO update ---
     learning_rate: float = 2.5e-3
@@ -219,16 +222,56 @@ def make_env(env_id: str, render_mode: str | None = None) -> gym.Env:
         close = difflib.get_close_matches(env_id.split(":")[-1], known, n=3, cutoff=0.6)
         hint = f"did you mean {', '.join(close)}?" if close else "see gymnasium.pprint_registry() for the ids"
         raise UsageError(f"--env-id {env_id}: cannot make this environment ({type(e).__name__}: {e}); {hint}")
+    if isinstance(env.observation_space, gym.spaces.Dict) and "action_mask" in env.observation_space.spaces:
+        env = ActionMaskToInfo(env)                 # which actions are legal is for the policy, not the network's input
     if isinstance(env.observation_space, gym.spaces.Discrete):
         # A Discrete state (FrozenLake, Taxi) is a category, not a quantity: feed the network a one-hot vector.
         n = int(env.observation_space.n)
         env = gym.wrappers.TransformObservation(
             env, lambda s: np.eye(n, dtype=np.float32)[s], gym.spaces.Box(0.0, 1.0, (n,), np.float32))
+    elif not isinstance(env.observation_space, gym.spaces.Box) and flattenable(env.observation_space):
+        # A structured state, such as Blackjack's (player's sum, dealer's card, usable ace) or a goal-conditioned
+        # env's {observation, desired_goal}, becomes one vector: the parts end to end, each Discrete part one-hot.
+        env = gym.wrappers.FlattenObservation(env)
     if isinstance(env.action_space, gym.spaces.Box):
         # A Gaussian policy can sample outside the bounds. The env gets the clipped action; the rollout keeps the
         # unclipped sample, because that is the action whose log-probability the policy computed.
         env = gym.wrappers.ClipAction(env)
     return env
+
+
+def flattenable(space: gym.Space) -> bool:
+    """Whether FlattenObservation can turn this observation into an MLP's input: Discrete, MultiDiscrete,
+    MultiBinary and 1-D Box parts, inside any Dict or Tuple. A Box of 2 or more dimensions (an image) is not:
+    flattened, its pixels would lose their neighbours, and a CNN is not what this file builds."""
+    if isinstance(space, (gym.spaces.Dict, gym.spaces.Tuple)):
+        parts = space.spaces.values() if isinstance(space, gym.spaces.Dict) else space.spaces
+        return all(flattenable(part) for part in parts)
+    return isinstance(space, (gym.spaces.Discrete, gym.spaces.MultiDiscrete, gym.spaces.MultiBinary)) or (
+        isinstance(space, gym.spaces.Box) and len(space.shape) <= 1)
+
+
+class ActionMaskToInfo(gym.Wrapper):
+    """An "action_mask" key in a Dict observation (PettingZoo's convention) moved to info["action_mask"]
+    (gymnasium's, as Taxi gives it): the rest of the file reads the mask from one place, and never as an input."""
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        self.observation_space = gym.spaces.Dict(
+            {key: part for key, part in env.observation_space.spaces.items() if key != "action_mask"})
+
+    def reset(self, **kwargs):
+        return self._move_mask(*self.env.reset(**kwargs))
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        obs, info = self._move_mask(obs, info)
+        return obs, reward, terminated, truncated, info
+
+    @staticmethod
+    def _move_mask(obs: dict, info: dict) -> tuple[dict, dict]:
+        obs = dict(obs)
+        return obs, {**info, "action_mask": obs.pop("action_mask")}
 
 
 def make_vector_env(args: Args, video_dir: Path | None = None) -> gym.vector.VectorEnv:
@@ -361,14 +404,16 @@ def mlp(sizes: list[int], out_std: float, activation: str = "tanh", ortho_init: 
 class Agent(nn.Module):
     """The actor-critic. Its whole contract, for every action space:
 
-        agent(obs)                -> (pi, value)    pi = pi(.|s), a torch Distribution over B states; value (B,)
-        agent.act(obs)            -> (action, logprob, value): a ~ pi(.|s), log pi(a|s) (B,), V(s) (B,)
-        agent.distribution(obs)   -> pi;   agent.value(obs) -> V(s), (B,)
+        agent(obs, mask)              -> (pi, value)    pi = pi(.|s), a torch Distribution over B states; value (B,)
+        agent.act(obs, mask)          -> (action, logprob, value): a ~ pi(.|s), log pi(a|s) (B,), V(s) (B,)
+        agent.distribution(obs, mask) -> pi;   agent.value(obs) -> V(s), (B,)
 
     obs is a batch of *raw* observations, (B, *obs_shape), as the env returns them; the agent normalizes them
     itself (--norm-obs), so every caller passes what the env gave. action is (B,) for Discrete, (B, K) for
     MultiDiscrete with K sub-actions, (B, action_dim) for Box. pi.log_prob(action) and pi.entropy() are (B,),
-    summed over an action's parts, so the rest of the file never asks which kind of action space it has."""
+    summed over an action's parts, so the rest of the file never asks which kind of action space it has.
+    mask (optional, discrete actions) is the env's action mask, (B, n) bool, True = legal, where n = the number
+    of actions (MultiDiscrete: sum(nvec), the sub-actions' masks end to end); None = every action is legal."""
 
     def __init__(self, obs_space: gym.spaces.Box, action_space: gym.Space, hidden_sizes=(64, 64),
                  norm_obs: bool = False, activation: str = "tanh", log_std_init: float = 0.0, ortho_init: bool = True):
@@ -398,11 +443,18 @@ class Agent(nn.Module):
             obs = self.obs_rms.normalize(obs)
         return obs.reshape(len(obs), -1)
 
-    def policy(self, x: torch.Tensor) -> Distribution:
+    def policy(self, x: torch.Tensor, mask=None) -> Distribution:
         """pi(a|s) from the network input x (B, obs_dim): Gaussian, Categorical, or one Categorical per part."""
         out = self.actor(x)                                          # (B, n_out)
         if self.nvec is None:                                        # Box: independent Gaussians per dimension
             return Independent(Normal(out, self.actor_logstd.exp().expand_as(out), validate_args=False), 1)
+        if mask is not None:
+            # Invalid-action masking (Huang and Ontanon 2022): an illegal action's logit becomes the lowest float,
+            # so the softmax gives it probability 0. Sampling and the most likely action never pick it, it adds
+            # 0 to the entropy, and as a constant it gets no gradient: the policy learns only among legal actions.
+            # (Finite rather than -inf: 0 * -inf is NaN, and p * log p is how an entropy or a KL is written.)
+            legal = torch.as_tensor(mask, dtype=torch.bool, device=out.device)           # (B, n_out)
+            out = out.masked_fill(~legal, torch.finfo(out.dtype).min)
         if not self.multi:                                           # Discrete: softmax over n logits
             return Categorical(logits=out, validate_args=False)
         # MultiDiscrete: one Categorical per sub-action, padded to the widest with logits of -inf (probability 0).
@@ -411,19 +463,19 @@ class Agent(nn.Module):
                               for chunk, n in zip(out.split(self.nvec, dim=-1), self.nvec)], dim=1)  # (B, K, widest)
         return Independent(Categorical(logits=logits, validate_args=False), 1)
 
-    def forward(self, obs: torch.Tensor) -> tuple[Distribution, torch.Tensor]:
+    def forward(self, obs: torch.Tensor, mask=None) -> tuple[Distribution, torch.Tensor]:
         x = self.normalize(obs)                                      # one normalization feeds both networks
-        return self.policy(x), self.critic(x).squeeze(-1)
+        return self.policy(x, mask), self.critic(x).squeeze(-1)
 
-    def act(self, obs: torch.Tensor, deterministic: bool = False):
+    def act(self, obs: torch.Tensor, mask=None, deterministic: bool = False):
         """One call per env step: sample a ~ pi(.|s) (or take the most likely action), log pi(a|s), and V(s).
         Sampling, rather than always taking the best-looking action, is how the agent keeps exploring."""
-        dist, value = self(obs)
+        dist, value = self(obs, mask)
         action = dist.mode if deterministic else dist.sample()
         return action, dist.log_prob(action), value
 
-    def distribution(self, obs: torch.Tensor) -> Distribution:
-        return self.policy(self.normalize(obs))
+    def distribution(self, obs: torch.Tensor, mask=None) -> Distribution:
+        return self.policy(self.normalize(obs), mask)
 
     def value(self, obs: torch.Tensor) -> torch.Tensor:             # (B, *obs_shape) -> (B,)
         return self.critic(self.normalize(obs)).squeeze(-1)
@@ -454,22 +506,27 @@ class Rollout:
     truncations: np.ndarray      # (T, N)  1 = a time limit cut the episode off at this step
     final_values: np.ndarray     # (T, N)  where truncated: V(the episode's last state); else unused
     next_obs: np.ndarray         # (N, *obs_shape) the states after the last step: the next rollout starts here
+    # Only where the env says which actions are legal (see collect_rollout); None otherwise. n = number of actions.
+    action_masks: np.ndarray | None = None   # (T, N, n) bool  the actions pi_old could choose in s_t (True = legal)
+    next_masks: np.ndarray | None = None     # (N, n) bool     the legal actions in next_obs
 
     @classmethod
-    def empty(cls, T: int, N: int, obs_space: gym.Space, action_space: gym.Space) -> Rollout:
+    def empty(cls, T: int, N: int, obs_space: gym.Space, action_space: gym.Space, masked: bool = False) -> Rollout:
         def zeros():
             return np.zeros((T, N), dtype=np.float32)
         return cls(obs=np.zeros((T, N, *obs_space.shape), dtype=np.float32),
                    actions=np.zeros((T, N, *action_space.shape), dtype=action_space.dtype),
                    logprobs=zeros(), values=zeros(), rewards=zeros(), terminations=zeros(), truncations=zeros(),
-                   final_values=zeros(), next_obs=np.zeros((N, *obs_space.shape), dtype=np.float32))
+                   final_values=zeros(), next_obs=np.zeros((N, *obs_space.shape), dtype=np.float32),
+                   action_masks=np.ones((T, N, gym.spaces.flatdim(action_space)), dtype=bool) if masked else None)
 
     def flatten(self, advantages: np.ndarray, returns: np.ndarray, device: torch.device) -> dict[str, torch.Tensor]:
         """The update's batch: each (T, N, ...) array becomes a (B, ...) tensor, the `b_` of every name."""
         T, N = self.rewards.shape
         arrays = dict(obs=self.obs, actions=self.actions, logprobs=self.logprobs, advantages=advantages,
-                      returns=returns, values=self.values)
-        return {k: torch.from_numpy(v.reshape(T * N, *v.shape[2:])).to(device) for k, v in arrays.items()}
+                      returns=returns, values=self.values, action_masks=self.action_masks)
+        return {k: torch.from_numpy(v.reshape(T * N, *v.shape[2:])).to(device) for k, v in arrays.items()
+                if v is not None}                                   # no mask: the batch has no "action_masks"
 
 
 def collect_rollout(envs: gym.vector.VectorEnv, agent: Agent, rollout: Rollout, reward_scaler: RewardScaler,
@@ -484,8 +541,9 @@ def collect_rollout(envs: gym.vector.VectorEnv, agent: Agent, rollout: Rollout, 
     with torch.inference_mode():                                   # no autograd bookkeeping while acting
         for t in range(T):
             rollout.obs[t] = rollout.next_obs
-            # The agent sees the state of every env, and samples an action from its policy's probabilities.
-            action, logprob, value = agent.act(torch.as_tensor(rollout.next_obs, device=device))
+            # The agent sees the state of every env, and samples an action from its policy's probabilities: only
+            # among the legal actions where the env says which those are (next_masks; None = all of them).
+            action, logprob, value = agent.act(torch.as_tensor(rollout.next_obs, device=device), rollout.next_masks)
             rollout.actions[t] = action.cpu().numpy()
             rollout.logprobs[t], rollout.values[t] = logprob.cpu().numpy(), value.cpu().numpy()
 
@@ -496,6 +554,12 @@ def collect_rollout(envs: gym.vector.VectorEnv, agent: Agent, rollout: Rollout, 
                                      f"reward at global step {global_step + (t + 1) * N}; "
                                      "check the environment's step()")
             rollout.rewards[t], rollout.terminations[t], rollout.truncations[t] = reward, terminated, truncated
+            if rollout.action_masks is not None:
+                # The mask the policy just chose under is kept with s_t, for the update; the new one goes with
+                # next_obs. Where an episode just ended, SAME_STEP has already reset that env, and gymnasium (1.4,
+                # sync and async alike) returns the *reset's* info in infos, the ended step's in infos["final_info"]:
+                # so, like next_obs, infos["action_mask"] belongs to the new episode's first state.
+                rollout.action_masks[t], rollout.next_masks = rollout.next_masks, infos["action_mask"].astype(bool)
             reward_scaler.observe(reward, terminated | truncated)
             if truncated.any():
                 # A time limit cut these episodes: keep V(their real last state) to bootstrap from (see GAE below).
@@ -580,7 +644,9 @@ def ppo_loss(agent: Agent, mb: dict[str, torch.Tensor], args: Args) -> tuple[tor
 
     To add a term: compute it, add `coef * term` to `loss`, and put it in the returned dict; the update averages
     and logs whatever this dict holds."""
-    dist, new_values = agent(mb["obs"])
+    # With the mask pi_old acted under: a ratio of pi_new over all actions to pi_old over the legal ones would be
+    # below 1 before any learning, and its gradient would push on actions that could never be chosen.
+    dist, new_values = agent(mb["obs"], mb.get("action_masks"))
     logratio = dist.log_prob(mb["actions"]) - mb["logprobs"]       # log pi_new(a|s) - log pi_old(a|s)
     advantages = mb["advantages"]
     if args.norm_adv:  # mean 0, std 1 within the minibatch: the step size no longer depends on the reward scale
@@ -630,7 +696,7 @@ def train(args: Args, loss_fn=ppo_loss) -> dict:
     Raises UsageError for bad arguments (before anything is created) and NonFiniteError if training diverges.
     `loss_fn(agent, mb, args) -> (loss, parts)` replaces ppo_loss, e.g. to try a new loss term."""
     check_args(args)                                               # Part II: refuse bad flags before any work
-    spaces = env_spaces(args.env_id)                               # (observation space, action space), checked
+    spaces = env_spaces(args.env_id, args.action_mask)             # (observation space, action space), checked
     torch.set_num_threads(args.torch_threads)
     random.seed(args.seed)
     np.random.seed(args.seed)
@@ -646,9 +712,12 @@ def train(args: Args, loss_fn=ppo_loss) -> dict:
     # Run (Part II) owns the run directory, logs, checkpoints and Ctrl-C; with --resume it restores the agent.
     with Run(args, agent, optimizer, spaces) as run, contextlib.closing(
             make_vector_env(args, run.dir / "videos" if args.capture_video else None)) as envs:
-        rollout = Rollout.empty(args.num_steps, args.num_envs, *spaces)
         # On resume the envs restart with a seed derived from the step, so the resumed run does not replay episodes.
-        rollout.next_obs, _ = envs.reset(seed=args.seed + run.global_step)
+        next_obs, infos = envs.reset(seed=args.seed + run.global_step)
+        # Does the env say which actions are legal? Then (unless --no-action-mask) the rollout keeps that mask.
+        masked = args.action_mask and "action_mask" in infos
+        rollout = Rollout.empty(args.num_steps, args.num_envs, *spaces, masked=masked)
+        rollout.next_obs, rollout.next_masks = next_obs, infos["action_mask"].astype(bool) if masked else None
         reward_scaler = RewardScaler(agent.reward_rms, args.gamma, args.num_envs, enabled=args.norm_reward)
         while run.iteration < args.num_iterations and not run.stopping:
             # Learning-rate annealing: decay linearly from learning_rate to 0 over the run.
@@ -1055,10 +1124,11 @@ def check_args(args: Args) -> None:
 
 
 def check_spaces(obs_space: gym.Space, action_space: gym.Space, env_id: str) -> None:
-    """Refuse, in one line, the spaces this file does not handle."""
+    """Refuse, in one line, the spaces this file does not handle (after make_env, which flattened what it could)."""
     if not (isinstance(obs_space, gym.spaces.Box) and np.issubdtype(obs_space.dtype, np.number)):
-        raise UsageError(f"--env-id {env_id}: observation space {obs_space} is not supported; "
-                         "use an env with Box (or Discrete) observations, or wrap it (e.g. FlattenObservation)")
+        raise UsageError(f"--env-id {env_id}: observation space {obs_space} is not supported; supported are "
+                         "Box, Discrete, MultiDiscrete, MultiBinary, and Dict or Tuple of those with 1-D Box parts "
+                         "(no images)")
     ok = (isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1) or (
         isinstance(action_space, (gym.spaces.Discrete, gym.spaces.MultiDiscrete))
         and np.all(action_space.start == 0) and np.ndim(action_space.nvec if hasattr(action_space, "nvec") else 0) <= 1)
@@ -1067,12 +1137,23 @@ def check_spaces(obs_space: gym.Space, action_space: gym.Space, env_id: str) -> 
                          "supported are Discrete, MultiDiscrete (1-D, starting at 0) and 1-D Box")
 
 
-def env_spaces(env_id: str) -> tuple[gym.Space, gym.Space]:
-    """Make the env once to read its (observation, action) spaces, and refuse the ones this file cannot handle."""
-    probe = make_env(env_id)
-    spaces = (probe.observation_space, probe.action_space)
-    probe.close()
-    check_spaces(*spaces, env_id)
+def check_action_mask(mask, action_space: gym.Space, env_id: str) -> None:
+    """Refuse an action mask (info["action_mask"] at a reset; None if the env gives none) that does not fit."""
+    if mask is not None and (isinstance(action_space, gym.spaces.Box)
+                             or np.shape(mask) != (gym.spaces.flatdim(action_space),)):
+        raise UsageError(f"--env-id {env_id}: its action mask, shape {np.shape(mask)}, does not fit action space "
+                         f"{action_space}; a mask needs one 0/1 entry per discrete action (MultiDiscrete: sum(nvec), "
+                         "the sub-actions' masks end to end), or ignore it with --no-action-mask")
+
+
+def env_spaces(env_id: str, action_mask: bool = True) -> tuple[gym.Space, gym.Space]:
+    """Make the env once to read its (observation, action) spaces, and refuse the ones this file cannot handle.
+    With action_mask, one reset shows whether the env gives an action mask, and check_action_mask checks it."""
+    with contextlib.closing(make_env(env_id)) as probe:
+        spaces = (probe.observation_space, probe.action_space)
+        check_spaces(*spaces, env_id)
+        if action_mask:
+            check_action_mask(probe.reset()[1].get("action_mask"), probe.action_space, env_id)
     return spaces
 
 
@@ -1138,12 +1219,15 @@ def evaluate(path: str | Path, episodes: int = 10, deterministic: bool = True, s
         env = gym.wrappers.RecordVideo(env, str(video_dir), episode_trigger=lambda e: True, disable_logger=True)
     returns = []
     for episode in range(episodes):
-        obs, _ = env.reset(seed=seed + episode)
+        obs, info = env.reset(seed=seed + episode)
         done, total = False, 0.0
         while not done:
+            # The most likely action, too, is chosen among the legal ones only: as in training, unless --no-action-mask.
+            mask = np.array([info["action_mask"]], bool) if args.action_mask and "action_mask" in info else None
             with torch.inference_mode():
-                action = agent.act(torch.as_tensor(obs[None]), deterministic=deterministic)[0][0].numpy()
-            obs, reward, terminated, truncated, _ = env.step(action)
+                action = agent.act(torch.as_tensor(obs[None]), mask, deterministic=deterministic)[0][0].numpy()
+            # [()] makes a 0-d array (one Discrete action) a numpy integer, which toy-text envs can index with.
+            obs, reward, terminated, truncated, info = env.step(action[()])
             total, done = total + float(reward), terminated or truncated
         returns.append(total)
     env.close()

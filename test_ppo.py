@@ -191,11 +191,198 @@ def test_presets_layer_on_defaults_and_flags_win():
     assert ppo.parse_args(["--env-id", "MountainCar-v0", "--preset", "mountaincar"]).ent_coef == 0.01
 
 
+class SpacesEnv(gym.Env):
+    """An env with the spaces it is given, and (optionally) an action mask in its reset's info; it only resets."""
+
+    def __init__(self, observation_space, action_space=gym.spaces.Discrete(2), mask=None):
+        self.observation_space, self.action_space, self.mask = observation_space, action_space, mask
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return self.observation_space.sample(), ({} if self.mask is None else {"action_mask": self.mask})
+
+
+IMAGE_IN_DICT = gym.spaces.Dict({"pixels": gym.spaces.Box(0, 255, (8, 8, 3), np.uint8), "speed": OBS})
+gym.register("ImageInDict-v0", entry_point=SpacesEnv, kwargs={"observation_space": IMAGE_IN_DICT})
+
+
 def test_unsupported_spaces_are_refused():
     with pytest.raises(ppo.UsageError, match="action space .* not supported"):
         ppo.check_spaces(OBS, gym.spaces.Tuple([gym.spaces.Discrete(2)]), "X-v0")
-    with pytest.raises(ppo.UsageError, match="observation space .* not supported"):
-        ppo.check_spaces(gym.spaces.Dict({"a": OBS}), gym.spaces.Discrete(2), "X-v0")
+    # make_env flattens what it can; what is left, an image inside a Dict or text, check_spaces refuses
+    with pytest.raises(ppo.UsageError, match=r"observation space Dict\('pixels'.* not supported.*no images"):
+        ppo.env_spaces("ImageInDict-v0")
+    gym.register("TextObs-v0", entry_point=SpacesEnv, kwargs={"observation_space": gym.spaces.Text(5)})
+    with pytest.raises(ppo.UsageError, match="observation space Text.* not supported"):
+        ppo.env_spaces("TextObs-v0")
+    # an action mask must have one entry per action (MultiDiscrete: sum(nvec)); a Box action has none
+    for i, (action_space, mask) in enumerate([(gym.spaces.Discrete(3), np.ones(4)), (gym.spaces.MultiDiscrete([3, 2]),
+                                              np.ones(3)), (gym.spaces.Box(-1, 1, (3,), np.float32), np.ones(3))]):
+        gym.register(f"BadMask{i}-v0", entry_point=SpacesEnv, kwargs=dict(observation_space=OBS,
+                                                                         action_space=action_space, mask=mask))
+        with pytest.raises(ppo.UsageError, match=r"its action mask, shape \(\d,\), does not fit action space"):
+            ppo.env_spaces(f"BadMask{i}-v0")
+        assert ppo.env_spaces(f"BadMask{i}-v0", action_mask=False)[1].shape == action_space.shape   # ignored
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Action masks and structured (Dict / Tuple) observations
+# ---------------------------------------------------------------------------------------------------------------------
+def test_masked_distribution_matches_hand_computed_values():
+    agent = ppo.Agent(OBS, gym.spaces.Discrete(4))
+    agent.actor = nn.Identity()                        # so that the policy's logits are its input
+    logits = torch.tensor([[1.0, 2.0, 3.0, 4.0]]).log().requires_grad_()  # unmasked: 0.1, 0.2, 0.3, 0.4
+    mask = torch.tensor([[True, False, True, False]])  # legal: 0 and 2, renormalized to 1/(1+3) and 3/(1+3)
+    dist = agent.policy(logits, mask)
+    torch.testing.assert_close(dist.probs, torch.tensor([[0.25, 0.0, 0.75, 0.0]]))
+    torch.testing.assert_close(dist.log_prob(torch.tensor([0, 2])), torch.tensor([0.25, 0.75]).log())
+    entropy = -(0.25 * math.log(0.25) + 0.75 * math.log(0.75))   # 0.5623: over the legal actions only
+    torch.testing.assert_close(dist.entropy(), torch.tensor([entropy]))
+    assert dist.mode.item() == 2 and set(dist.sample((2000,)).unique().tolist()) == {0, 2}
+    # an illegal action gets no gradient, and nothing is NaN (0 * log 0 is never formed from -inf)
+    (dist.log_prob(torch.tensor([2])) + dist.entropy()).sum().backward()
+    assert torch.isfinite(logits.grad).all() and (logits.grad[0, [1, 3]] == 0).all() and logits.grad[0, 0] != 0
+    # an all-True mask changes nothing, to the bit
+    torch.testing.assert_close(agent.policy(logits, torch.ones(1, 4, dtype=torch.bool)).logits,
+                               agent.policy(logits).logits, rtol=0, atol=0)
+
+    # MultiDiscrete([3, 2]): one mask per sub-action, end to end. Part 1: 1, 3, 4 with the 4 illegal -> 0.25, 0.75, 0;
+    # part 2: 1, 3 with the first illegal -> 0, 1 (a forced choice: log-probability 0, entropy 0).
+    agent = ppo.Agent(OBS, gym.spaces.MultiDiscrete([3, 2]))
+    agent.actor = nn.Identity()
+    logits = torch.tensor([[1.0, 3.0, 4.0, 1.0, 3.0]]).log().requires_grad_()
+    dist = agent.policy(logits, torch.tensor([[True, True, False, False, True]]))
+    torch.testing.assert_close(dist.log_prob(torch.tensor([[0, 1], [1, 1]])), torch.tensor([0.25, 0.75]).log())
+    torch.testing.assert_close(dist.entropy(), torch.tensor([entropy]))
+    assert dist.mode.tolist() == [[1, 1]]
+    samples = dist.sample((2000,))
+    assert set(samples[:, 0, 0].tolist()) == {0, 1} and set(samples[:, 0, 1].tolist()) == {1}
+    dist.entropy().sum().backward()
+    assert torch.isfinite(logits.grad).all() and (logits.grad[0, [2, 3]] == 0).all()
+
+
+def test_the_update_applies_the_mask_the_policy_acted_under():
+    # A fresh batch, scored by the policy that collected it: every ratio is exactly 1 when ppo_loss applies the
+    # stored mask; over all actions, the ratio of a legal action is below 1 before any learning.
+    agent, args = ppo.Agent(OBS, gym.spaces.Discrete(4)), ppo.Args()
+    obs = torch.randn(64, 4)
+    mask = torch.rand(64, 4) < 0.5
+    mask[:, 0] = True
+    with torch.no_grad():
+        actions, logprobs, values = agent.act(obs, mask)
+    mb = dict(obs=obs, actions=actions, logprobs=logprobs, values=values, advantages=torch.randn(64),
+              returns=torch.randn(64), action_masks=mask)
+    assert ppo.ppo_loss(agent, mb, args)[1]["approx_kl"].item() == 0.0
+    mb.pop("action_masks")
+    assert ppo.ppo_loss(agent, mb, args)[1]["approx_kl"].item() > 0.01
+
+
+class IllegalMovesEnv(gym.Env):
+    """Four actions, of which a random half or so are legal at every step; the env says which in info["action_mask"]
+    (gymnasium's convention). A legal action pays +1, an illegal one -1. Nothing in the observation tells which
+    actions are legal, so an agent that ignores the mask keeps choosing illegal ones. The class counts them, over
+    every copy (a SyncVectorEnv keeps its copies in this process)."""
+    observation_space = gym.spaces.Box(0.0, 1.0, (1,), np.float32)
+    action_space = gym.spaces.Discrete(4)
+    steps = illegal = 0
+
+    def new_mask(self):
+        mask = self.np_random.integers(0, 2, size=gym.spaces.flatdim(self.action_space), dtype=np.int8)
+        for start, n in zip(np.cumsum([0, *self.parts()[:-1]]), self.parts()):   # at least one legal per part
+            mask[start + self.np_random.integers(n)] = 1
+        self.mask = mask
+        return mask
+
+    def parts(self):
+        return [int(self.action_space.n)]
+
+    def is_legal(self, action):
+        return bool(self.mask[action])
+
+    def observe(self):
+        return np.zeros(1, np.float32), {"action_mask": self.new_mask()}
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return self.observe()
+
+    def step(self, action):
+        legal = self.is_legal(action)
+        type(self).steps += 1
+        type(self).illegal += not legal
+        obs, info = self.observe()
+        return obs, (1.0 if legal else -1.0), False, False, info
+
+
+class IllegalMovesDictEnv(IllegalMovesEnv):
+    """The same with MultiDiscrete([3, 4]) actions (legal when both sub-actions are), and the mask in a Dict
+    observation (PettingZoo's convention), beside a Box and a Discrete part that the network does see."""
+    observation_space = gym.spaces.Dict({"position": gym.spaces.Box(0.0, 1.0, (2,), np.float32),
+                                         "phase": gym.spaces.Discrete(3), "action_mask": gym.spaces.MultiBinary(7)})
+    action_space = gym.spaces.MultiDiscrete([3, 4])
+    steps = illegal = 0
+
+    def parts(self):
+        return [3, 4]
+
+    def is_legal(self, action):
+        return bool(self.mask[action[0]] and self.mask[3 + action[1]])
+
+    def observe(self):
+        return dict(position=np.full(2, 0.5, np.float32), phase=1, action_mask=self.new_mask()), {}
+
+
+@pytest.mark.parametrize("env_class", [IllegalMovesEnv, IllegalMovesDictEnv])
+def test_masked_agent_never_chooses_an_illegal_action(env_class, tmp_path):
+    env_id = f"{env_class.__name__}-v0"
+    gym.register(env_id, entry_point=env_class, max_episode_steps=10)     # many resets: the reset's mask counts
+
+    def illegal_share(**flags):
+        env_class.steps = env_class.illegal = 0
+        result = ppo.train(ppo.Args(env_id=env_id, total_timesteps=4096, runs_dir=str(tmp_path), quiet=True, **flags))
+        return env_class.illegal / env_class.steps, result
+
+    share, result = illegal_share()
+    assert share == 0 and env_class.steps == 4096
+    env_class.steps = env_class.illegal = 0
+    ppo.evaluate(result["checkpoint"], episodes=5)                        # the deterministic policy, too
+    assert env_class.illegal == 0 and env_class.steps == 50
+    assert np.mean(result["episode_returns"]) == 10.0                     # every step legal, every step paid
+    share, _ = illegal_share(action_mask=False)                           # --no-action-mask: about half illegal
+    assert share > 0.3, share
+
+
+class ReachGoalEnv(gym.Env):
+    """A goal-conditioned Dict observation, one step per episode: the goal (a Discrete part) says which of two
+    actions pays 1. An agent that learns has read the one-hot goal out of the flattened observation."""
+    observation_space = gym.spaces.Dict({"observation": gym.spaces.Box(-1.0, 1.0, (2,), np.float32),
+                                         "desired_goal": gym.spaces.Discrete(2)})
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.goal = int(self.np_random.integers(2))
+        return dict(observation=self.np_random.uniform(-1, 1, 2).astype(np.float32), desired_goal=self.goal), {}
+
+    def step(self, action):
+        reward = float(action == self.goal)
+        return self.reset()[0], reward, True, False, {}
+
+
+def test_dict_and_tuple_observations_end_to_end(tmp_path, capsys):
+    gym.register("ReachGoal-v0", entry_point=ReachGoalEnv)
+    obs_space, _ = ppo.env_spaces("ReachGoal-v0")
+    assert obs_space.shape == (4,)                                         # Box part (2) + one-hot goal (2)
+    result = ppo.train(ppo.Args(env_id="ReachGoal-v0", total_timesteps=4096, runs_dir=str(tmp_path), quiet=True))
+    assert np.mean(result["episode_returns"][:200]) < 0.7 < 0.95 < np.mean(result["episode_returns"][-200:])
+    assert ppo.evaluate(result["checkpoint"], episodes=20) == [1.0] * 20
+    # Blackjack's Tuple(Discrete(32), Discrete(11), Discrete(2)), one-hot end to end: 45 inputs
+    assert ppo.env_spaces("Blackjack-v1")[0].shape == (45,)
+    assert ppo.main(["--env-id", "Blackjack-v1", "--total-timesteps", "2048", "--runs-dir", str(tmp_path / "bj"),
+                     "--quiet"]) == 0
+    checkpoint = next((tmp_path / "bj").glob("Blackjack-v1__*/checkpoint.pt"))
+    assert ppo.main(["--evaluate", str(checkpoint), "--eval-episodes", "20"]) == 0
+    assert "Blackjack-v1: mean return" in capsys.readouterr().out
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -331,7 +518,7 @@ def test_help_lines_break_between_sentences_only():
     (["--resume", "/nonexistent/checkpoint.pt"], "--resume /nonexistent/checkpoint.pt: no such file"),
     (["--bogus-flag", "1"], "Unrecognized options"),
     (["--num-steps", "-5"], "--num-steps -5: must be a positive integer"),
-    (["--env-id", "Blackjack-v1"], "observation space Tuple"),
+    (["--env-id", "ImageInDict-v0"], "observation space Dict('pixels'"),
     (["--gae-lambda", "1.5"], "--gae-lambda 1.5: must be in [0, 1]"),
     (["--update-epochs", "0"], "--update-epochs 0: must be a positive integer"),
     (["--target-kl", "-1"], "--target-kl -1.0: must be > 0"),
