@@ -193,10 +193,12 @@ CONTINUOUS_DEFAULTS = dict(
 # the action space's defaults: CleanRL's ppo_atari.py settings for the Nature CNN. A small learning rate and clip
 # range, because one shared network now serves both the policy and the value; an entropy bonus, because a game's
 # rewards are sparse; pixels are scaled to [0, 1] by the agent, so no observation or reward normalization.
+# --evaluate samples its actions: a deterministic policy can freeze in a state where its favourite action is not
+# FIRE (Breakout after a lost ball) and play out the clock, 27,000 steps. The SB3 zoo evaluates PPO the same way.
 ATARI_DEFAULTS = dict(
     total_timesteps=10_000_000, num_envs=8, num_steps=128, learning_rate=2.5e-4, anneal_lr=True, num_minibatches=4,
     update_epochs=4, clip_coef=0.1, clip_vloss=True, ent_coef=0.01, vf_coef=0.5, max_grad_norm=0.5, norm_obs=False,
-    norm_reward=False, hidden_sizes=(),
+    norm_reward=False, hidden_sizes=(), eval_stochastic=True,
 )
 
 
