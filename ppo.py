@@ -15,6 +15,8 @@ Run it:
     python ppo.py --env-id CartPole-v1                     # discrete actions: solves in seconds
     python ppo.py --env-id HalfCheetah-v5                  # continuous actions: MuJoCo defaults
     python ppo.py --env-id HalfCheetah-v5 --preset halfcheetah-zoo   # one env's tuned settings (--help lists them)
+    python ppo.py --env-id ALE/Breakout-v5                 # pixels get a CNN; Atari needs its optional packages:
+                                                           #   pip install "gymnasium[atari]" opencv-python-headless
     python ppo.py --env-id CartPole-v1 --help              # every flag, with the values that will be used
     python ppo.py --evaluate runs/<run>/checkpoint.pt      # score a saved agent
 
@@ -24,8 +26,8 @@ The file has two parts. Part I is PPO itself, the chapter to read and to copy:
 Part II is what a long run needs to survive its user: the run directory, logs, checkpoints and resume, Ctrl-C,
 the argument checks, evaluation and the command line.
 
-What it leaves out on purpose: images and CNN encoders (Atari), recurrent policies, multi-GPU training, experiment
-trackers, hyperparameter search. `notes/` explains each idea in more depth and says how to add those.
+What it leaves out on purpose: recurrent policies, multi-GPU training, experiment trackers, hyperparameter search.
+`notes/` explains each idea in more depth and says how to add those.
 """
 
 from __future__ import annotations
@@ -70,7 +72,8 @@ from torch.distributions import Categorical, Distribution, Independent, Normal
 class Args:
     # --- the experiment ---
     env_id: str = "CartPole-v1"
-    """gymnasium environment id, or `module:EnvId-v0` to import your own module first (it must register the id)"""
+    """gymnasium environment id (Atari: ALE/Breakout-v5, BreakoutNoFrameskip-v4), or `module:EnvId-v0` to import
+    your own module first (it must register the id)"""
     exp_name: str = "ppo"
     """a name for this experiment; part of the run directory's name"""
     seed: int = 1
@@ -425,10 +428,12 @@ class Agent(nn.Module):
         agent.act(obs)            -> (action, logprob, value): a ~ pi(.|s), log pi(a|s) (B,), V(s) (B,)
         agent.distribution(obs)   -> pi;   agent.value(obs) -> V(s), (B,)
 
-    obs is a batch of *raw* observations, (B, *obs_shape), as the env returns them; the agent normalizes them
-    itself (--norm-obs, or pixels to [0, 1]) and encodes them, so every caller passes what the env gave. action is (B,) for Discrete, (B, K) for
-    MultiDiscrete with K sub-actions, (B, action_dim) for Box. pi.log_prob(action) and pi.entropy() are (B,),
-    summed over an action's parts, so the rest of the file never asks which kind of action space it has."""
+    obs is a batch of *raw* observations, (B, *obs_shape), as the env returns them (uint8 for images); the agent
+    normalizes them itself (--norm-obs, or pixels to [0, 1]) and encodes them (a CNN for images), so every caller
+    passes what the env gave and the rest of the file never asks which kind of observation it has. action is (B,)
+    for Discrete, (B, K) for MultiDiscrete with K sub-actions, (B, action_dim) for Box. pi.log_prob(action) and
+    pi.entropy() are (B,), summed over an action's parts, so the rest of the file never asks which kind of action
+    space it has either."""
 
     def __init__(self, obs_space: gym.spaces.Box, action_space: gym.Space, hidden_sizes=(64, 64),
                  norm_obs: bool = False, activation: str = "tanh", log_std_init: float = 0.0, ortho_init: bool = True):
