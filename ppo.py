@@ -98,8 +98,8 @@ class Args:
 
     # --- the agent ---
     hidden_sizes: tuple[int, ...] = (64, 64)
-    """hidden layer sizes of the policy (actor) and the value (critic) networks. For images, the layers each head
-    adds on top of the CNN's 512 features (none by default: one linear layer each, as in CleanRL)"""
+    """hidden layer sizes of the policy (actor) and the value (critic) networks.
+    For images: the layers each head adds on top of the CNN's 512 features (none by default, as in CleanRL)"""
     activation: Literal["tanh", "relu"] = "tanh"
     """the hidden layers' nonlinearity"""
     log_std_init: float = 0.0
