@@ -464,6 +464,154 @@ def test_same_seed_gives_identical_episodes(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# Images: the CNN path (a tiny pixel env of our own, so CI needs no Atari ROMs), and Atari when ale-py is installed
+# ---------------------------------------------------------------------------------------------------------------------
+class PixelSide(gym.Env):
+    """A 36x36 grey picture, channels last, whose left or right half is lit: the action naming the lit side pays 1.
+    Eight pictures per episode, so a random agent scores about 4 and one that sees scores 8."""
+    observation_space = gym.spaces.Box(0, 255, (36, 36, 1), np.uint8)
+    action_space = gym.spaces.Discrete(2)                  # 0 = left, 1 = right
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self._draw(), {}
+
+    def _draw(self):
+        self.side = int(self.np_random.integers(2))
+        picture = np.zeros((36, 36, 1), np.uint8)
+        picture[:, 18 * self.side:18 * (self.side + 1)] = 255
+        return picture
+
+    def step(self, action):
+        reward, self.t = float(action == self.side), self.t + 1
+        return self._draw(), reward, self.t == 8, False, {}
+
+
+class SmallImage(PixelSide):
+    observation_space = gym.spaces.Box(0, 255, (3, 16, 16), np.uint8)
+
+
+class ChannelsInTheMiddle(PixelSide):
+    observation_space = gym.spaces.Box(0, 255, (40, 3, 40), np.uint8)
+
+
+gym.register("PixelSide-v0", entry_point=PixelSide)
+gym.register("SmallImage-v0", entry_point=SmallImage)
+gym.register("ChannelsInTheMiddle-v0", entry_point=ChannelsInTheMiddle)
+
+
+def test_image_observations_get_the_cnn_and_learn(tmp_path):
+    env = ppo.make_env("PixelSide-v0")
+    obs, _ = env.reset(seed=0)
+    assert env.observation_space.shape == (1, 36, 36) and obs.dtype == np.uint8       # channels moved first
+    assert obs[0, :, 18 * env.unwrapped.side].all() and not obs[0, :, 18 * (1 - env.unwrapped.side)].any()
+    agent = ppo.build_agent(ppo.default_args("PixelSide-v0"), env.observation_space, env.action_space)
+    assert isinstance(agent.encoder[0], nn.Conv2d) and agent.encoder[-2].out_features == 512
+    assert agent.actor[0].in_features == 512 and len(agent.actor) == 1                 # one linear layer per head
+    args = ppo.default_args("PixelSide-v0")
+    assert all(getattr(args, k) == v for k, v in ppo.ATARI_DEFAULTS.items())         # defaults follow the observation
+    # Bigger steps and fewer minibatches than Atari's defaults, so that it learns in a few seconds on a CPU.
+    args = ppo.default_args("PixelSide-v0", total_timesteps=4096, num_steps=32, learning_rate=1e-3,
+                            num_minibatches=2, update_epochs=2, runs_dir=str(tmp_path), quiet=True)
+    result = ppo.train(args)
+    returns = result["episode_returns"]
+    assert np.mean(returns[:20]) < 5.5 and np.mean(returns[-20:]) > 7.0, returns[-20:]
+    # The checkpoint holds weights and statistics, not frames: no uint8 tensor, and about 3 copies of the weights
+    # (weights and Adam's two moments), where one rollout of frames alone would be 8 * 32 * 1296 bytes again.
+    checkpoint = torch.load(result["checkpoint"])
+    tensors = [*checkpoint["agent"].values(), *(t for state in checkpoint["optimizer"]["state"].values()
+                                                for t in state.values())]
+    assert not any(t.dtype == torch.uint8 for t in tensors)
+    weight_bytes = sum(p.numel() * 4 for p in result["agent"].parameters())
+    assert result["checkpoint"].stat().st_size < 3 * weight_bytes + 100_000
+
+
+def test_rollout_keeps_frames_as_uint8():
+    envs = ppo.make_vector_env(ppo.Args(env_id="PixelSide-v0", num_envs=2))
+    space = envs.single_observation_space
+    rollout = ppo.Rollout.empty(4, 2, space, envs.single_action_space)
+    rollout.next_obs, _ = envs.reset(seed=0)
+    agent = ppo.Agent(space, envs.single_action_space, hidden_sizes=())
+    ppo.collect_rollout(envs, agent, rollout, ppo.RewardScaler(agent.reward_rms, 0.99, 2, enabled=False), 0)
+    assert rollout.obs.dtype == np.uint8 and rollout.obs.shape == (4, 2, 1, 36, 36) and rollout.obs.max() == 255
+    batch = rollout.flatten(np.zeros((4, 2), np.float32), np.zeros((4, 2), np.float32), torch.device("cpu"))
+    assert batch["obs"].dtype == torch.uint8                     # minibatches stay uint8 until the agent reads them
+    float_space = gym.spaces.Box(-1, 1, (3,), np.float64)       # float observations are stored as float32, as before
+    assert ppo.Rollout.empty(4, 2, float_space, envs.single_action_space).obs.dtype == np.float32
+
+
+def test_mlp_agent_keeps_its_checkpoint_keys():
+    # checkpoints of vector-observation agents written before the CNN existed must still load
+    assert sorted(ppo.Agent(OBS, gym.spaces.Box(-1, 1, (2,), np.float32)).state_dict()) == [
+        "actor.0.bias", "actor.0.weight", "actor.2.bias", "actor.2.weight", "actor.4.bias", "actor.4.weight",
+        "actor_logstd", "critic.0.bias", "critic.0.weight", "critic.2.bias", "critic.2.weight", "critic.4.bias",
+        "critic.4.weight", "obs_rms.count", "obs_rms.mean", "obs_rms.var", "reward_rms.count", "reward_rms.mean",
+        "reward_rms.var"]
+
+
+class LivesEnv(ConstantRewardEnv):
+    """A game of 3 lives that loses one every 3 steps and pays 5 points per step, reporting lives as ALE does."""
+    def reset(self, *, seed=None, options=None):
+        self.t, self.lives = 0, 3
+        return np.zeros(2, np.float32), {"lives": self.lives}
+
+    def step(self, action):
+        self.t += 1
+        self.lives -= self.t % 3 == 0
+        return np.zeros(2, np.float32), 5.0, self.lives == 0, False, {"lives": self.lives}
+
+
+def test_atari_signals_clip_rewards_and_end_lives_but_log_whole_games():
+    envs = gym.vector.SyncVectorEnv([LivesEnv], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    envs = ppo.AtariLearningSignals(gym.wrappers.vector.RecordEpisodeStatistics(envs))
+    envs.reset(seed=0)
+    terminated, games = [], []
+    for _ in range(12):
+        _, reward, term, _, infos = envs.step(np.zeros(1, np.int64))
+        assert reward.tolist() == [1.0]                                  # the update sees the reward's sign
+        terminated.append(bool(term[0]))
+        if infos.get("_episode", [False])[0]:
+            games.append((float(infos["episode"]["r"][0]), int(infos["episode"]["l"][0])))
+    # a life ends every 3 steps (a training episode); the game ends with the third, at step 9, and restarts
+    assert terminated == [False, False, True] * 4
+    assert games == [(45.0, 9)]                                      # episodes.csv: the whole game, raw points
+
+
+@pytest.mark.parametrize("flags, expected", [
+    (["--env-id", "SmallImage-v0"], "images of 16x16 are too small for the Nature CNN"),
+    (["--env-id", "ChannelsInTheMiddle-v0"], "have their smallest axis, taken for the channels, in the middle"),
+    (["--env-id", "PixelSide-v0", "--norm-obs"], "--norm-obs: PixelSide-v0 gives images"),
+    (["--env-id", "ALE/Breakout-v5"], 'Atari needs the optional packages ale-py and opencv; pip install'),
+])
+def test_unsupported_images_and_missing_atari_are_refused(flags, expected, capsys, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ale_py", None)                  # as if ale-py were not installed
+    code = ppo.main([*flags, "--runs-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and expected in err, err
+    assert not any(tmp_path.iterdir())
+
+
+def test_atari_smoke(tmp_path, capsys):
+    pytest.importorskip("ale_py")
+    pytest.importorskip("cv2")
+    args = ppo.default_args("ALE/Breakout-v5", total_timesteps=128, num_envs=2, num_steps=64, num_minibatches=2,
+                            update_epochs=1, runs_dir=str(tmp_path), quiet=True)
+    assert (args.num_envs, args.num_steps, args.learning_rate, args.clip_coef, args.ent_coef) == (2, 64, 2.5e-4, 0.1,
+                                                                                                   0.01)
+    result = ppo.train(args)
+    agent = result["agent"]
+    assert isinstance(agent.encoder[0], nn.Conv2d) and agent.encoder[0].in_channels == 4       # 4 stacked frames
+    assert ppo.make_env("ALE/Breakout-v5").observation_space.shape == (4, 84, 84)
+    returns = ppo.evaluate(result["checkpoint"], episodes=1, deterministic=False)   # a whole game, same wrappers
+    assert len(returns) == 1 and returns[0] >= 0
+    with pytest.raises(SystemExit):
+        ppo.parse_args(["--env-id", "ALE/Breakout-v5", "--help"])
+    help_text = capsys.readouterr().out                              # --help shows the values Atari will use
+    assert "(default: 10000000)" in help_text and "(default: 0.00025)" in help_text
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # Command line
 # ---------------------------------------------------------------------------------------------------------------------
 def test_import_has_no_side_effects(tmp_path):
@@ -522,7 +670,7 @@ def test_help_lines_break_between_sentences_only():
     (["--gae-lambda", "1.5"], "--gae-lambda 1.5: must be in [0, 1]"),
     (["--update-epochs", "0"], "--update-epochs 0: must be a positive integer"),
     (["--target-kl", "-1"], "--target-kl -1.0: must be > 0"),
-    (["--hidden-sizes", "0"], "--hidden-sizes 0: must be one or more positive layer sizes"),
+    (["--hidden-sizes", "0"], "--hidden-sizes 0: layer sizes must be positive"),
     (["--max-grad-norm", "0"], "--max-grad-norm 0.0: must be > 0"),
     (["--preset", "cheetah"], "--preset cheetah: no such preset; valid: mountaincar, halfcheetah-zoo"),
     (["--activation", "gelu"], "'gelu' for argument '--activation'. Expected one of ('tanh', 'relu')"),
