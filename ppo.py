@@ -74,8 +74,8 @@ from torch.distributions import Categorical, Distribution, Independent, Normal
 class Args:
     # --- the experiment ---
     env_id: str = "CartPole-v1"
-    """gymnasium environment id (Atari: ALE/Breakout-v5, BreakoutNoFrameskip-v4), or `module:EnvId-v0` to import
-    your own module first (it must register the id)"""
+    """gymnasium environment id, e.g. CartPole-v1, HalfCheetah-v5, ALE/Breakout-v5 (Atari).
+    `module:EnvId-v0` imports your own module first (it must register the id)"""
     exp_name: str = "ppo"
     """a name for this experiment; part of the run directory's name"""
     seed: int = 1
