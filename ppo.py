@@ -113,8 +113,8 @@ class Args:
     ortho_init: bool = True
     """orthogonal initial weights, with a tiny last policy layer (see layer_init); off = PyTorch's default init"""
     action_mask: bool = True
-    """where the env says which actions are legal (info["action_mask"], or an "action_mask" key in a Dict
-    observation), the policy chooses only among them. --no-action-mask ignores the mask, to see the difference"""
+    """where the env says which actions are legal, the policy chooses only among them. The env says so in
+    info["action_mask"] or in an "action_mask" key of a Dict observation; --no-action-mask ignores it"""
 
     # --- the PPO update ---
     learning_rate: float = 2.5e-3
