@@ -1454,9 +1454,10 @@ def quiet_known_warnings() -> None:
     # handler replaces both: it drops the warning that gymnasium's own models use the deprecated 'settotalmass'
     # (once per env made), and prints any other. MuJoCo's supported MjLogConfig could stop the file but not filter
     # one warning, and mju_setLogHandler is not in its Python bindings: so this uses the legacy handler, which
-    # MuJoCo 3.10 deprecated but keeps working.
-    mujoco.set_mju_user_warning(lambda text: None if "settotalmass" in text else
-                                print(f"MuJoCo warning: {text}", file=sys.stderr, flush=True))
+    # MuJoCo 3.10 deprecated but keeps working (should a later MuJoCo drop it, the warnings merely print again).
+    if hasattr(mujoco, "set_mju_user_warning"):
+        mujoco.set_mju_user_warning(lambda text: None if "settotalmass" in text else
+                                    print(f"MuJoCo warning: {text}", file=sys.stderr, flush=True))
 
 
 def main(argv: list[str]) -> int:

@@ -874,11 +874,10 @@ def test_custom_env_trained_from_python_is_evaluated_from_the_command_line(custo
     result = ppo.train(ppo.default_args("GoRight-v0", total_timesteps=2048, runs_dir=str(path / "runs"), quiet=True))
     checkpoint = torch.load(result["checkpoint"])
     assert checkpoint["env_module"] == "my_envs"
-    # A new process has never heard of GoRight-v0: the checkpoint names the module to import (here, from the cwd).
-    out = run_cli("--evaluate", str(result["checkpoint"]), "--eval-episodes", "2", cwd=path)
-    assert out.returncode == 0 and out.stdout.startswith("GoRight-v0: mean return"), out.stderr
+    del checkpoint["env_module"]                               # as in a checkpoint from before it was saved
+    torch.save(checkpoint, path / "old.pt")
 
-    # The same here, after forgetting GoRight-v0 and my_envs, in a folder that cannot import it: one line.
+    # Now as a new process would be: GoRight-v0 and my_envs unknown, and my_envs.py not in a folder Python searches.
     for env_id in ("GoRight-v0", "GoRightNaN-v0"):
         monkeypatch.delitem(gym.registry, env_id)
     monkeypatch.delitem(sys.modules, "my_envs")
@@ -887,12 +886,12 @@ def test_custom_env_trained_from_python_is_evaluated_from_the_command_line(custo
     assert ppo.main(["--evaluate", str(result["checkpoint"])]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "registered by the module my_envs, which cannot be imported" in err, err
-    # A checkpoint written before env_module was saved still loads: it asks for --env-id module:id, which works.
-    del checkpoint["env_module"]
-    torch.save(checkpoint, path / "old.pt")
     assert ppo.main(["--evaluate", str(path / "old.pt")]) == 2
     assert "give --env-id your_module:GoRight-v0" in capsys.readouterr().err
+    # From the folder that holds my_envs.py, the checkpoint's env_module is imported; the old one names it by flag.
     monkeypatch.chdir(path)
+    assert ppo.main(["--evaluate", str(result["checkpoint"]), "--eval-episodes", "2"]) == 0
+    assert capsys.readouterr().out.startswith("GoRight-v0: mean return")
     assert ppo.main(["--evaluate", str(path / "old.pt"), "--env-id", "my_envs:GoRight-v0", "--eval-episodes", "2"]) == 0
     assert capsys.readouterr().out.startswith("my_envs:GoRight-v0: mean return")
     assert ppo.main(["--evaluate", str(path / "old.pt"), "--env-id", "CartPole-v1"]) == 2
