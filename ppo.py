@@ -113,8 +113,9 @@ class Args:
     ortho_init: bool = True
     """orthogonal initial weights, with a tiny last policy layer (see layer_init); off = PyTorch's default init"""
     action_mask: bool = True
-    """where the env says which actions are legal, the policy chooses only among them. The env says so in
-    info["action_mask"] or in an "action_mask" key of a Dict observation; --no-action-mask ignores it"""
+    """where the env says which actions are legal, the policy chooses only among them.
+    The env says so in info["action_mask"] or in an "action_mask" key of a Dict observation.
+    --no-action-mask ignores the mask, to see the difference"""
 
     # --- the PPO update ---
     learning_rate: float = 2.5e-3
@@ -670,9 +671,9 @@ def collect_rollout(envs: gym.vector.VectorEnv, agent: Agent, rollout: Rollout, 
             # Each env answers with a reward and its next state.
             rollout.next_obs, reward, terminated, truncated, infos = envs.step(rollout.actions[t])
             if not (np.isfinite(rollout.next_obs).all() and np.isfinite(reward).all()):
-                raise NonFiniteError(f"env {envs.get_attr('spec')[0].id} returned a non-finite observation or "
-                                     f"reward at global step {global_step + (t + 1) * N}; "
-                                     "check the environment's step()")
+                env_id = envs.unwrapped.get_attr("spec")[0].id
+                raise NonFiniteError(f"env {env_id} returned a non-finite observation or reward at global step "
+                                     f"{global_step + (t + 1) * N}; check the environment's step()")
             rollout.rewards[t], rollout.terminations[t], rollout.truncations[t] = reward, terminated, truncated
             if rollout.action_masks is not None:
                 # The mask the policy just chose under is kept with s_t, for the update; the new one goes with
