@@ -438,7 +438,7 @@ def test_time_limit_truncation_is_bootstrapped(tmp_path):
 
 
 def test_box_actions_end_to_end_and_checkpoint_reload(tmp_path):
-    args = ppo.default_args("Pendulum-v1", total_timesteps=4096, num_steps=1024, runs_dir=str(tmp_path), quiet=True)
+    args = ppo.default_args("Pendulum-v1", total_timesteps=4096, num_steps=512, runs_dir=str(tmp_path), quiet=True)
     assert args.norm_obs and args.norm_reward and args.ent_coef == 0.0       # the continuous defaults
     result = ppo.train(args)
     agent = result["agent"]
@@ -630,7 +630,7 @@ def test_help_lists_flags_with_the_defaults_that_will_be_used():
                  "--capture-video", "--exp-name", "--seed", "--torch-deterministic"):
         assert flag in out.stdout, flag
     continuous = run_cli("--env-id", "Pendulum-v1", "--help")
-    assert "(default: 2048)" in continuous.stdout and "(default: 2048)" not in out.stdout
+    assert "(default: 1000000)" in continuous.stdout and "(default: 1000000)" not in out.stdout
 
 
 def test_help_lists_each_preset_on_its_own_line(monkeypatch, capsys):
@@ -707,7 +707,7 @@ def test_bad_input_through_the_real_cli_has_no_traceback():
 def test_mujoco_starts_quietly_and_writes_no_log_file(tmp_path):
     # MuJoCo's 'settotalmass' warning and gymnasium's v4 deprecation used to print ~10 lines before ours, and MuJoCo
     # wrote MUJOCO_LOG.TXT into the current folder
-    out = run_cli("--env-id", "HalfCheetah-v4", "--total-timesteps", "1024", "--num-steps", "1024",
+    out = run_cli("--env-id", "HalfCheetah-v4", "--total-timesteps", "1024", "--num-envs", "1", "--num-steps", "1024",
                   "--num-minibatches", "1", "--update-epochs", "1", "--runs-dir", "runs", "--quiet", cwd=tmp_path)
     assert out.returncode == 0 and out.stderr == "", out.stderr
     assert out.stdout.startswith("run directory: runs/HalfCheetah-v4__")
