@@ -1453,12 +1453,17 @@ def parse_args(argv: list[str]) -> Args:
         raise UsageError(f"{message or 'could not parse the flags'}{hint}; see --help")
 
 
-def quiet_known_warnings() -> None:
-    """Keep two known third-party warnings, about nothing the user did, from burying the run's first line."""
+def quiet_known_warnings(env_id: str | None) -> None:
+    """Keep two known third-party warnings, about nothing the user did, from burying the run's first line.
+    env_id None = not known yet (--resume, --evaluate): then assume it may be a MuJoCo env."""
     # gymnasium warns that a -v4 MuJoCo id is out of date, twice per run; we keep v4 only to compare with
     # published tables, where using v4 is the point.
     warnings.filterwarnings("ignore", r".*The environment \S+-v4 is out of date", DeprecationWarning)
-    if importlib.util.find_spec("mujoco") is None:
+    try:      # importing mujoco costs 20 MB and 0.1 s: only for an env that is, or may be, a MuJoCo one
+        maybe_mujoco = env_id is None or "mujoco" in str(gym.spec(env_id).entry_point)
+    except Exception:
+        maybe_mujoco = True
+    if not maybe_mujoco or importlib.util.find_spec("mujoco") is None:
         return
     import mujoco
     # MuJoCo's default handler prints every warning and appends it to MUJOCO_LOG.TXT in the current folder. This
@@ -1474,7 +1479,8 @@ def quiet_known_warnings() -> None:
 def main(argv: list[str]) -> int:
     # `--env-id my_envs:MyEnv-v0` imports my_envs: look for it in the current folder too, as `python -m` would.
     sys.path.insert(1, os.getcwd())
-    quiet_known_warnings()
+    checkpoint_given = _flag_value(argv, "--resume") or _flag_value(argv, "--evaluate")
+    quiet_known_warnings(_flag_value(argv, "--env-id") or (None if checkpoint_given else Args.env_id))
     try:
         args = parse_args(argv)
         if args.evaluate:
