@@ -792,6 +792,8 @@ class Run:
         if exc_type is None and self.main:
             self.save()
             self._print_summary()
+        if exc_type is None and distributed():
+            dist.barrier()      # no rank ends before rank 0 has saved: torchrun stops the rest when one process ends
         for log in (self.episode_log, self.update_log):
             if log:
                 log.close()
