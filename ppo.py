@@ -616,7 +616,7 @@ def train(args: Args, loss_fn=ppo_loss) -> dict:
     spaces = env_spaces(args.env_id)                               # (observation space, action space), checked
     # Under torchrun, K processes ("ranks" 0 to K-1) train one agent: each steps its own --num-envs envs, and they
     # average their gradients in ppo_update, so an iteration collects K * B transitions. Without torchrun this is
-    # rank 0 of 1 and nothing below changes. (Part II, init_distributed, says why --num-envs counts per process.)
+    # rank 0 of 1 and nothing below changes. (Part II's torchrun section says why --num-envs counts per process.)
     rank, world = init_distributed(args)
     torch.set_num_threads(args.torch_threads)
     seed = args.seed + rank                     # each rank its own random streams: actions sampled, minibatches
@@ -708,8 +708,7 @@ class Run:
     def __init__(self, args: Args, agent: Agent, optimizer: torch.optim.Optimizer, spaces: tuple[gym.Space, ...]):
         self.args, self.agent, self.optimizer, self.spaces = args, agent, optimizer, spaces
         self.global_step, self.iteration, wall_offset = 0, 0, 0.0
-        self.rank, self.world = rank_and_world()
-        self.main = self.rank == 0                                  # the rank that writes and prints
+        self.rank, self.world = rank_and_world()                   # under torchrun rank 0 writes and prints
         if args.resume:
             checkpoint = load_checkpoint(args.resume)
             self._check_resumable(checkpoint)
@@ -721,18 +720,18 @@ class Run:
                                  f"({str(e).splitlines()[0]}); resume without changing --hidden-sizes")
             self.global_step, self.iteration, wall_offset = (checkpoint[k] for k in ("global_step", "iteration",
                                                                                      "wall_time"))
-            if self.main:       # the saved random streams are rank 0's; other ranks keep their own (seed + rank)
+            if self.rank == 0:  # the saved random streams are rank 0's; other ranks keep their own (seed + rank)
                 restore_rng(checkpoint["rng"])
             self.dir = Path(args.resume).parent
         else:
             safe_env_id = re.sub(r"[^\w.-]", "_", args.env_id)       # "ale_py:ALE/Pong-v5" -> a folder name
             self.dir = broadcast_object(new_run_dir(Path(args.runs_dir) / f"{safe_env_id}__{args.exp_name}__"
-                                                    f"{args.seed}__{int(time.time())}") if self.main else None)
+                                                    f"{args.seed}__{int(time.time())}") if self.rank == 0 else None)
         self.checkpoint_path = self.dir / "checkpoint.pt"
         resume_step = self.global_step if args.resume else None
-        self.episode_log = CsvLog(self.dir / "episodes.csv", resume_step) if self.main else None
-        self.update_log = CsvLog(self.dir / "updates.csv", resume_step) if self.main else None
-        self.tb = open_tensorboard(self.dir) if args.tensorboard and self.main else None
+        self.episode_log = CsvLog(self.dir / "episodes.csv", resume_step) if self.rank == 0 else None
+        self.update_log = CsvLog(self.dir / "updates.csv", resume_step) if self.rank == 0 else None
+        self.tb = open_tensorboard(self.dir) if args.tensorboard and self.rank == 0 else None
         self.start_time, self.wall_offset, self.start_step = time.time() - wall_offset, wall_offset, self.global_step
         self.recent = deque(maxlen=100)                             # returns of the last 100 episodes
         self.episode_returns, self.episode_steps = [], []           # this session's episodes, for the caller
@@ -770,7 +769,7 @@ class Run:
         if self.signum is not None:
             raise KeyboardInterrupt
         self.signum = signum
-        if self.main:
+        if self.rank == 0:
             print(f"\n{signal.Signals(signum).name}: stopping after this {'iteration' if distributed() else 'step'} "
                   "and saving a checkpoint (send it again to quit at once)", file=sys.stderr, flush=True)
 
@@ -780,7 +779,7 @@ class Run:
             self.previous_handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         resuming = f" (resuming at step {self.global_step:,})" if self.global_step else ""
         processes = f" ({self.world} processes)" if self.world > 1 else ""
-        if self.main:
+        if self.rank == 0:
             print(f"run directory: {self.dir}{resuming}{processes}", flush=True)
         return self
 
@@ -789,7 +788,7 @@ class Run:
             signal.signal(s, handler)
         # A finished or stopped run saves; a crashed one keeps its last good save. Under torchrun rank 0 saves for
         # all: every rank holds the same agent and optimizer.
-        if exc_type is None and self.main:
+        if exc_type is None and self.rank == 0:
             self.save()
             self._print_summary()
         if exc_type is None and distributed():
@@ -820,13 +819,13 @@ class Run:
         for ep in episodes:
             row = dict(global_step=ep["global_step"], wall_time=round(ep["time"] - self.start_time, 3),
                        episodic_return=ep["episodic_return"], episodic_length=ep["episodic_length"])
-            if self.main:
+            if self.rank == 0:
                 self.episode_log.write(row)
             self.recent.append(row["episodic_return"])
             self.episode_returns.append(row["episodic_return"])
             self.episode_steps.append(row["global_step"])
             self._scalars("charts", row, row["global_step"], ("episodic_return", "episodic_length"))
-        if not self.main:
+        if self.rank != 0:
             return                                                  # the rest writes and prints: rank 0's job
         wall_time = time.time() - self.start_time
         sps = int((self.global_step - self.start_step) / max(wall_time - self.wall_offset, 1e-9))
