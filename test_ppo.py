@@ -647,3 +647,12 @@ def test_torchrun_bad_flag_is_reported_once_by_rank_0(flags, expected, tmp_path,
         assert ppo.main([*flags, "--runs-dir", str(tmp_path)]) == 2
         assert capsys.readouterr().err == (f"{expected}\n" if rank == 0 else "")
     assert not any(tmp_path.iterdir())
+
+
+def test_torchrun_cuda_needs_one_gpu_per_process(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    with pytest.raises(ppo.UsageError, match=r"--cuda: torchrun started 2 processes on this machine but 1 GPU\(s\) "
+                                             r"are visible, and nccl needs one per process; use --nproc-per-node 1"):
+        ppo.check_args(ppo.Args(cuda=True))
