@@ -980,15 +980,16 @@ def args_from_checkpoint(checkpoint: dict) -> Args:
 # 0 to K-1, and tells each its rank and K in environment variables (RANK, WORLD_SIZE, LOCAL_RANK). Every rank steps
 # its own envs; these helpers make them one training run: the same starting weights, the mean gradient before every
 # step, pooled normalization statistics, one stop decision, and rank 0 writing the run directory. Without torchrun
-# each helper returns at once, so a single process runs exactly as if this section were not here.
+# none of them sends anything, and a single process runs exactly as if this section were not here.
 #
 # --num-envs counts per process, as in CleanRL's ppo_atari_multigpu.py: K processes collect K times the transitions
 # of one per iteration, in about the time one process takes for its own. Splitting N envs among the K instead would
 # refuse the continuous defaults (one env cannot be split), and would barely speed anything up: what a process
 # pays per env step is mostly fixed costs, one forward pass of the policy whatever the number of envs, one gradient
 # step whatever the minibatch size (notes/performance.md), and halving its envs or its minibatch leaves those.
-# Counting per process also keeps the other choice open: K processes with `--num-envs N/K` learn from the same
-# batch and minibatch sizes as one process with N envs.
+# Counting per process also keeps the other choices open: K processes with `--num-envs N/K` learn from the same
+# batch and minibatch sizes as one process with N envs, and with `--num-minibatches K * M` take as many gradient
+# steps per env step as one process with M minibatches (on CartPole it then learns as fast per step).
 # ======================================================================================================================
 def distributed() -> bool:
     """Is this process one of the ranks of a torch.distributed process group (joined by init_distributed)?"""

@@ -15,8 +15,9 @@ implementations are alternated within each repetition so that machine noise hits
   5. Where the time goes: each stage of one run (env step, policy forward, normalization, GAE, update, rest),
      timed by wrapping ppo.py's functions.
   6. torchrun: one agent trained by 1 process and by 2 (`torchrun --nproc-per-node 2`), alternated run by run on
-     the cores given by --torchrun-cores: steps/s and CartPole solve step with the defaults, 3 seeds, and steps/s
-     on HalfCheetah-v5 with the continuous defaults, 100k steps. The machine's load average is reported beside.
+     the cores given by --torchrun-cores: steps/s and CartPole solve step with the defaults (and two variants of
+     the 2-process run), 3 seeds, and steps/s on HalfCheetah-v5 with the continuous defaults, 100k steps. The
+     machine's load average is reported beside.
 
 CleanRL (its cleanrl/ folder) and SB3 are not part of this project: point the flags at your own copies. CleanRL
 pins gymnasium 0.29.1, so give it its own virtual environment. --skip-* flags leave parts out. Nothing here runs
@@ -253,8 +254,10 @@ def main() -> None:
     # 6. torchrun: 1 process against 2, alternated run by run, on the same cores.
     if not args.skip_torchrun:
         torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(PPO)]
+        # --num-envs 8: the batch and minibatches of one process; --num-minibatches 8: its gradient steps per env step
         settings = {"1 process": ([sys.executable, str(PPO)], []), "2 processes": (torchrun, []),
-                    "2 processes, --num-envs 8": (torchrun, ["--num-envs", "8"])}
+                    "2 processes, --num-envs 8": (torchrun, ["--num-envs", "8"]),
+                    "2 processes, --num-minibatches 8": (torchrun, ["--num-minibatches", "8"])}
 
         def measure(launcher, flags):
             load = os.getloadavg()[0]
