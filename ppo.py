@@ -222,11 +222,16 @@ def make_env(env_id: str, render_mode: str | None = None) -> gym.Env:
 
 def make_vector_env(args: Args, video_dir: Path | None = None) -> gym.vector.VectorEnv:
     """N copies of make_env(args.env_id) stepping together; the first one films itself into video_dir if given."""
+    trainer = os.getpid()
+
     def thunk(i: int):
         def make():
-            if args.async_envs:   # this runs inside the worker process: leave Ctrl-C (and SIGTERM, which torchrun
-                signal.signal(signal.SIGINT, signal.SIG_IGN)   # sends to the whole process group) to the trainer,
-                signal.signal(signal.SIGTERM, signal.SIG_IGN)  # which stops them
+            # In an env worker process (--async-envs), leave Ctrl-C, and the SIGTERM that torchrun sends to the whole
+            # process group, to the trainer, which stops the workers. Only there: AsyncVectorEnv also makes one env
+            # in the trainer itself, to read the spaces, and the trainer must keep hearing signals.
+            if os.getpid() != trainer:
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
             if video_dir is not None and i == 0:
                 return gym.wrappers.RecordVideo(make_env(args.env_id, render_mode="rgb_array"), str(video_dir),
                                                 disable_logger=True)

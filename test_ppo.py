@@ -409,6 +409,22 @@ def test_second_ctrl_c_quits_at_once_with_files_intact(tmp_path):
         assert rows and all(None not in row.values() for row in rows)
 
 
+def test_async_envs_leave_signals_to_the_trainer():
+    # AsyncVectorEnv also makes one env in the trainer, to read the spaces: that one must not switch Ctrl-C or SIGTERM
+    # off there (it once did, and --async-envs runs ignored Ctrl-C).
+    import signal
+
+    def handler(signum, frame):
+        pass
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        ppo.make_vector_env(ppo.Args(num_envs=2, async_envs=True)).close()
+        assert all(signal.getsignal(s) is handler for s in previous)
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
 CUSTOM_ENV_MODULE = '''
 import gymnasium as gym
 import numpy as np
