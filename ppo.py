@@ -19,12 +19,13 @@ Run it:
                                                            #   pip install "gymnasium[atari]" opencv-python-headless
     python ppo.py --env-id CartPole-v1 --help              # every flag, with the values that will be used
     python ppo.py --evaluate runs/<run>/checkpoint.pt      # score a saved agent
+    torchrun --standalone --nproc-per-node 2 ppo.py --env-id CartPole-v1   # one agent trained by 2 processes
 
 The file has two parts. Part I is PPO itself, the chapter to read and to copy:
     Hyperparameters (Args) -> Environments -> Normalization -> The agent -> The rollout -> Advantages (GAE)
     -> The clipped update -> train(), whose loop is the five steps above.
 Part II is what a long run needs to survive its user: the run directory, logs, checkpoints and resume, Ctrl-C,
-the argument checks, evaluation and the command line.
+several processes under torchrun, the argument checks, evaluation and the command line.
 
 What it leaves out on purpose: recurrent policies, hyperparameter search. `notes/` explains each idea in more
 depth and says how to add those.
@@ -56,6 +57,7 @@ from typing import Callable, Literal
 import gymnasium as gym
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 from torch.distributions import Categorical, Distribution, Independent, Normal
 
@@ -79,9 +81,10 @@ class Args:
     exp_name: str = "ppo"
     """a name for this experiment; part of the run directory's name"""
     seed: int = 1
-    """seed for torch, numpy, random and the environments; the same seed on the CPU gives the same run"""
+    """seed for torch, numpy, random and the environments; the same seed on the CPU gives the same run. Under
+    torchrun, process r draws from seed + r, so the processes collect different episodes"""
     total_timesteps: int = 500_000
-    """environment steps to train for, summed over all parallel environments.
+    """environment steps to train for, summed over all parallel environments (and all processes, under torchrun).
     Rounded down to whole iterations of num_envs * num_steps; the run's first line says how many will run"""
     preset: str | None = None
     """named settings for one env, put on top of the defaults (flags still win; notes/results.md scores them):
@@ -92,7 +95,8 @@ class Args:
 
     # --- the environments ---
     num_envs: int = 16
-    """parallel environments (N). More envs = more varied experience per update, and cheaper steps"""
+    """parallel environments (N) in each process. More envs = more varied experience per update, and cheaper steps.
+    Under torchrun each of the K processes runs N of its own, so one update learns from K * N * T transitions"""
     async_envs: bool = False
     """run each environment in its own process (AsyncVectorEnv). Pays off only when one env step is slow"""
     num_steps: int = 64
@@ -186,7 +190,7 @@ class Args:
 
     @property
     def batch_size(self) -> int:
-        """transitions per update: B = T * N"""
+        """transitions per update collected by one process: B = T * N (under torchrun, each of the K collects B)"""
         return self.num_envs * self.num_steps
 
     @property
@@ -195,7 +199,7 @@ class Args:
 
     @property
     def num_iterations(self) -> int:
-        """how many collect-then-update loops fit in total_timesteps"""
+        """how many collect-then-update loops fit in total_timesteps, in one process (K processes: a K-th of it)"""
         return self.total_timesteps // self.batch_size
 
 
@@ -343,10 +347,16 @@ class ActionMaskToInfo(gym.Wrapper):
 
 def make_vector_env(args: Args, video_dir: Path | None = None) -> gym.vector.VectorEnv:
     """N copies of make_env(args.env_id) stepping together; the first one films itself into video_dir if given."""
+    trainer = os.getpid()
+
     def thunk(i: int):
         def make():
-            if args.async_envs:   # this runs inside the worker process: leave Ctrl-C to the trainer, which stops them
+            # In an env worker process (--async-envs), leave Ctrl-C, and the SIGTERM that torchrun sends to the whole
+            # process group, to the trainer, which stops the workers. Only there: AsyncVectorEnv also makes one env
+            # in the trainer itself, to read the spaces, and the trainer must keep hearing signals.
+            if os.getpid() != trainer:
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
             if video_dir is not None and i == 0:
                 return gym.wrappers.RecordVideo(make_env(args.env_id, render_mode="rgb_array"), str(video_dir),
                                                 disable_logger=True)
@@ -435,6 +445,9 @@ class RunningMeanStd(nn.Module):
     def update(self, x: torch.Tensor) -> None:                     # x: (batch, *shape)
         x = x.double()
         batch_mean, batch_var, n = x.mean(0), x.var(0, unbiased=False), x.shape[0]
+        # Under torchrun each process sees only its own envs: pool every process's batch, so that all of them keep
+        # the same statistics and normalize alike (Part II; alone, this returns its arguments unchanged).
+        batch_mean, batch_var, n = pool_across_ranks(batch_mean, batch_var, n)
         delta, total = batch_mean - self.mean, self.count + n
         self.mean += delta * n / total
         self.var.copy_((self.var * self.count + batch_var * n + delta**2 * self.count * n / total) / total)
@@ -659,12 +672,15 @@ class Rollout:
 
 
 def collect_rollout(envs: gym.vector.VectorEnv, agent: Agent, rollout: Rollout, reward_scaler: RewardScaler,
-                    global_step: int, should_stop: Callable[[], bool] = lambda: False) -> list[dict] | None:
+                    global_step: int, should_stop: Callable[[], bool] = lambda: False,
+                    world_size: int = 1) -> list[dict] | None:
     """Step 1, collect experience: the current policy acts in N envs for T steps, filling `rollout` in place.
 
     Returns the episodes that ended meanwhile (their step, time, raw return and length), or None if should_stop()
-    asked to stop early; the part-filled rollout is then dropped, and a resumed run collects it again."""
+    asked to stop early; the part-filled rollout is then dropped, and a resumed run collects it again. Under
+    torchrun, world_size processes step their N envs side by side: each env step advances global_step by N * K."""
     T, N = rollout.rewards.shape
+    steps_per_t = N * world_size
     device = next(agent.parameters()).device
     episodes = []
     with torch.inference_mode():                                   # no autograd bookkeeping while acting
@@ -681,7 +697,7 @@ def collect_rollout(envs: gym.vector.VectorEnv, agent: Agent, rollout: Rollout, 
             if not (np.isfinite(rollout.next_obs).all() and np.isfinite(reward).all()):
                 env_id = envs.unwrapped.get_attr("spec")[0].id
                 raise NonFiniteError(f"env {env_id} returned a non-finite observation or reward at global step "
-                                     f"{global_step + (t + 1) * N}; check the environment's step()")
+                                     f"{global_step + (t + 1) * steps_per_t}; check the environment's step()")
             rollout.rewards[t], rollout.terminations[t], rollout.truncations[t] = reward, terminated, truncated
             if rollout.action_masks is not None:
                 # The mask the policy just chose under is kept with s_t, for the update; the new one goes with
@@ -696,7 +712,7 @@ def collect_rollout(envs: gym.vector.VectorEnv, agent: Agent, rollout: Rollout, 
                 final_obs = torch.as_tensor(np.stack(infos["final_obs"][idx]), device=device)
                 rollout.final_values[t, idx] = agent.value(final_obs).cpu().numpy()
             for i in np.flatnonzero(infos.get("_episode", ())):    # added by EpisodeStatistics
-                episodes.append(dict(global_step=global_step + (t + 1) * N, time=time.time(),
+                episodes.append(dict(global_step=global_step + (t + 1) * steps_per_t, time=time.time(),
                                      episodic_return=float(infos["episode"]["r"][i]),
                                      episodic_length=int(infos["episode"]["l"][i])))
             if should_stop():
@@ -778,7 +794,10 @@ def ppo_loss(agent: Agent, mb: dict[str, torch.Tensor], args: Args) -> tuple[tor
     dist, new_values = agent(mb["obs"], mb.get("action_masks"))
     logratio = dist.log_prob(mb["actions"]) - mb["logprobs"]       # log pi_new(a|s) - log pi_old(a|s)
     advantages = mb["advantages"]
-    if args.norm_adv:  # mean 0, std 1 within the minibatch: the step size no longer depends on the reward scale
+    # Normalized to mean 0, std 1 within the minibatch: the step size no longer depends on the reward scale. Under
+    # torchrun, within each process's minibatch, which is as large as a lone process's (B / num_minibatches), so its
+    # mean and std are as good an estimate; pooling them over processes would cost an all-reduce per minibatch.
+    if args.norm_adv:
         advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
     pg_loss = clipped_policy_loss(logratio, advantages, args.clip_coef)
     v_loss = value_loss(new_values, mb["values"], mb["returns"], args.clip_coef if args.clip_vloss else None)
@@ -799,18 +818,24 @@ def ppo_update(agent: Agent, optimizer: torch.optim.Optimizer, batch: dict[str, 
                loss_fn=ppo_loss) -> dict[str, float]:
     """Steps 3 and 4: several epochs of minibatch gradient steps on one rollout. `batch` holds the whole flattened
     rollout (each tensor (B, ...)); each epoch reshuffles it into minibatches of B / num_minibatches. Returns
-    the mean of every part loss_fn reports, and the gradient norm, over the last epoch's minibatches."""
+    the mean of every part loss_fn reports, and the gradient norm, over the last epoch's minibatches.
+
+    Under torchrun each process runs this on its own rollout, and they average their gradients before every step,
+    so that all take the same step: one update learns from the K processes' minibatches together."""
     for epoch in range(args.update_epochs):
         parts = []                       # kept per minibatch as tensors; summarized once per epoch (fewer syncs)
         for mb_inds in torch.randperm(args.batch_size).split(args.minibatch_size):
             loss, mb_parts = loss_fn(agent, {k: b_v[mb_inds] for k, b_v in batch.items()}, args)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            average_gradients(agent)          # under torchrun: the mean of every process's gradient (Part II)
             # Rescale the whole gradient if its norm exceeds max_grad_norm: one odd minibatch cannot fling the policy.
             mb_parts["grad_norm"] = nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm, foreach=True)
             optimizer.step()
             parts.append(torch.stack([v.detach() for v in mb_parts.values()]))
         names, means = list(mb_parts), torch.stack(parts).mean(0)  # means: (number of parts,)
+        # Under torchrun, the mean over all processes: they must agree on stopping early, and the logs show all.
+        means = all_reduce_mean(means)
         if args.target_kl is not None and means[names.index("approx_kl")].item() > args.target_kl:
             break                        # early stop: the policy has moved as far as we allow for one update
     return dict(zip(names, means.tolist()))                         # one sync per update
@@ -826,13 +851,19 @@ def train(args: Args, loss_fn=ppo_loss) -> dict:
     `loss_fn(agent, mb, args) -> (loss, parts)` replaces ppo_loss, e.g. to try a new loss term."""
     check_args(args)                                               # Part II: refuse bad flags before any work
     spaces = env_spaces(args.env_id, args.action_mask)             # (observation space, action space), checked
+    # Under torchrun, K processes ("ranks" 0 to K-1) train one agent: each steps its own --num-envs envs, and they
+    # average their gradients in ppo_update, so an iteration collects K * B transitions. Without torchrun this is
+    # rank 0 of 1 and nothing below changes. (Part II's torchrun section says why --num-envs counts per process.)
+    rank, world = init_distributed(args)
     torch.set_num_threads(args.torch_threads)
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
+    seed = args.seed + rank                     # each rank its own random streams: actions sampled, minibatches
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
     torch.backends.cudnn.deterministic = args.torch_deterministic
     device = torch.device("cuda" if args.cuda else "cpu")
     agent = build_agent(args, *spaces).to(device)
+    broadcast_from_rank0(agent)                 # ...but one agent: every rank starts from rank 0's weights
     # eps=1e-5 instead of Adam's 1e-8, as in the original PPO code (implementation details, detail 3).
     # fused=True does the same arithmetic in one kernel instead of a dozen small ops per parameter tensor.
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
@@ -840,24 +871,27 @@ def train(args: Args, loss_fn=ppo_loss) -> dict:
 
     # Run (Part II) owns the run directory, logs, checkpoints and Ctrl-C; with --resume it restores the agent.
     with Run(args, agent, optimizer, spaces) as run, contextlib.closing(
-            make_vector_env(args, run.dir / "videos" if args.capture_video else None)) as envs:
+            make_vector_env(args, run.dir / "videos" if args.capture_video and rank == 0 else None)) as envs:
         # On resume the envs restart with a seed derived from the step, so the resumed run does not replay episodes.
-        next_obs, infos = envs.reset(seed=args.seed + run.global_step)
+        # The N envs of rank r take the N seeds after rank r - 1's.
+        next_obs, infos = envs.reset(seed=args.seed + run.global_step + rank * args.num_envs)
         # Does the env say which actions are legal? Then (unless --no-action-mask) the rollout keeps that mask.
         masked = args.action_mask and "action_mask" in infos
         rollout = Rollout.empty(args.num_steps, args.num_envs, *spaces, masked=masked)
         rollout.next_obs, rollout.next_masks = next_obs, infos["action_mask"].astype(bool) if masked else None
         reward_scaler = RewardScaler(agent.reward_rms, args.gamma, args.num_envs, enabled=args.norm_reward)
-        while run.iteration < args.num_iterations and not run.stopping:
-            # Learning-rate annealing: decay linearly from learning_rate to 0 over the run.
+        iteration_steps = world * args.batch_size                  # transitions per iteration, all ranks together
+        while run.global_step + iteration_steps <= args.total_timesteps and not run.should_stop():
+            # Learning-rate annealing: decay linearly from learning_rate to 0 over the run (all ranks' steps).
             lr = args.learning_rate * ((1 - run.global_step / args.total_timesteps) if args.anneal_lr else 1.0)
             optimizer.param_groups[0]["lr"] = lr
 
             # 1. Collect experience with the current policy.
-            episodes = collect_rollout(envs, agent, rollout, reward_scaler, run.global_step, lambda: run.stopping)
+            episodes = collect_rollout(envs, agent, rollout, reward_scaler, run.global_step,
+                                       lambda: run.should_stop(mid_rollout=True), world)
             if episodes is None:
                 break                                              # stopped mid-rollout: drop it
-            run.global_step += args.batch_size
+            run.global_step += iteration_steps
 
             # 2. Compute advantages with GAE (on scaled rewards, under --norm-reward).
             rewards = reward_scaler.scale(rollout.rewards)
@@ -906,11 +940,15 @@ class Run:
     are dropped (those steps will be replayed).
 
     As a context manager it also catches Ctrl-C and SIGTERM: the first one sets `stopping`, the loop ends at the
-    next env step, and the run saves a checkpoint; a second one quits at once."""
+    next env step, and the run saves a checkpoint; a second one quits at once.
+
+    Under torchrun every rank holds a Run, but only rank 0 writes files and prints: the others send it their
+    episodes, and all of them agree on when to stop."""
 
     def __init__(self, args: Args, agent: Agent, optimizer: torch.optim.Optimizer, spaces: tuple[gym.Space, ...]):
         self.args, self.agent, self.optimizer, self.spaces = args, agent, optimizer, spaces
         self.global_step, self.iteration, wall_offset = 0, 0, 0.0
+        self.rank, self.world = rank_and_world()                   # under torchrun rank 0 writes and prints
         if args.resume:
             checkpoint = load_checkpoint(args.resume)
             self._check_resumable(checkpoint)
@@ -922,18 +960,20 @@ class Run:
                                  f"({str(e).splitlines()[0]}); resume without changing --hidden-sizes")
             self.global_step, self.iteration, wall_offset = (checkpoint[k] for k in ("global_step", "iteration",
                                                                                      "wall_time"))
-            restore_rng(checkpoint["rng"])
+            if self.rank == 0:  # the saved random streams are rank 0's; other ranks keep their own (seed + rank)
+                restore_rng(checkpoint["rng"])
             self.dir = Path(args.resume).parent
         else:
             safe_env_id = re.sub(r"[^\w.-]", "_", args.env_id)       # "ale_py:ALE/Pong-v5" -> a folder name
-            self.dir = new_run_dir(Path(args.runs_dir) / f"{safe_env_id}__{args.exp_name}__{args.seed}__"
-                                                         f"{int(time.time())}")
+            self.dir = broadcast_object(new_run_dir(Path(args.runs_dir) / f"{safe_env_id}__{args.exp_name}__"
+                                                    f"{args.seed}__{int(time.time())}") if self.rank == 0 else None)
         self.checkpoint_path = self.dir / "checkpoint.pt"
         resume_step = self.global_step if args.resume else None
-        self.episode_log = CsvLog(self.dir / "episodes.csv", resume_step)
-        self.update_log = CsvLog(self.dir / "updates.csv", resume_step)
-        self.wandb = open_wandb(args, self.dir) if args.track else None    # first: if W&B refuses, no file is left
-        self.tb = open_tensorboard(self.dir) if args.tensorboard else None
+        self.episode_log = CsvLog(self.dir / "episodes.csv", resume_step) if self.rank == 0 else None
+        self.update_log = CsvLog(self.dir / "updates.csv", resume_step) if self.rank == 0 else None
+        # W&B first: if it refuses to start, no file is left
+        self.wandb = open_wandb(args, self.dir) if args.track and self.rank == 0 else None
+        self.tb = open_tensorboard(self.dir) if args.tensorboard and self.rank == 0 else None
         self.start_time, self.wall_offset, self.start_step = time.time() - wall_offset, wall_offset, self.global_step
         # Returns of the last 100 episodes; a resumed run starts with those its episodes.csv already holds.
         self.recent = deque((float(r["episodic_return"]) for r in self.episode_log.rows), maxlen=100)
@@ -955,32 +995,56 @@ class Run:
     def stopping(self) -> bool:
         return self.signum is not None
 
+    def should_stop(self, mid_rollout: bool = False) -> bool:
+        """Alone, stop as soon as a signal came. Under torchrun the ranks must stop after the same iteration (a rank
+        that left early would leave the others waiting in the next all-reduce), so they ask each other once per
+        iteration, before a rollout, and stop together if any one of them got a signal (torchrun forwards Ctrl-C
+        and SIGTERM to all); a rollout under way is finished and learned from first."""
+        if not distributed():
+            return self.stopping
+        if mid_rollout:
+            return False
+        agreed = all_reduce_max(self.signum or 0)                  # 0: no rank got a signal
+        self.signum = self.signum or agreed or None                 # a rank that got none stops for the others'
+        return agreed != 0
+
     def _on_signal(self, signum, frame):
         if self.signum is not None:
             raise KeyboardInterrupt
         self.signum = signum
-        print(f"\n{signal.Signals(signum).name}: stopping after this step and saving a checkpoint "
-              "(send it again to quit at once)", file=sys.stderr, flush=True)
+        if self.rank == 0:
+            print(f"\n{signal.Signals(signum).name}: stopping after this {'iteration' if distributed() else 'step'} "
+                  "and saving a checkpoint (send it again to quit at once)", file=sys.stderr, flush=True)
 
     def __enter__(self) -> Run:
         self.previous_handlers = {}
         if threading.current_thread() is threading.main_thread():   # Python allows handlers only there
             self.previous_handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         notes = [f"resuming at step {self.global_step:,}"] if self.global_step else []
-        steps, iterations = self.args.num_iterations * self.args.batch_size, self.args.num_iterations
-        if steps != self.args.total_timesteps:       # only whole iterations run: say how many steps that makes
-            notes.append(f"trains {steps:,} steps: {iterations:,} whole iterations of {self.args.batch_size:,}")
-        print(f"run directory: {self.dir}" + (f" ({'; '.join(notes)})" if notes else ""), flush=True)
+        per_iteration = self.world * self.args.batch_size                # all processes together
+        iterations = self.args.total_timesteps // per_iteration
+        if iterations * per_iteration != self.args.total_timesteps:   # only whole iterations run: say what that makes
+            notes.append(f"trains {iterations * per_iteration:,} steps: {iterations:,} whole iterations of "
+                         f"{per_iteration:,}")
+        if self.world > 1:
+            notes.append(f"{self.world} processes")
+        if self.rank == 0:
+            print(f"run directory: {self.dir}" + (f" ({'; '.join(notes)})" if notes else ""), flush=True)
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
         for s, handler in self.previous_handlers.items():
             signal.signal(s, handler)
-        if exc_type is None:                # a finished or stopped run saves; a crashed one keeps its last good save
+        # A finished or stopped run saves; a crashed one keeps its last good save. Under torchrun rank 0 saves for
+        # all: every rank holds the same agent and optimizer.
+        if exc_type is None and self.rank == 0:
             self.save()
             self._print_summary()
+        if exc_type is None and distributed():
+            dist.barrier()      # no rank ends before rank 0 has saved: torchrun stops the rest when one process ends
         for log in (self.episode_log, self.update_log):
-            log.close()
+            if log:
+                log.close()
         if self.tb:
             self.tb.close()
         if self.wandb:
@@ -998,14 +1062,22 @@ class Run:
                 f"Likely causes: a learning rate too high, unnormalized large rewards or observations "
                 f"(try --norm-obs --norm-reward), or an env returning extreme values. "
                 f"The last good checkpoint is {self.checkpoint_path} (if one was written)")
+        if distributed():   # every rank's episodes, in step order, and the explained variance averaged over ranks
+            gathered = all_gather((episodes, explained_var))
+            episodes = sorted((ep for rank_episodes, _ in gathered for ep in rank_episodes),
+                              key=lambda ep: ep["global_step"])
+            explained_var = float(np.mean([ev for _, ev in gathered]))
         for ep in episodes:
             row = dict(global_step=ep["global_step"], wall_time=round(ep["time"] - self.start_time, 3),
                        episodic_return=ep["episodic_return"], episodic_length=ep["episodic_length"])
-            self.episode_log.write(row)
+            if self.rank == 0:
+                self.episode_log.write(row)
             self.recent.append(row["episodic_return"])
             self.episode_returns.append(row["episodic_return"])
             self.episode_steps.append(row["global_step"])
             self._scalars("charts", row, row["global_step"], ("episodic_return", "episodic_length"))
+        if self.rank != 0:
+            return                                                  # the rest writes and prints: rank 0's job
         wall_time = time.time() - self.start_time
         sps = int((self.global_step - self.start_step) / max(wall_time - self.wall_offset, 1e-9))
         row = dict(global_step=self.global_step, wall_time=round(wall_time, 3), SPS=sps, learning_rate=lr,
@@ -1210,6 +1282,115 @@ def import_env_module(checkpoint: dict, where: str) -> None:
 
 
 # ======================================================================================================================
+# Several processes, one agent: `torchrun --nproc-per-node K ppo.py ...` starts K copies of this file, the "ranks"
+# 0 to K-1, and tells each its rank and K in environment variables (RANK, WORLD_SIZE, LOCAL_RANK). Every rank steps
+# its own envs; these helpers make them one training run: the same starting weights, the mean gradient before every
+# step, pooled normalization statistics, one stop decision, and rank 0 writing the run directory. Without torchrun
+# none of them sends anything, and a single process runs exactly as if this section were not here.
+#
+# --num-envs counts per process, as in CleanRL's ppo_atari_multigpu.py: K processes collect K times the transitions
+# of one per iteration, in about the time one process takes for its own. Splitting N envs among the K instead would
+# refuse the continuous defaults (one env cannot be split), and would barely speed anything up: what a process
+# pays per env step is mostly fixed costs, one forward pass of the policy whatever the number of envs, one gradient
+# step whatever the minibatch size (notes/performance.md), and halving its envs or its minibatch leaves those.
+# Counting per process also keeps the other choices open: K processes with `--num-envs N/K` learn from the same
+# batch and minibatch sizes as one process with N envs, and with `--num-minibatches K * M` take as many gradient
+# steps per env step as one process with M minibatches (on CartPole it then learns as fast per step).
+# ======================================================================================================================
+def distributed() -> bool:
+    """Is this process one of the ranks of a torch.distributed process group (joined by init_distributed)?"""
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank_and_world() -> tuple[int, int]:
+    """(this process's rank, the number of ranks K): from the process group once joined, before that from torchrun's
+    environment variables; (0, 1) without torchrun."""
+    if distributed():
+        return dist.get_rank(), dist.get_world_size()
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def init_distributed(args: Args) -> tuple[int, int]:
+    """Join torchrun's process group if torchrun started this process; returns (rank, K). The gloo backend sends the
+    messages through the CPU; with --cuda, nccl sends them between GPUs, one GPU per process on each machine."""
+    if "RANK" in os.environ and not distributed():
+        if args.cuda:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        dist.init_process_group("nccl" if args.cuda else "gloo")
+    return rank_and_world()
+
+
+def close_distributed() -> None:
+    if distributed():
+        dist.destroy_process_group()
+
+
+def _on_comm_device(x: torch.Tensor) -> torch.Tensor:
+    """nccl only moves tensors that live on this process's GPU; gloo, CPU tensors."""
+    return x.to(torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu")
+
+
+def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
+    """The mean of x over all ranks, on every rank (x itself, alone)."""
+    if not distributed():
+        return x
+    total = _on_comm_device(x).clone()                              # all_reduce sums in place
+    dist.all_reduce(total)
+    return (total / dist.get_world_size()).to(x.device)
+
+
+def all_reduce_max(value: int) -> int:
+    total = _on_comm_device(torch.tensor([value]))
+    dist.all_reduce(total, op=dist.ReduceOp.MAX)
+    return int(total.item())
+
+
+def average_gradients(module: nn.Module) -> None:
+    """Replace every rank's gradients by their mean over all ranks, so that every rank takes the same optimizer step
+    and the parameters stay identical. All gradients travel flattened into one vector: one message per gradient
+    step instead of one per parameter tensor (as CleanRL's ppo_atari_multigpu.py does)."""
+    if not distributed():
+        return
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    flat = all_reduce_mean(torch.cat([g.reshape(-1) for g in grads]))
+    for g, mean in zip(grads, flat.split([g.numel() for g in grads])):
+        g.copy_(mean.view_as(g))
+
+
+def pool_across_ranks(mean: torch.Tensor, var: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Mean and variance of all ranks' batches together, from each rank's own (mean, var) over n samples, the same n
+    on every rank: the mean of the means, and the mean of (variance + squared distance of the mean from the pooled
+    mean), the law of total variance."""
+    if not distributed():
+        return mean, var, n
+    pooled_mean = all_reduce_mean(mean)
+    return pooled_mean, all_reduce_mean(var + (mean - pooled_mean) ** 2), n * dist.get_world_size()
+
+
+def broadcast_from_rank0(module: nn.Module) -> None:
+    """Overwrite every rank's parameters and buffers with rank 0's."""
+    if distributed():
+        for tensor in module.state_dict().values():                 # these share storage with the module's own
+            dist.broadcast(tensor, src=0)
+
+
+def broadcast_object(obj):
+    """Rank 0's obj (any picklable value), on every rank."""
+    if not distributed():
+        return obj
+    holder = [obj]
+    dist.broadcast_object_list(holder, src=0)
+    return holder[0]
+
+
+def all_gather(obj) -> list:
+    """[rank 0's obj, rank 1's obj, ...] on every rank."""
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+# ======================================================================================================================
 # Checks: impossible settings and unsupported spaces are refused in one line, before any environment step.
 # ======================================================================================================================
 def check_args(args: Args) -> None:
@@ -1227,9 +1408,14 @@ def check_args(args: Args) -> None:
     require(args.batch_size % args.num_minibatches == 0, "num-minibatches", args.num_minibatches,
             f"must divide the batch of num-envs * num-steps = {args.batch_size} transitions; "
             f"valid: {', '.join(str(d) for d in range(1, min(args.batch_size, 64) + 1) if args.batch_size % d == 0)}")
+    world = rank_and_world()[1]                                     # processes under torchrun, 1 without
     if args.evaluate is None:
-        require(args.total_timesteps >= args.batch_size, "total-timesteps", args.total_timesteps,
-                f"smaller than one batch of num-envs * num-steps = {args.batch_size}; use at least that")
+        processes = f"{world} processes x " if world > 1 else ""
+        require(args.total_timesteps >= world * args.batch_size, "total-timesteps", args.total_timesteps,
+                f"smaller than one batch of {processes}num-envs * num-steps = {world * args.batch_size}; "
+                "use at least that")
+    else:
+        require(world == 1, "evaluate", args.evaluate, "plays in one process; run it without torchrun")
     for name in ("gamma", "gae_lambda"):
         value = getattr(args, name)
         low_ok = value > 0 if name == "gamma" else value >= 0            # lambda = 0 is the one-step TD advantage
@@ -1248,6 +1434,10 @@ def check_args(args: Args) -> None:
             "drop --cuda to train on the CPU (for these small networks the CPU is as fast)")
     require(not args.track or args.evaluate is not None or importlib.util.find_spec("wandb") is not None, "track",
             "", "needs the optional package wandb; pip install wandb")
+    local_processes, gpus = int(os.environ.get("LOCAL_WORLD_SIZE", 1)), torch.cuda.device_count()
+    require(not args.cuda or local_processes <= gpus, "cuda", "", f"torchrun started {local_processes} processes "
+            f"on this machine but {gpus} GPU(s) are visible, and nccl needs one per process; use --nproc-per-node "
+            f"{gpus}, or drop --cuda")
     if args.capture_video:
         check_video(args.env_id)
 
@@ -1481,6 +1671,8 @@ def main(argv: list[str]) -> int:
     sys.path.insert(1, os.getcwd())
     checkpoint_given = _flag_value(argv, "--resume") or _flag_value(argv, "--evaluate")
     quiet_known_warnings(_flag_value(argv, "--env-id") or (None if checkpoint_given else Args.env_id))
+    # Under torchrun every rank runs main(). A bad flag is the same on every rank: rank 0 alone reports it.
+    rank, world = rank_and_world()
     try:
         args = parse_args(argv)
         if args.evaluate:
@@ -1493,19 +1685,25 @@ def main(argv: list[str]) -> int:
             return 0
         result = train(args)
     except UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
+        if rank == 0:
+            print(f"error: {e}", file=sys.stderr)
         return 2
     except NonFiniteError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {f'rank {rank}: ' if world > 1 else ''}{e}", file=sys.stderr)
         return 1
     except gym.error.DependencyNotInstalled as e:
-        print(f"error: a missing optional package: {e}", file=sys.stderr)
+        if rank == 0:
+            print(f"error: a missing optional package: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted twice: quit at once; files written so far are intact", file=sys.stderr)
         return 130
+    finally:
+        close_distributed()
     if result["stopped_by"]:
-        print(f"checkpoint saved; resume with:\n    python ppo.py --resume {result['checkpoint']}", flush=True)
+        if rank == 0:
+            launcher = "torchrun ... ppo.py" if world > 1 else "python ppo.py"
+            print(f"checkpoint saved; resume with:\n    {launcher} --resume {result['checkpoint']}", flush=True)
         return 128 + signal.Signals[result["stopped_by"]].value
     return 0
 

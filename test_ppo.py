@@ -11,6 +11,7 @@ import inspect
 import math
 import os
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -824,6 +825,22 @@ def test_second_ctrl_c_quits_at_once_with_files_intact(tmp_path):
         assert rows and all(None not in row.values() for row in rows)
 
 
+def test_async_envs_leave_signals_to_the_trainer():
+    # AsyncVectorEnv also makes one env in the trainer, to read the spaces: that one must not switch Ctrl-C or SIGTERM
+    # off there (it once did, and --async-envs runs ignored Ctrl-C).
+    import signal
+
+    def handler(signum, frame):
+        pass
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        ppo.make_vector_env(ppo.Args(num_envs=2, async_envs=True)).close()
+        assert all(signal.getsignal(s) is handler for s in previous)
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
 CUSTOM_ENV_MODULE = '''
 import gymnasium as gym
 import numpy as np
@@ -999,3 +1016,137 @@ def test_plot_command_writes_a_png(tmp_path):
     out = subprocess.run([sys.executable, str(HERE / "notes" / "plot.py"), *map(str, runs), "--overlay", "-o",
                           str(tmp_path / "overlay.png")], capture_output=True, text=True)
     assert out.returncode == 0 and (tmp_path / "overlay.png").stat().st_size > 1000, out.stderr
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Several processes under torchrun (gloo, CPU)
+# ---------------------------------------------------------------------------------------------------------------------
+# Runs ppo.main under torchrun as ppo.py would, and on every rank records what the test needs to see: the episodes
+# that rank collected (episodes<rank>.jsonl) and the agent it ends with (agent<rank>.pt).
+TORCHRUN_DRIVER = '''
+import json, os, sys
+import torch
+sys.path.insert(0, {here!r})
+import ppo
+
+out, rank = sys.argv[1], os.environ["RANK"]
+collect, train = ppo.collect_rollout, ppo.train
+
+def recording_collect(*args, **kwargs):
+    episodes = collect(*args, **kwargs)
+    with open(os.path.join(out, f"episodes{{rank}}.jsonl"), "a") as f:
+        f.writelines(json.dumps(ep) + "\\n" for ep in episodes or [])
+    return episodes
+
+def saving_train(args):
+    result = train(args)
+    torch.save(result["agent"].state_dict(), os.path.join(out, f"agent{{rank}}.pt"))
+    return result
+
+ppo.collect_rollout, ppo.train = recording_collect, saving_train
+sys.exit(ppo.main(sys.argv[2:]))
+'''
+
+
+def torchrun(tmp_path, nproc, *flags, popen=False):
+    driver = tmp_path / "driver.py"
+    driver.write_text(TORCHRUN_DRIVER.format(here=str(HERE)))
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
+               str(driver), str(tmp_path), *flags, "--runs-dir", str(tmp_path / "runs"), "--no-tensorboard", "--quiet"]
+    if popen:
+        return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.run(command, capture_output=True, text=True, timeout=180)
+
+
+def no_traceback_from_ppo(stderr):
+    # torchrun prints its own report (and traceback) when a process exits non-zero; ours must print none.
+    return "ppo.py\", line" not in stderr and "[rank" not in stderr
+
+
+def test_torchrun_two_processes_train_one_agent_and_stop_and_resume_together(tmp_path):
+    import signal
+    import json
+    flags = ["--env-id", "CartPole-v1", "--num-envs", "4", "--num-steps", "64", "--norm-obs", "--norm-reward",
+             "--target-kl", "0.02", "--save-every", "1000"]
+    # Ctrl-C to torchrun, which forwards it to both ranks: they stop after the same iteration, rank 0 saves.
+    proc = torchrun(tmp_path, 2, *flags, "--total-timesteps", "1000000", popen=True)
+    assert wait_for(lambda: any(len(read_csv(p)) >= 1 for p in tmp_path.glob("runs/*/updates.csv")), timeout=90)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert no_traceback_from_ppo(stderr), stderr
+    assert stdout.count("stopped:") == 1 and stdout.count("checkpoint saved; resume with") == 1, stdout
+    [run_dir] = (tmp_path / "runs").iterdir()                                       # one run directory
+    saved_step = torch.load(run_dir / "checkpoint.pt")["global_step"]
+    assert saved_step > 0 and saved_step % (2 * 4 * 64) == 0                        # whole iterations of 2 ranks
+
+    # Resume under torchrun for 2 more iterations, then look at everything both runs wrote.
+    out = torchrun(tmp_path, 2, "--resume", str(run_dir / "checkpoint.pt"), "--total-timesteps",
+                   str(saved_step + 2 * 512))
+    assert out.returncode == 0, out.stderr
+    assert list((tmp_path / "runs").iterdir()) == [run_dir]
+    update_steps = [int(r["global_step"]) for r in read_csv(run_dir / "updates.csv")]
+    assert update_steps == list(range(512, saved_step + 2 * 512 + 1, 512))           # one row per iteration
+    # episodes.csv holds exactly the episodes the two ranks collected, none lost, none twice, in step order
+    logged = [(int(r["global_step"]), float(r["episodic_return"]), int(r["episodic_length"]))
+              for r in read_csv(run_dir / "episodes.csv")]
+    by_rank = [[(e["global_step"], e["episodic_return"], e["episodic_length"])
+                for e in map(json.loads, (tmp_path / f"episodes{rank}.jsonl").read_text().splitlines())]
+               for rank in (0, 1)]
+    assert by_rank[0] and by_rank[1] and by_rank[0] != by_rank[1]        # different seeds: different episodes
+    assert sorted(logged) == sorted(by_rank[0] + by_rank[1]) and logged == sorted(logged, key=lambda e: e[0])
+    # one agent: identical parameters and normalization statistics on both ranks, and in the checkpoint
+    agents = [torch.load(tmp_path / f"agent{rank}.pt") for rank in (0, 1)]
+    saved = torch.load(run_dir / "checkpoint.pt")["agent"]
+    for name, value in agents[0].items():
+        assert torch.equal(value, agents[1][name]) and torch.equal(value, saved[name]), name
+    assert agents[0]["obs_rms.count"] > saved_step                 # the statistics took in both ranks' steps
+
+
+def test_torchrun_with_one_process_is_the_plain_run(tmp_path, monkeypatch):
+    flags = ["--env-id", "CartPole-v1", "--total-timesteps", "8192", "--norm-obs", "--norm-reward", "--target-kl",
+             "0.01", "--quiet", "--no-tensorboard"]
+    collectives = []                         # whether a process group was joined, at each all_reduce_mean call
+    all_reduce_mean = ppo.all_reduce_mean
+    monkeypatch.setattr(ppo, "all_reduce_mean", lambda x: collectives.append(ppo.distributed()) or all_reduce_mean(x))
+    assert ppo.main([*flags, "--runs-dir", str(tmp_path / "plain")]) == 0
+    assert collectives and not any(collectives)
+    # In this process, what `torchrun --nproc-per-node 1` would set: a real gloo process group of one, in which
+    # every all-reduce, gather and broadcast runs.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for name, value in dict(RANK=0, LOCAL_RANK=0, WORLD_SIZE=1, LOCAL_WORLD_SIZE=1, MASTER_ADDR="127.0.0.1",
+                            MASTER_PORT=port).items():
+        monkeypatch.setenv(name, str(value))
+    collectives.clear()
+    assert ppo.main([*flags, "--runs-dir", str(tmp_path / "torchrun")]) == 0
+    assert collectives and all(collectives) and not ppo.distributed()          # main left the group at the end
+
+    def episodes(runs):
+        return [(r["global_step"], r["episodic_return"], r["episodic_length"])
+                for r in read_csv(next(runs.iterdir()) / "episodes.csv")]
+    assert episodes(tmp_path / "torchrun") == episodes(tmp_path / "plain")
+
+
+@pytest.mark.parametrize("flags, expected", [
+    (["--gamma", "2"], "error: --gamma 2.0: must be in (0, 1]; typical: gamma 0.99, lambda 0.95"),
+    (["--total-timesteps", "1500"], "error: --total-timesteps 1500: smaller than one batch of 2 processes x "
+                                    "num-envs * num-steps = 2048; use at least that"),
+])
+def test_torchrun_bad_flag_is_reported_once_by_rank_0(flags, expected, tmp_path, monkeypatch, capsys):
+    # What torchrun sets for 2 processes; flags are refused before the process group is joined.
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for rank in (0, 1):
+        monkeypatch.setenv("RANK", str(rank))
+        assert ppo.main([*flags, "--runs-dir", str(tmp_path)]) == 2
+        assert capsys.readouterr().err == (f"{expected}\n" if rank == 0 else "")
+    assert not any(tmp_path.iterdir())
+
+
+def test_torchrun_cuda_needs_one_gpu_per_process(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    with pytest.raises(ppo.UsageError, match=r"--cuda: torchrun started 2 processes on this machine but 1 GPU\(s\) "
+                                             r"are visible, and nccl needs one per process; use --nproc-per-node 1"):
+        ppo.check_args(ppo.Args(cuda=True))

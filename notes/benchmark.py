@@ -14,6 +14,10 @@ implementations are alternated within each repetition so that machine noise hits
   4. Steps/s against --num-envs 1, 4, 16, 64 with sync and async envs, CartPole-v1 and HalfCheetah-v4.
   5. Where the time goes: each stage of one run (env step, policy forward, normalization, GAE, update, rest),
      timed by wrapping ppo.py's functions.
+  6. torchrun: one agent trained by 1 process and by 2 (`torchrun --nproc-per-node 2`), alternated run by run on
+     the cores given by --torchrun-cores: steps/s and CartPole solve step with the defaults (and two variants of
+     the 2-process run), 3 seeds, and steps/s on HalfCheetah-v5 with the continuous defaults, 100k steps. The
+     machine's load average is reported beside.
 
 CleanRL (its cleanrl/ folder) and SB3 are not part of this project: point the flags at your own copies. CleanRL
 pins gymnasium 0.29.1, so give it its own virtual environment. --skip-* flags leave parts out. Nothing here runs
@@ -136,7 +140,9 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3, help="repetitions of each side-by-side timing")
     parser.add_argument("--core", type=int, default=0, help="CPU core to pin every run to")
     parser.add_argument("--out", type=Path, default=None, help="also write the tables to this markdown file")
-    for part in ("table1", "table2", "table3", "scaling", "profile"):
+    parser.add_argument("--torchrun-cores", default=f"0-{os.cpu_count() - 1}",
+                        help="cores for part 6, where 1- and 2-process runs share them (taskset -c syntax)")
+    for part in ("table1", "table2", "table3", "scaling", "profile", "torchrun"):
         parser.add_argument(f"--skip-{part}", action="store_true")
     args = parser.parse_args()
     runs = Path(tempfile.mkdtemp(prefix="ppo-bench-"))
@@ -244,6 +250,53 @@ def main() -> None:
                    for _, c in columns)] for k in stages]
         emit("5. Where the time goes: µs per environment step in each stage",
              table(["stage", *(name for name, _ in columns)], rows))
+
+    # 6. torchrun: 1 process against 2, alternated run by run, on the same cores.
+    if not args.skip_torchrun:
+        torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(PPO)]
+        # --num-envs 8: the batch and minibatches of one process; --num-minibatches 8: its gradient steps per env step
+        settings = {"1 process": ([sys.executable, str(PPO)], []), "2 processes": (torchrun, []),
+                    "2 processes, --num-envs 8": (torchrun, ["--num-envs", "8"]),
+                    "2 processes, --num-minibatches 8": (torchrun, ["--num-minibatches", "8"])}
+
+        def measure(launcher, flags):
+            load = os.getloadavg()[0]
+            r = timed([*launcher, *flags, "--runs-dir", str(runs), "--quiet"], args.torchrun_cores)
+            run_dir = run_dir_of(r["stdout"])
+            last = updates(run_dir)[-1]
+            return dict(r, load=load, sps=int(last["global_step"]) / float(last["wall_time"]),
+                        solved=solved_at(episodes(run_dir)),
+                        last100=statistics.mean(float(e["episodic_return"]) for e in episodes(run_dir)[-100:]))
+
+        cartpole = {name: [] for name in settings}
+        for seed in range(1, args.reps + 1):
+            for name, (launcher, extra) in settings.items():
+                cartpole[name].append(measure(launcher, ["--env-id", "CartPole-v1", "--seed", str(seed), *extra]))
+        base = statistics.median(x["sps"] for x in cartpole["1 process"])
+        rows = [[name, len(rs), summary([x["sps"] for x in rs], "{:,.0f}"),
+                 f"{statistics.median(x['sps'] for x in rs) / base:.2f}×", summary([x["wall"] for x in rs]),
+                 summary([x["solved"][0] for x in rs if x["solved"]], "{:,.0f}"),
+                 summary([x["solved"][1] for x in rs if x["solved"]], "{:.2f}"),
+                 f"{sum(1 for x in rs if x['solved'])}/{len(rs)}", summary([x["last100"] for x in rs]),
+                 summary([x["load"] for x in rs])] for name, rs in cartpole.items()]
+        emit("6a. CartPole-v1, defaults, 500k steps: 1 process against 2 (torchrun), seeds 1.."
+             f"{args.reps}, cores {args.torchrun_cores}",
+             table(["setting", "runs", "training steps/s", "vs 1 process", "whole-process wall s", "solve step",
+                    "solve training s", "solved", "last-100 return", "load average at start"], rows))
+        cheetah = {name: [] for name in list(settings)[:2]}
+        for seed in range(1, args.reps + 1):
+            for name in cheetah:
+                launcher, extra = settings[name]
+                cheetah[name].append(measure(launcher, ["--env-id", "HalfCheetah-v5", "--total-timesteps", "100000",
+                                                        "--seed", str(seed), *extra]))
+        base = statistics.median(x["sps"] for x in cheetah["1 process"])
+        rows = [[name, len(rs), summary([x["sps"] for x in rs], "{:,.0f}"),
+                 f"{statistics.median(x['sps'] for x in rs) / base:.2f}×", summary([x["wall"] for x in rs]),
+                 summary([x["load"] for x in rs])] for name, rs in cheetah.items()]
+        emit(f"6b. HalfCheetah-v5, continuous defaults, 100k steps: 1 process against 2 (torchrun), "
+             f"cores {args.torchrun_cores}",
+             table(["setting", "runs", "training steps/s", "vs 1 process", "whole-process wall s",
+                    "load average at start"], rows))
 
     if args.out:
         args.out.write_text("\n".join(report) + "\n")
