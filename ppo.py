@@ -81,8 +81,8 @@ class Args:
     exp_name: str = "ppo"
     """a name for this experiment; part of the run directory's name"""
     seed: int = 1
-    """seed for torch, numpy, random and the environments; the same seed on the CPU gives the same run. Under
-    torchrun, process r draws from seed + r, so the processes collect different episodes"""
+    """seed for torch, numpy, random and the environments; the same seed on the CPU gives the same run.
+    Under torchrun, process r draws from seed + r, so the processes collect different episodes"""
     total_timesteps: int = 500_000
     """environment steps to train for, summed over all parallel environments (and all processes, under torchrun).
     Rounded down to whole iterations of num_envs * num_steps; the run's first line says how many will run"""
@@ -976,7 +976,8 @@ class Run:
         self.tb = open_tensorboard(self.dir) if args.tensorboard and self.rank == 0 else None
         self.start_time, self.wall_offset, self.start_step = time.time() - wall_offset, wall_offset, self.global_step
         # Returns of the last 100 episodes; a resumed run starts with those its episodes.csv already holds.
-        self.recent = deque((float(r["episodic_return"]) for r in self.episode_log.rows), maxlen=100)
+        kept = self.episode_log.rows if self.episode_log else []     # rank 0 alone keeps the logs
+        self.recent = deque((float(r["episodic_return"]) for r in kept), maxlen=100)
         self.episode_returns, self.episode_steps = [], []           # this session's episodes, for the caller
         self.signum: int | None = None
         self.last_print, self.tty = 0.0, sys.stdout.isatty()
