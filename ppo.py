@@ -136,6 +136,8 @@ class Args:
     """passes over the same rollout per update. More squeezes more from each sample, but drifts further"""
     norm_adv: bool = True
     """normalize advantages to mean 0 and std 1 within each minibatch"""
+    recompute_adv: bool = False
+    """recompute advantages and value targets before every epoch, with the critic as the last epoch left it"""
     clip_coef: float = 0.2
     """the PPO clip range epsilon: the new/old probability ratio is kept within [1 - eps, 1 + eps]. 0.1 to 0.3"""
     clip_vloss: bool = False
@@ -729,15 +731,28 @@ def collect_rollout(envs: gym.vector.VectorEnv, agent: Agent, rollout: Rollout, 
 #     delta_t = r_t + gamma * V(s_{t+1}) - V(s_t)
 # into  A_t = delta_t + (gamma * lambda) * A_{t+1}, computed backwards from the end of the rollout.
 # ======================================================================================================================
-def next_state_values(agent: Agent, rollout: Rollout) -> np.ndarray:
-    """V(s_{t+1}) for every step, (T, N): the value of the state each step led to. That is the next step's V(s_t);
-    after the last step, V(rollout.next_obs); and where a time limit cut an episode, V(that episode's *final*
-    state), not V(the first state of the next episode, which the env has already reset to)."""
+def next_state_values(agent: Agent, rollout: Rollout, values: np.ndarray) -> np.ndarray:
+    """V(s_{t+1}) for every step, (T, N), given values = V(s_t): the value of the state each step led to. That is
+    the next step's V(s_t); after the last step, V(rollout.next_obs); and where a time limit cut an episode,
+    V(that episode's *final* state), not V(the first state of the next episode, which the env has already reset
+    to)."""
     with torch.inference_mode():
         device = next(agent.parameters()).device
         last = agent.value(torch.as_tensor(rollout.next_obs, device=device)).cpu().numpy()     # (N,)
-    next_values = np.concatenate([rollout.values[1:], last[None]])                           # (T, N)
+    next_values = np.concatenate([values[1:], last[None]])                                   # (T, N)
     return np.where(rollout.truncations == 1, rollout.final_values, next_values)
+
+
+def critic_values(agent: Agent, rollout: Rollout) -> np.ndarray:
+    """V(s_t) for every step, (T, N), from the critic as it is now (rollout.values holds it as it was when acting).
+    For --recompute-adv: after an epoch of updates the critic predicts better, and so gives better advantages
+    (Andrychowicz et al. 2021 found recomputing them before every epoch helps). The final values at time limits stay
+    those of acting time: the rollout does not keep the final observations, and they touch one step per episode."""
+    T, N = rollout.values.shape
+    with torch.inference_mode():
+        device = next(agent.parameters()).device
+        obs = torch.from_numpy(rollout.obs.reshape(T * N, *rollout.obs.shape[2:])).to(device)
+        return agent.value(obs).reshape(T, N).cpu().numpy()
 
 
 def compute_gae(rewards: np.ndarray, values: np.ndarray, next_values: np.ndarray, terminations: np.ndarray,
@@ -815,14 +830,17 @@ def ppo_loss(agent: Agent, mb: dict[str, torch.Tensor], args: Args) -> tuple[tor
 
 
 def ppo_update(agent: Agent, optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor], args: Args,
-               loss_fn=ppo_loss) -> dict[str, float]:
+               loss_fn=ppo_loss, recompute: Callable[[], dict] | None = None) -> dict[str, float]:
     """Steps 3 and 4: several epochs of minibatch gradient steps on one rollout. `batch` holds the whole flattened
     rollout (each tensor (B, ...)); each epoch reshuffles it into minibatches of B / num_minibatches. Returns
-    the mean of every part loss_fn reports, and the gradient norm, over the last epoch's minibatches.
+    the mean of every part loss_fn reports, and the gradient norm, over the last epoch's minibatches. If given,
+    recompute() returns fresh batch entries (advantages, returns) before every epoch after the first.
 
     Under torchrun each process runs this on its own rollout, and they average their gradients before every step,
     so that all take the same step: one update learns from the K processes' minibatches together."""
     for epoch in range(args.update_epochs):
+        if epoch > 0 and recompute is not None:
+            batch = {**batch, **recompute()}
         parts = []                       # kept per minibatch as tensors; summarized once per epoch (fewer syncs)
         for mb_inds in torch.randperm(args.batch_size).split(args.minibatch_size):
             loss, mb_parts = loss_fn(agent, {k: b_v[mb_inds] for k, b_v in batch.items()}, args)
@@ -895,11 +913,20 @@ def train(args: Args, loss_fn=ppo_loss) -> dict:
 
             # 2. Compute advantages with GAE (on scaled rewards, under --norm-reward).
             rewards = reward_scaler.scale(rollout.rewards)
-            advantages, returns = compute_gae(rewards, rollout.values, next_state_values(agent, rollout),
-                                              rollout.terminations, rollout.truncations, args.gamma, args.gae_lambda)
+
+            def gae(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:          # values: V(s_t), (T, N)
+                return compute_gae(rewards, values, next_state_values(agent, rollout, values),
+                                   rollout.terminations, rollout.truncations, args.gamma, args.gae_lambda)
+            advantages, returns = gae(rollout.values)
+
+            def recompute() -> dict[str, torch.Tensor]:            # --recompute-adv: step 2 again, with V as it is now
+                advantages, returns = gae(critic_values(agent, rollout))
+                return {k: v for k, v in rollout.flatten(advantages, returns, device).items()
+                        if k in ("advantages", "returns")}
 
             # 3 and 4. The clipped update, with the entropy bonus inside the loss.
-            diagnostics = ppo_update(agent, optimizer, rollout.flatten(advantages, returns, device), args, loss_fn)
+            diagnostics = ppo_update(agent, optimizer, rollout.flatten(advantages, returns, device), args, loss_fn,
+                                     recompute if args.recompute_adv else None)
             if args.norm_obs:                                      # the statistics take in this rollout, for the next
                 agent.obs_rms.update(torch.from_numpy(rollout.obs.reshape(-1, *spaces[0].shape)).to(device))
 

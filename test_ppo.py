@@ -464,6 +464,31 @@ def test_same_seed_gives_identical_episodes(tmp_path):
     assert len(first) > 50 and first == second
 
 
+@pytest.mark.parametrize("recompute", [False, True])
+def test_recompute_adv_bootstraps_every_epoch_from_the_critic_as_it_is_now(recompute, tmp_path):
+    # returns - advantages is the V(s_t) that GAE used. Without --recompute-adv that is the critic at acting time
+    # in every epoch; with it, from the second epoch on, the critic as the previous epoch left it. One minibatch per
+    # epoch, so loss_fn sees each epoch's batch before that epoch's gradient step.
+    seen = []
+
+    def spy(agent, mb, args):
+        with torch.no_grad():
+            critic_now = agent.value(mb["obs"])
+        used = mb["returns"] - mb["advantages"]
+        seen.append((torch.allclose(used, mb["values"], atol=1e-5), torch.allclose(used, critic_now, atol=1e-5)))
+        return ppo.ppo_loss(agent, mb, args)
+
+    args = ppo.Args(num_envs=2, num_steps=32, total_timesteps=128, num_minibatches=1, update_epochs=3,
+                    recompute_adv=recompute, runs_dir=str(tmp_path), quiet=True, tensorboard=False)
+    ppo.train(args, loss_fn=spy)
+    assert len(seen) == 2 * 3
+    for epoch, (acting_values, current_values) in enumerate(seen):
+        if epoch % 3 == 0:
+            assert acting_values and current_values       # nothing has changed the critic yet in this update
+        else:
+            assert (acting_values, current_values) == ((False, True) if recompute else (True, False))
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Images: the CNN path (a tiny pixel env of our own, so CI needs no Atari ROMs), and Atari when ale-py is installed
 # ---------------------------------------------------------------------------------------------------------------------
