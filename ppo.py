@@ -89,9 +89,7 @@ class Args:
     preset: str | None = None
     """named settings for one env, put on top of the defaults (flags still win; notes/results.md scores them):
     mountaincar: MountainCar-v0, --norm-obs --ent-coef 0.01 (scale the tiny velocity, keep exploring)
-    halfcheetah-zoo: HalfCheetah, the SB3 zoo's tuned settings (256x256 ReLU, lr 2.1e-5, 20 epochs, clip 0.1)
-    hopper-zoo: Hopper, the SB3 zoo's tuned settings (which stand still here)
-    walker2d-zoo: Walker2d, the SB3 zoo's tuned settings (lr 5.1e-5, 20 epochs, clip 0.1)"""
+    halfcheetah-zoo: HalfCheetah, the SB3 zoo's tuned settings (256x256 ReLU, lr 2.1e-5, 20 epochs, clip 0.1)"""
 
     # --- the environments ---
     num_envs: int = 16
@@ -1604,15 +1602,6 @@ PRESETS = {
         gamma=0.98, gae_lambda=0.92, clip_coef=0.1, clip_vloss=False, ent_coef=4.01762e-4, vf_coef=0.58096,
         max_grad_norm=0.8, hidden_sizes=(256, 256), activation="relu", log_std_init=-2.0, ortho_init=False,
         norm_adv=True),
-    "hopper-zoo": dict(     # the zoo's settings, which here get stuck standing still (notes/results.md)
-        num_envs=1, num_steps=512, num_minibatches=16, update_epochs=5, learning_rate=9.80828e-5, anneal_lr=False,
-        gamma=0.999, gae_lambda=0.99, clip_coef=0.2, clip_vloss=False, ent_coef=2.29519e-3, vf_coef=0.835671,
-        max_grad_norm=0.7, hidden_sizes=(256, 256), activation="relu", log_std_init=-2.0, ortho_init=False,
-        norm_adv=True),
-    "walker2d-zoo": dict(
-        num_envs=1, num_steps=512, num_minibatches=16, update_epochs=20, learning_rate=5.05041e-5, anneal_lr=False,
-        gamma=0.99, gae_lambda=0.95, clip_coef=0.1, clip_vloss=False, ent_coef=5.85045e-4, vf_coef=0.871923,
-        max_grad_norm=1.0, log_std_init=0.0, norm_adv=True),
 }
 
 
