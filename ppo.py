@@ -203,23 +203,29 @@ class Args:
         return self.total_timesteps // self.batch_size
 
 
-# Defaults follow the action space. The dataclass defaults above are for discrete actions (CartPole, Acrobot):
-# 16 envs x 64 steps give 1024 transitions per update, used in 4 epochs of 4 minibatches of 256 with a high
-# learning rate, no value clipping and no entropy bonus. Of the settings we measured (notes/README.md) they solve
-# CartPole fastest without losing on Acrobot; large minibatches are what a CPU runs efficiently.
-# Continuous control (MuJoCo) starts from CleanRL's ppo_continuous_action.py settings (normalized observations and
-# rewards, lr 3e-4, 10 epochs of minibatches of 64, 2048 transitions per update, no entropy bonus) and changes what
-# Tianshou's MuJoCo PPO and Andrychowicz et al. 2021 ("What Matters in On-Policy RL?") found to matter: 8 envs x 256
-# steps instead of 1 x 2048 (more varied episodes per update, and the policy acts on 8 states per call: 1M steps
-# take half the time); a starting action std of 0.6 (log std -0.5) instead of 1, so that early actions are not
-# mostly clipped noise; no value clipping, which Andrychowicz et al. found hurts; a value loss weight of 0.25; and no
-# per-minibatch advantage normalization (rewards are already scaled). notes/results.md has the screen on
-# HalfCheetah, Hopper and Walker2d (3 seeds each): higher than CleanRL's settings on all three. `default_args`
-# applies these.
+# Defaults follow the observation and the action space. The dataclass defaults above are for discrete actions
+# (CartPole, Acrobot): 16 envs x 64 steps give 1024 transitions per update, used in 4 epochs of 4 minibatches of 256
+# with a high learning rate, no value clipping and no entropy bonus. Of the settings we measured (notes/README.md)
+# they solve CartPole fastest without losing on Acrobot; large minibatches are what a CPU runs efficiently.
+# Real-valued vector observations (CartPole's, LunarLander's, MuJoCo's), whatever the action space, are normalized,
+# and so are the rewards: inputs whose scales differ by 100x (a position in metres beside a velocity) otherwise
+# leave the small ones unheard (LunarLander-v3 at 1M steps: 143 with, -44 without, 3 seeds). One-hot observations
+# (Taxi's Discrete state) already are 0 or 1, and normalizing them hurt (Taxi-v4: -36 against 7); images are
+# scaled by the agent.
+VECTOR_DEFAULTS = dict(norm_obs=True, norm_reward=True)
+# Continuous control (MuJoCo) starts from CleanRL's ppo_continuous_action.py settings (lr 3e-4, 10 epochs of
+# minibatches of 64, 2048 transitions per update, no entropy bonus) and changes what Tianshou's MuJoCo PPO and
+# Andrychowicz et al. 2021 ("What Matters in On-Policy RL?") found to matter: 8 envs x 256 steps instead of 1 x 2048
+# (more varied episodes per update, and the policy acts on 8 states per call: 1M steps take half the time); a
+# starting action std of 0.6 (log std -0.5) instead of 1, so that early actions are not mostly clipped noise; no
+# value clipping, which Andrychowicz et al. found hurts; a value loss weight of 0.25; and no per-minibatch advantage
+# normalization (rewards are already scaled); and, as both do, advantages recomputed before every epoch
+# (--recompute-adv), from a critic that the previous epoch improved. notes/results.md has the screens and the
+# confirmation on 4 MuJoCo envs.
 CONTINUOUS_DEFAULTS = dict(
     total_timesteps=1_000_000, num_envs=8, num_steps=256, learning_rate=3e-4, num_minibatches=32,
-    update_epochs=10, ent_coef=0.0, norm_obs=True, norm_reward=True, clip_vloss=False, vf_coef=0.25,
-    norm_adv=False, log_std_init=-0.5,
+    update_epochs=10, ent_coef=0.0, clip_vloss=False, vf_coef=0.25, norm_adv=False, log_std_init=-0.5,
+    recompute_adv=True,
 )
 # Images (Atari, or any env whose observation is a 3-D Box of uint8) follow the observation instead, and win over
 # the action space's defaults: CleanRL's ppo_atari.py settings for the Nature CNN. A small learning rate and clip
@@ -1601,21 +1607,23 @@ PRESETS = {
         num_envs=1, num_steps=512, num_minibatches=8, update_epochs=20, learning_rate=2.0633e-5, anneal_lr=False,
         gamma=0.98, gae_lambda=0.92, clip_coef=0.1, clip_vloss=False, ent_coef=4.01762e-4, vf_coef=0.58096,
         max_grad_norm=0.8, hidden_sizes=(256, 256), activation="relu", log_std_init=-2.0, ortho_init=False,
-        norm_adv=True),
+        norm_adv=True, recompute_adv=False),
 }
 
 
 def default_args(env_id: str, preset: str | None = None, **overrides) -> Args:
-    """The defaults for `env_id`'s action space and observation (images: ATARI_DEFAULTS), then the preset's
-    settings, then `overrides`: `train(default_args("Hopper-v5", seed=2))`,
+    """The defaults for `env_id`'s observation and action space (VECTOR_, CONTINUOUS_, ATARI_DEFAULTS), then the
+    preset's settings, then `overrides`: `train(default_args("Hopper-v5", seed=2))`,
     `default_args("HalfCheetah-v5", preset="halfcheetah-zoo")`. An unknown preset adds nothing here; check_args
     refuses it."""
     env = make_env(env_id)
     continuous, image = isinstance(env.action_space, gym.spaces.Box), is_image(env.observation_space)
+    raw = env.unwrapped.observation_space                  # before any flattening: one-hot parts are not "real"
+    vector = isinstance(raw, gym.spaces.Box) and np.issubdtype(raw.dtype, np.floating) and not image
     env.close()
     return dataclasses.replace(Args(env_id=env_id, preset=preset), **{
-        **(CONTINUOUS_DEFAULTS if continuous else {}), **(ATARI_DEFAULTS if image else {}), **PRESETS.get(preset, {}),
-        **overrides})
+        **(VECTOR_DEFAULTS if vector else {}), **(CONTINUOUS_DEFAULTS if continuous else {}),
+        **(ATARI_DEFAULTS if image else {}), **PRESETS.get(preset, {}), **overrides})
 
 
 def _flag_value(argv: list[str], flag: str) -> str | None:

@@ -192,6 +192,16 @@ def test_presets_layer_on_defaults_and_flags_win():
     assert ppo.parse_args(["--env-id", "MountainCar-v0", "--preset", "mountaincar"]).ent_coef == 0.01
 
 
+def test_defaults_normalize_real_valued_vector_observations_only():
+    # Real-valued vectors get observation and reward normalization whatever the action space; one-hot states
+    # (Taxi's Discrete, Blackjack's Tuple of Discretes) and images do not.
+    for env_id, normalized in [("CartPole-v1", True), ("Pendulum-v1", True), ("Taxi-v4", False),
+                               ("Blackjack-v1", False), ("PixelSide-v0", False)]:
+        args = ppo.default_args(env_id)
+        assert (args.norm_obs, args.norm_reward) == (normalized, normalized), env_id
+    assert ppo.parse_args(["--env-id", "CartPole-v1", "--no-norm-obs"]).norm_obs is False      # a flag still wins
+
+
 class SpacesEnv(gym.Env):
     """An env with the spaces it is given, and (optionally) an action mask in its reset's info; it only resets."""
 
