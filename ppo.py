@@ -219,13 +219,12 @@ VECTOR_DEFAULTS = dict(norm_obs=True, norm_reward=True)
 # (more varied episodes per update, and the policy acts on 8 states per call: 1M steps take half the time); a
 # starting action std of 0.6 (log std -0.5) instead of 1, so that early actions are not mostly clipped noise; no
 # value clipping, which Andrychowicz et al. found hurts; a value loss weight of 0.25; and no per-minibatch advantage
-# normalization (rewards are already scaled); and, as both do, advantages recomputed before every epoch
-# (--recompute-adv), from a critic that the previous epoch improved. notes/results.md has the screens and the
-# confirmation on 4 MuJoCo envs.
+# normalization (rewards are already scaled). Their other shared advice, recomputing advantages before every epoch
+# (--recompute-adv), helped Hopper but cost Walker2d more, so it stays a flag. notes/results.md has the screens and
+# the confirmation on 4 MuJoCo envs.
 CONTINUOUS_DEFAULTS = dict(
     total_timesteps=1_000_000, num_envs=8, num_steps=256, learning_rate=3e-4, num_minibatches=32,
     update_epochs=10, ent_coef=0.0, clip_vloss=False, vf_coef=0.25, norm_adv=False, log_std_init=-0.5,
-    recompute_adv=True,
 )
 # Images (Atari, or any env whose observation is a 3-D Box of uint8) follow the observation instead, and win over
 # the action space's defaults: CleanRL's ppo_atari.py settings for the Nature CNN. A small learning rate and clip
@@ -1607,7 +1606,7 @@ PRESETS = {
         num_envs=1, num_steps=512, num_minibatches=8, update_epochs=20, learning_rate=2.0633e-5, anneal_lr=False,
         gamma=0.98, gae_lambda=0.92, clip_coef=0.1, clip_vloss=False, ent_coef=4.01762e-4, vf_coef=0.58096,
         max_grad_norm=0.8, hidden_sizes=(256, 256), activation="relu", log_std_init=-2.0, ortho_init=False,
-        norm_adv=True, recompute_adv=False),
+        norm_adv=True),
 }
 
 
