@@ -755,7 +755,8 @@ def test_every_env_id_the_docs_name_runs():
     docs = [HERE / "README.md", *sorted((HERE / "notes").glob("*.md")), *sorted((HERE / "notes").glob("*.py"))]
     text = "\n".join(p.read_text() for p in docs) + ppo.__doc__
     env_ids = set(re.findall(r"(?<![\w:/-])([A-Z][A-Za-z0-9]*-v\d+)\b", text))   # not `module:Id-v0`, `ALE/Pong-v5`
-    named_as_examples = {"CartPol-v1", "GoRight-v0", "MyEnv-v0", "EnvId-v0", "LunarLander-v3",   # typos, custom, Box2D
+    named_as_examples = {"CartPol-v1", "GoRight-v0", "MyEnv-v0", "EnvId-v0", "LunarLander-v3",   # typos, custom, Box2D,
+                         "LunarLander-v2",                                # the SB3 zoo's id for its figure,
                          "CarRacing-v3", "NoFrameskip-v4"}                                  # Box2D, `*NoFrameskip-v4`
     assert {"CartPole-v1", "HalfCheetah-v5", "Hopper-v4"} <= env_ids
     try:
