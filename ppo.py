@@ -837,13 +837,13 @@ def ppo_update(agent: Agent, optimizer: torch.optim.Optimizer, batch: dict[str, 
     """Steps 3 and 4: several epochs of minibatch gradient steps on one rollout. `batch` holds the whole flattened
     rollout (each tensor (B, ...)); each epoch reshuffles it into minibatches of B / num_minibatches. Returns
     the mean of every part loss_fn reports, and the gradient norm, over the last epoch's minibatches. If given,
-    recompute() returns fresh batch entries (advantages, returns) before every epoch after the first.
+    recompute() returns the batch again, with fresh advantages and returns, before every epoch after the first.
 
     Under torchrun each process runs this on its own rollout, and they average their gradients before every step,
     so that all take the same step: one update learns from the K processes' minibatches together."""
     for epoch in range(args.update_epochs):
         if epoch > 0 and recompute is not None:
-            batch = {**batch, **recompute()}
+            batch = recompute()
         parts = []                       # kept per minibatch as tensors; summarized once per epoch (fewer syncs)
         for mb_inds in torch.randperm(args.batch_size).split(args.minibatch_size):
             loss, mb_parts = loss_fn(agent, {k: b_v[mb_inds] for k, b_v in batch.items()}, args)
@@ -923,9 +923,7 @@ def train(args: Args, loss_fn=ppo_loss) -> dict:
             advantages, returns = gae(rollout.values)
 
             def recompute() -> dict[str, torch.Tensor]:            # --recompute-adv: step 2 again, with V as it is now
-                advantages, returns = gae(critic_values(agent, rollout))
-                return {k: v for k, v in rollout.flatten(advantages, returns, device).items()
-                        if k in ("advantages", "returns")}
+                return rollout.flatten(*gae(critic_values(agent, rollout)), device)
 
             # 3 and 4. The clipped update, with the entropy bonus inside the loss.
             diagnostics = ppo_update(agent, optimizer, rollout.flatten(advantages, returns, device), args, loss_fn,

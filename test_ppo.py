@@ -751,7 +751,8 @@ def test_mujoco_starts_quietly_and_writes_no_log_file(tmp_path):
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")     # the -v4 ids kept for comparison with published tables
-def test_every_env_id_the_docs_name_runs():
+def test_every_env_id_the_docs_name_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)                  # MuJoCo writes MUJOCO_LOG.TXT into the current folder: not the repo's
     docs = [HERE / "README.md", *sorted((HERE / "notes").glob("*.md")), *sorted((HERE / "notes").glob("*.py"))]
     text = "\n".join(p.read_text() for p in docs) + ppo.__doc__
     env_ids = set(re.findall(r"(?<![\w:/-])([A-Z][A-Za-z0-9]*-v\d+)\b", text))   # not `module:Id-v0`, `ALE/Pong-v5`
