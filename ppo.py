@@ -14,50 +14,40 @@ Run it:
     pip install -r requirements.txt
     python ppo.py --env-id CartPole-v1                     # discrete actions: solves in seconds
     python ppo.py --env-id HalfCheetah-v5                  # continuous actions: MuJoCo defaults
-    python ppo.py --env-id HalfCheetah-v5 --preset halfcheetah-zoo   # one env's tuned settings (--help lists them)
-    python ppo.py --env-id ALE/Breakout-v5                 # pixels get a CNN; Atari needs its optional packages:
-                                                           #   pip install "gymnasium[atari]" opencv-python-headless
     python ppo.py --env-id CartPole-v1 --help              # every flag, with the values that will be used
     python ppo.py --evaluate runs/<run>/checkpoint.pt      # score a saved agent
-    torchrun --standalone --nproc-per-node 2 ppo.py --env-id CartPole-v1   # one agent trained by 2 processes
+README.md has more: other kinds of env, several processes, your own env.
 
-The file has two parts. Part I is PPO itself, the chapter to read and to copy:
-    Hyperparameters (Args) -> Environments -> Normalization -> The agent -> The rollout -> Advantages (GAE)
-    -> The clipped update -> train(), whose loop is the five steps above.
-Part II is what a long run needs to survive its user: the run directory, logs, checkpoints and resume, Ctrl-C,
-several processes under torchrun, the argument checks, evaluation and the command line.
+The file has three parts. Part I, PPO, is the chapter to read and to copy, for vector observations and every
+action space: Hyperparameters (Args) -> Environments -> Normalization -> The agent -> The rollout -> Advantages
+(GAE) -> The clipped update -> train(), whose loop is the five steps above. Part II, beyond vectors: other
+observations, legal-action rules and several processes, each entering Part I through one named call that changes
+nothing when its feature is off (Part II opens with their list). Part III, running it for real: the run
+directory, logs, checkpoints and resume, Ctrl-C, the argument checks, the per-space defaults and presets,
+evaluation and the command line.
 
-What it leaves out on purpose: recurrent policies, hyperparameter search. `notes/` explains each idea in more
-depth and says how to add those.
+To change...              edit...
+  a loss term             ppo_loss: its docstring has the recipe, and `terms` hands a loss of your own the
+                          ratio with its gradient, so a new term needs no second forward pass
+  the network             Agent (its docstring is the contract the rest of the file relies on)
+  the advantage estimator compute_gae, and gae() inside train, the one place that calls it
+  a logged metric         the dict ppo_loss returns: each entry is averaged over the last epoch's minibatches
+                          (and over processes, under torchrun) into updates.csv
+  the environment         register your env with gymnasium, then train(default_args("MyEnv-v0"))
+
+What it leaves out on purpose: hyperparameter search. `notes/` explains each idea in more depth.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
-import dataclasses
-import difflib
-import importlib.util
-import io
-import itertools
 import math
-import os
-import random
-import re
-import signal
-import sys
-import threading
-import time
-import warnings
-from collections import deque
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Literal
 
 import gymnasium as gym
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn as nn
 from torch.distributions import Categorical, Distribution, Independent, Normal
 
@@ -70,7 +60,9 @@ from torch.distributions import Categorical, Distribution, Independent, Normal
 
 # ======================================================================================================================
 # Hyperparameters. tyro turns every field into a command-line flag (`num_envs` -> `--num-envs`) and every docstring
-# into its `--help` text. Names and meanings follow CleanRL's ppo.py so that its users feel at home.
+# into its `--help` text. Names and meanings follow CleanRL's ppo.py so that its users feel at home. These are the
+# PPO knobs; Part III extends the class with the flags for running a run, and adapts these discrete-action
+# defaults to the env's spaces (default_args).
 # ======================================================================================================================
 @dataclass
 class Args:
@@ -78,18 +70,12 @@ class Args:
     env_id: str = "CartPole-v1"
     """gymnasium environment id, e.g. CartPole-v1, HalfCheetah-v5, ALE/Breakout-v5 (Atari).
     `module:EnvId-v0` imports your own module first (it must register the id)"""
-    exp_name: str = "ppo"
-    """a name for this experiment; part of the run directory's name"""
     seed: int = 1
     """seed for torch, numpy, random and the environments; the same seed on the CPU gives the same run.
     Under torchrun, process r draws from seed + r, so the processes collect different episodes"""
     total_timesteps: int = 500_000
     """environment steps to train for, summed over all parallel environments (and all processes, under torchrun).
     Rounded down to whole iterations of num_envs * num_steps; the run's first line says how many will run"""
-    preset: str | None = None
-    """named settings for one env, put on top of the defaults (flags still win; notes/results.md scores them):
-    mountaincar: MountainCar-v0, --norm-obs --ent-coef 0.01 (scale the tiny velocity, keep exploring)
-    halfcheetah-zoo: HalfCheetah, the SB3 zoo's tuned settings (256x256 ReLU, lr 2.1e-5, 20 epochs, clip 0.1)"""
 
     # --- the environments ---
     num_envs: int = 16
@@ -114,10 +100,6 @@ class Args:
     """continuous actions: the Gaussian policy's starting log std (0 = std 1; -2 = std 0.14, less exploration)"""
     ortho_init: bool = True
     """orthogonal initial weights, with a tiny last policy layer (see layer_init); off = PyTorch's default init"""
-    action_mask: bool = True
-    """where the env says which actions are legal, the policy chooses only among them.
-    The env says so in info["action_mask"] or in an "action_mask" key of a Dict observation.
-    --no-action-mask ignores the mask, to see the difference"""
 
     # --- the PPO update ---
     learning_rate: float = 2.5e-3
@@ -140,7 +122,7 @@ class Args:
     """the PPO clip range epsilon: the new/old probability ratio is kept within [1 - eps, 1 + eps]. 0.1 to 0.3"""
     clip_vloss: bool = False
     """also clip the value update to +-clip_coef around the old prediction (CleanRL, the original PPO code).
-    It acts in return units, so with unnormalized rewards it holds the critic back: off for discrete, on for Box"""
+    It acts in return units, so with unnormalized rewards it holds the critic back: off by default"""
     ent_coef: float = 0.0
     """weight of the entropy bonus, which rewards uncertainty and so keeps the agent exploring. 0 to 0.01.
     0.01 helps tasks where exploration is hard, but slows the last steps to a precise policy (CartPole)"""
@@ -150,43 +132,6 @@ class Args:
     """clip the global gradient norm to this; guards against the occasional huge gradient"""
     target_kl: float | None = None
     """stop this update's epochs early once the approximate KL to the old policy exceeds this (e.g. 0.015)"""
-
-    # --- running, saving, watching (used by Part II) ---
-    torch_deterministic: bool = True
-    """ask torch for deterministic kernels (matters on a GPU; the CPU path is deterministic anyway)"""
-    cuda: bool = False
-    """train on the GPU. Off by default: networks this small run faster on the CPU. Refused if no GPU is present"""
-    compile: bool = False
-    """compile the PPO loss with torch.compile: ~20 s to compile, then each gradient step ~1.6x faster on a CPU.
-    Pays off only for long runs with many minibatches (MuJoCo defaults); needs a C++ compiler"""
-    torch_threads: int = 1
-    """CPU threads for torch. One is fastest for 64x64 networks: more threads cost more to start than they save"""
-    capture_video: bool = False
-    """record videos of the first environment to <run_dir>/videos.
-    Needs moviepy, and pygame for the envs drawn with it (classic control, toy text): pip install moviepy pygame"""
-    runs_dir: str = "runs"
-    """folder under which each run gets its own directory"""
-    save_every: int = 25
-    """write a checkpoint every this many iterations (and always at the end); a crash loses at most that much"""
-    resume: str | None = None
-    """path to a checkpoint.pt: continue that run in its directory, up to --total-timesteps"""
-    evaluate: str | None = None
-    """path to a checkpoint.pt: do not train; play --eval-episodes episodes with it and print the mean return"""
-    eval_episodes: int = 10
-    """episodes played by --evaluate"""
-    eval_stochastic: bool = False
-    """with --evaluate: sample actions from the policy instead of taking the most likely (mean) action"""
-    tensorboard: bool = True
-    """also write TensorBoard event files, if the optional `tensorboard` package is installed"""
-    track: bool = False
-    """also log the TensorBoard scalars to Weights & Biases, as CleanRL does: pip install wandb, then wandb login.
-    With WANDB_MODE=offline the W&B logs stay in the run directory (wandb sync uploads them later)"""
-    wandb_project_name: str = "ppo"
-    """the W&B project that --track logs to"""
-    wandb_entity: str | None = None
-    """the W&B team or user that owns the project; None means your own account"""
-    quiet: bool = False
-    """no progress line; only the first and last lines of the run"""
 
     @property
     def batch_size(self) -> int:
@@ -203,112 +148,14 @@ class Args:
         return self.total_timesteps // self.batch_size
 
 
-# Defaults follow the observation and the action space. The dataclass defaults above are for discrete actions
-# (CartPole, Acrobot): 16 envs x 64 steps give 1024 transitions per update, used in 4 epochs of 4 minibatches of 256
-# with a high learning rate, no value clipping and no entropy bonus. Of the settings we measured (notes/README.md)
-# they solve CartPole fastest without losing on Acrobot; large minibatches are what a CPU runs efficiently.
-# Real-valued vector observations (CartPole's, LunarLander's, MuJoCo's), whatever the action space, are normalized,
-# and so are the rewards: inputs whose scales differ by 100x (a position in metres beside a velocity) otherwise
-# leave the small ones unheard (LunarLander-v3 at 1M steps: 143 with, -44 without, 3 seeds). One-hot observations
-# (Taxi's Discrete state) already are 0 or 1, and normalizing them hurt (Taxi-v4: -36 against 7); images are
-# scaled by the agent.
-VECTOR_DEFAULTS = dict(norm_obs=True, norm_reward=True)
-# Continuous control (MuJoCo) starts from CleanRL's ppo_continuous_action.py settings (lr 3e-4, 10 epochs of
-# minibatches of 64, 2048 transitions per update, no entropy bonus) and changes what Tianshou's MuJoCo PPO and
-# Andrychowicz et al. 2021 ("What Matters in On-Policy RL?") found to matter: 8 envs x 256 steps instead of 1 x 2048
-# (more varied episodes per update, and the policy acts on 8 states per call: 1M steps take half the time); a
-# starting action std of 0.6 (log std -0.5) instead of 1, so that early actions are not mostly clipped noise; no
-# value clipping, which Andrychowicz et al. found hurts; a value loss weight of 0.25; and no per-minibatch advantage
-# normalization (rewards are already scaled). Their other shared advice, recomputing advantages before every epoch
-# (--recompute-adv), helped Hopper but cost Walker2d more, so it stays a flag. notes/results.md has the screens and
-# the confirmation on 4 MuJoCo envs.
-CONTINUOUS_DEFAULTS = dict(
-    total_timesteps=1_000_000, num_envs=8, num_steps=256, learning_rate=3e-4, num_minibatches=32,
-    update_epochs=10, ent_coef=0.0, clip_vloss=False, vf_coef=0.25, norm_adv=False, log_std_init=-0.5,
-)
-# Images (Atari, or any env whose observation is a 3-D Box of uint8) follow the observation instead, and win over
-# the action space's defaults: CleanRL's ppo_atari.py settings for the Nature CNN. A small learning rate and clip
-# range, because one shared network now serves both the policy and the value; an entropy bonus, because a game's
-# rewards are sparse; pixels are scaled to [0, 1] by the agent, so no observation or reward normalization.
-# --evaluate samples its actions: a deterministic policy can freeze in a state where its favourite action is not
-# FIRE (Breakout after a lost ball) and play out the clock, 27,000 steps. The SB3 zoo evaluates PPO the same way.
-ATARI_DEFAULTS = dict(
-    total_timesteps=10_000_000, num_envs=8, num_steps=128, learning_rate=2.5e-4, anneal_lr=True, num_minibatches=4,
-    update_epochs=4, clip_coef=0.1, clip_vloss=True, ent_coef=0.01, vf_coef=0.5, max_grad_norm=0.5, norm_obs=False,
-    norm_reward=False, hidden_sizes=(), eval_stochastic=True,
-)
-
-
 # ======================================================================================================================
 # Environments. N copies of the environment step together ("vectorized"): the policy acts on a batch of N states at
 # once, which is far cheaper than N separate calls, and N independent episodes make each batch less correlated.
 # ======================================================================================================================
-def is_image(space: gym.Space) -> bool:
-    """A 3-D Box of uint8 is an image: (channels, height, width) once make_env is done. The agent gives it a CNN."""
-    return isinstance(space, gym.spaces.Box) and space.dtype == np.uint8 and len(space.shape) == 3
-
-
-def is_atari(env_id: str) -> bool:
-    """An Arcade Learning Environment game (ALE/Breakout-v5, BreakoutNoFrameskip-v4). gymnasium 1.x knows these ids
-    only once ale_py is imported, so this imports it, or says in one line how to install it."""
-    name = env_id.split(":")[-1]
-    if name.startswith("ALE/") or "NoFrameskip" in name:
-        try:
-            import ale_py
-            import cv2  # noqa: F401  (AtariPreprocessing resizes the frames with it)
-        except ImportError:
-            raise UsageError(f"--env-id {env_id}: Atari needs the optional packages ale-py and opencv; "
-                             'pip install "gymnasium[atari]" opencv-python-headless') from None
-        ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)     # no emulator banner on stderr
-        gym.register_envs(ale_py)
-    spec = gym.registry.get(name)
-    return spec is not None and str(spec.entry_point).startswith("ale_py")
-
-
 def make_env(env_id: str, render_mode: str | None = None) -> gym.Env:
     """One environment, with observations made fit for the agent's network and actions kept inside the bounds."""
-    atari = is_atari(env_id)
-    try:
-        # render_mode is passed only when asked for: many custom envs' constructors do not accept it. An Atari
-        # emulator is made to step one frame at a time (frameskip=1): AtariPreprocessing below skips frames itself.
-        env = gym.make(env_id, **({"render_mode": render_mode} if render_mode else {}),
-                       **({"frameskip": 1} if atari else {}))
-    except gym.error.DependencyNotInstalled as e:    # the id is right, a package is missing: say only what to install
-        raise UsageError(f"--env-id {env_id}: needs a package that is not installed: {e}")
-    except (gym.error.Error, ModuleNotFoundError, ImportError) as e:
-        known = list(gym.registry)
-        close = difflib.get_close_matches(env_id.split(":")[-1], known, n=3, cutoff=0.6)
-        hint = f"did you mean {', '.join(close)}?" if close else "see gymnasium.pprint_registry() for the ids"
-        raise UsageError(f"--env-id {env_id}: cannot make this environment ({type(e).__name__}: {e}); {hint}")
-    if atari:
-        # The Nature DQN's preprocessing (Mnih et al. 2015), with gymnasium's own wrappers: act on every 4th frame
-        # (the action repeats in between; the last two frames are max-pooled, because Atari sprites flicker), grey
-        # 84x84 frames, 0 to 30 no-op actions at reset so that no two games start alike, and the last 4 frames
-        # stacked, so that one observation shows which way the ball moves. The result is a (4, 84, 84) uint8 image.
-        # No FIRE at reset (CleanRL's FireResetEnv): Breakout waits for FIRE to serve the ball, but FIRE is one of
-        # its 4 actions, so even the first random policy serves within a few steps, and the agent learns it as a
-        # part of the game rather than being handed game-specific knowledge (Machado et al. 2018). A lost life is
-        # handled in make_vector_env, where it can end the training episode without ending the game.
-        env = gym.wrappers.AtariPreprocessing(env, noop_max=30, frame_skip=4, screen_size=84, grayscale_obs=True)
-        env = gym.wrappers.FrameStackObservation(env, 4)
-    elif is_image(env.observation_space) and np.argmin(env.observation_space.shape) == 2:
-        # Most envs give images channels-last, (height, width, channels), e.g. CarRacing-v3's 96x96x3; torch's Conv2d
-        # wants channels first. The channels are taken to be the smallest axis (as in SB3); check_spaces refuses an
-        # image whose smallest axis is the middle one.
-        space = env.observation_space
-        env = gym.wrappers.TransformObservation(env, lambda o: o.transpose(2, 0, 1), gym.spaces.Box(
-            space.low.transpose(2, 0, 1), space.high.transpose(2, 0, 1), dtype=np.uint8))
-    if isinstance(env.observation_space, gym.spaces.Dict) and "action_mask" in env.observation_space.spaces:
-        env = ActionMaskToInfo(env)                 # which actions are legal is for the policy, not the network's input
-    if isinstance(env.observation_space, gym.spaces.Discrete):
-        # A Discrete state (FrozenLake, Taxi) is a category, not a quantity: feed the network a one-hot vector.
-        n = int(env.observation_space.n)
-        env = gym.wrappers.TransformObservation(
-            env, lambda s: np.eye(n, dtype=np.float32)[s], gym.spaces.Box(0.0, 1.0, (n,), np.float32))
-    elif not isinstance(env.observation_space, gym.spaces.Box) and flattenable(env.observation_space):
-        # A structured state, such as Blackjack's (player's sum, dealer's card, usable ace) or a goal-conditioned
-        # env's {observation, desired_goal}, becomes one vector: the parts end to end, each Discrete part one-hot.
-        env = gym.wrappers.FlattenObservation(env)
+    env = gym_make(env_id, render_mode)      # gym.make, or one line saying why it cannot (Part III)
+    env = adapt_observations(env, env_id)    # Part II: what is not a vector becomes one, or an image; vectors pass
     if isinstance(env.action_space, gym.spaces.Box):
         # A Gaussian policy can sample outside the bounds. The env gets the clipped action; the rollout keeps the
         # unclipped sample, because that is the action whose log-probability the policy computed.
@@ -316,116 +163,19 @@ def make_env(env_id: str, render_mode: str | None = None) -> gym.Env:
     return env
 
 
-def flattenable(space: gym.Space) -> bool:
-    """Whether FlattenObservation can turn this observation into an MLP's input: Discrete, MultiDiscrete,
-    MultiBinary and 1-D Box parts, inside any Dict or Tuple. A Box of 2 or more dimensions (an image) is not:
-    flattened, its pixels would lose their neighbours, and a CNN is not what this file builds."""
-    if isinstance(space, (gym.spaces.Dict, gym.spaces.Tuple)):
-        parts = space.spaces.values() if isinstance(space, gym.spaces.Dict) else space.spaces
-        return all(flattenable(part) for part in parts)
-    return isinstance(space, (gym.spaces.Discrete, gym.spaces.MultiDiscrete, gym.spaces.MultiBinary)) or (
-        isinstance(space, gym.spaces.Box) and len(space.shape) <= 1)
-
-
-class ActionMaskToInfo(gym.Wrapper):
-    """An "action_mask" key in a Dict observation (PettingZoo's convention) moved to info["action_mask"]
-    (gymnasium's, as Taxi gives it): the rest of the file reads the mask from one place, and never as an input."""
-
-    def __init__(self, env: gym.Env):
-        super().__init__(env)
-        self.observation_space = gym.spaces.Dict(
-            {key: part for key, part in env.observation_space.spaces.items() if key != "action_mask"})
-
-    def reset(self, **kwargs):
-        return self._move_mask(*self.env.reset(**kwargs))
-
-    def step(self, action):
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        obs, info = self._move_mask(obs, info)
-        return obs, reward, terminated, truncated, info
-
-    @staticmethod
-    def _move_mask(obs: dict, info: dict) -> tuple[dict, dict]:
-        obs = dict(obs)
-        return obs, {**info, "action_mask": obs.pop("action_mask")}
-
-
-def make_vector_env(args: Args, video_dir: Path | None = None) -> gym.vector.VectorEnv:
-    """N copies of make_env(args.env_id) stepping together; the first one films itself into video_dir if given."""
-    trainer = os.getpid()
-
-    def thunk(i: int):
-        def make():
-            # In an env worker process (--async-envs), leave Ctrl-C, and the SIGTERM that torchrun sends to the whole
-            # process group, to the trainer, which stops the workers. Only there: AsyncVectorEnv also makes one env
-            # in the trainer itself, to read the spaces, and the trainer must keep hearing signals.
-            if os.getpid() != trainer:
-                signal.signal(signal.SIGINT, signal.SIG_IGN)
-                signal.signal(signal.SIGTERM, signal.SIG_IGN)
-            if video_dir is not None and i == 0:
-                return gym.wrappers.RecordVideo(make_env(args.env_id, render_mode="rgb_array"), str(video_dir),
-                                                disable_logger=True)
-            return make_env(args.env_id)
-        return make
-
+def make_vector_env(args: Args, run: Run | None = None) -> gym.vector.VectorEnv:
+    """N copies of make_env(args.env_id) stepping together. Given the run (Part III), they are its envs: the run
+    watches every step, for its logs, for a stop request and for values that are not finite."""
+    make_one = run.env_maker() if run else (lambda i: lambda: make_env(args.env_id))
     vector_env = gym.vector.AsyncVectorEnv if args.async_envs else gym.vector.SyncVectorEnv
     # The autoreset mode decides what step() returns when an episode ends. We use SAME_STEP: the env resets inside
     # that same step(), returns the first state of the *new* episode as the observation, and hands back the last
     # state of the *old* one in infos["final_obs"]. Every step in the rollout is then a real transition that the
     # policy chose an action for. (The default, NEXT_STEP, would add one step per episode whose action is ignored;
     # training on it would treat "end of episode -> start of the next" as if the agent had caused it.)
-    envs = vector_env([thunk(i) for i in range(args.num_envs)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
-    # Atari: the update sees clipped rewards and lives; wrapped outside the statistics, which keep whole games.
-    return AtariLearningSignals(EpisodeStatistics(envs)) if is_atari(args.env_id) else EpisodeStatistics(envs)
-
-
-class EpisodeStatistics(gym.vector.VectorWrapper):
-    """On the step an episode ends, adds its raw return and length to the infos, for the logs:
-    infos["episode"] = {"r": (N,), "l": (N,)} and infos["_episode"] = (N,) which envs ended. gymnasium's
-    RecordEpisodeStatistics does the same and times every episode too, at ~15-19 us per step: a tenth of a
-    CartPole step."""
-
-    def reset(self, **kwargs):
-        self.episode_return, self.episode_length = np.zeros(self.num_envs), np.zeros(self.num_envs, dtype=np.int64)
-        return self.env.reset(**kwargs)
-
-    def step(self, actions):
-        obs, rewards, terminated, truncated, infos = self.env.step(actions)
-        self.episode_return += rewards
-        self.episode_length += 1
-        done = terminated | truncated
-        if done.any():
-            infos["episode"] = dict(r=np.where(done, self.episode_return, 0.0),
-                                    l=np.where(done, self.episode_length, 0))
-            infos["_episode"] = done
-            self.episode_return[done], self.episode_length[done] = 0.0, 0
-        return obs, rewards, terminated, truncated, infos
-
-
-class AtariLearningSignals(gym.vector.VectorWrapper):
-    """What the *update* sees of an Atari game. It wraps EpisodeStatistics from outside, so episodes.csv still
-    logs whole games with their raw scores, as CleanRL and the SB3 zoo report them.
-
-    - Each reward becomes its sign, -1, 0 or +1 (Mnih et al. 2015), so that one learning rate and one value scale
-      fit every game, from Pong's single points to the hundreds that other games pay. The price: the agent no
-      longer tells a small reward from a large one.
-    - A lost life ends the *training* episode (terminated: no bootstrap from the state after it, and GAE stops
-      there) but not the game, which plays on from that state until the last life is gone. Losing the ball then
-      costs value at once, instead of only through the end of the game, four lives later. Machado et al. 2018
-      argue against this signal as game-specific knowledge handed to the agent; we keep it because the Nature
-      DQN, CleanRL's ppo_atari.py (EpisodicLifeEnv) and the SB3 zoo train with it, so our scores compare with
-      theirs like for like. To train as Machado et al. recommend, drop `| lost_life` below."""
-
-    def reset(self, **kwargs):
-        obs, infos = self.env.reset(**kwargs)
-        self.lives = infos["lives"]                                 # (N,) lives left in each game
-        return obs, infos
-
-    def step(self, actions):
-        obs, rewards, terminated, truncated, infos = self.env.step(actions)
-        lost_life = infos["lives"] < self.lives     # after a game over the new game's count is higher: no loss
-        self.lives = infos["lives"]
-        return obs, np.sign(rewards), terminated | lost_life, truncated, infos
+    envs = vector_env([make_one(i) for i in range(args.num_envs)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    envs = run.watch(envs) if run else envs
+    return learning_signals(envs, args.env_id)    # Part II: what the update sees, if not the env's own rewards
 
 
 # ======================================================================================================================
@@ -450,9 +200,7 @@ class RunningMeanStd(nn.Module):
     def update(self, x: torch.Tensor) -> None:                     # x: (batch, *shape)
         x = x.double()
         batch_mean, batch_var, n = x.mean(0), x.var(0, unbiased=False), x.shape[0]
-        # Under torchrun each process sees only its own envs: pool every process's batch, so that all of them keep
-        # the same statistics and normalize alike (Part II; alone, this returns its arguments unchanged).
-        batch_mean, batch_var, n = pool_across_ranks(batch_mean, batch_var, n)
+        batch_mean, batch_var, n = processes.pool(batch_mean, batch_var, n)   # Part II: every process's batch
         delta, total = batch_mean - self.mean, self.count + n
         self.mean += delta * n / total
         self.var.copy_((self.var * self.count + batch_var * n + delta**2 * self.count * n / total) / total)
@@ -513,47 +261,26 @@ def mlp(sizes: list[int], out_std: float, activation: str = "tanh", ortho_init: 
     return nn.Sequential(*layers, init(nn.Linear(sizes[-2], sizes[-1]), std=out_std))
 
 
-def nature_cnn(obs_shape: tuple[int, int, int]) -> nn.Sequential:
-    """The Nature CNN (Mnih et al. 2015) for (C, H, W) images scaled to [0, 1]: (B, C, H, W) -> (B, 512) features.
-    Three convolutions find edges, then objects, then their arrangement; a linear layer mixes them into 512 numbers.
-    For Atari's (4, 84, 84) frames the convolutions leave 64 maps of 7x7."""
-    convs = nn.Sequential(
-        layer_init(nn.Conv2d(obs_shape[0], 32, kernel_size=8, stride=4)), nn.ReLU(),   # (B, 32, 20, 20) for 84x84
-        layer_init(nn.Conv2d(32, 64, kernel_size=4, stride=2)), nn.ReLU(),             # (B, 64, 9, 9)
-        layer_init(nn.Conv2d(64, 64, kernel_size=3, stride=1)), nn.ReLU(),             # (B, 64, 7, 7)
-        nn.Flatten())                                                                   # (B, 3136)
-    with torch.no_grad():
-        n_flat = convs(torch.zeros(1, *obs_shape)).shape[1]         # one dry run measures the output for any H, W
-    return nn.Sequential(*convs, layer_init(nn.Linear(n_flat, 512)), nn.ReLU())
-
-
 class Agent(nn.Module):
     """The actor-critic. Its whole contract, for every action space:
 
-        agent(obs, mask)              -> (pi, value)    pi = pi(.|s), a torch Distribution over B states; value (B,)
-        agent.act(obs, mask)          -> (action, logprob, value): a ~ pi(.|s), log pi(a|s) (B,), V(s) (B,)
-        agent.distribution(obs, mask) -> pi;   agent.value(obs) -> V(s), (B,)
+        agent(obs)              -> (pi, value)    pi = pi(.|s), a torch Distribution over B states; value (B,)
+        agent.act(obs)          -> (action, logprob, value): a ~ pi(.|s), log pi(a|s) (B,), V(s) (B,)
+        agent.distribution(obs) -> pi;   agent.value(obs) -> V(s), (B,)
 
-    obs is a batch of *raw* observations, (B, *obs_shape), as the env returns them (uint8 for images); the agent
-    normalizes them itself (--norm-obs, or pixels to [0, 1]) and encodes them (a CNN for images), so every caller
-    passes what the env gave and the rest of the file never asks which kind of observation it has. action is (B,)
-    for Discrete, (B, K) for MultiDiscrete with K sub-actions, (B, action_dim) for Box. pi.log_prob(action) and
-    pi.entropy() are (B,), summed over an action's parts, so the rest of the file never asks which kind of action
-    space it has either.
-    mask (optional, discrete actions) is the env's action mask, (B, n) bool, True = legal, where n = the number
-    of actions (MultiDiscrete: sum(nvec), the sub-actions' masks end to end); None = every action is legal."""
+    obs is a batch of *raw* observations, (B, *obs_shape), as the env returns them; the agent normalizes them
+    itself (--norm-obs) and encodes them, so every caller passes what the env gave. action is (B,) for Discrete,
+    (B, K) for MultiDiscrete with K sub-actions, (B, action_dim) for Box. pi.log_prob(action) and pi.entropy() are
+    (B,), summed over an action's parts, so the rest of the file never asks which kind of action space it has.
+    Each call also takes `mask`, the actions the env allows in each state (Part II; None = every action)."""
 
     def __init__(self, obs_space: gym.spaces.Box, action_space: gym.Space, hidden_sizes=(64, 64),
                  norm_obs: bool = False, activation: str = "tanh", log_std_init: float = 0.0, ortho_init: bool = True):
         super().__init__()
-        # The encoder is chosen by the observation, and turns it into the features that both heads read. An image
-        # gets the Nature CNN, one network shared by the policy and the value heads, as in CleanRL and SB3: the
-        # convolutions are most of the cost, so sharing them halves it, and what the CNN learns to see serves both.
-        # A vector is only flattened: no weights, so the policy and the value stay two separate MLPs (an MLP this
-        # small costs little twice, and separate networks do not pull one set of weights two ways).
-        self.image = is_image(obs_space)
-        self.encoder = nature_cnn(obs_space.shape) if self.image else nn.Flatten()
-        n_features = 512 if self.image else int(np.prod(obs_space.shape))
+        # The encoder turns an observation into the features that both heads read. A vector is only flattened: no
+        # weights, so the policy and the value stay two separate MLPs (an MLP this small costs little twice, and
+        # separate networks do not pull one set of weights two ways). Part II chooses others for other inputs.
+        self.encoder, n_features = encoder_for(obs_space)
         # The policy head's size depends on the action space; after this the rest of the file never asks.
         if isinstance(action_space, gym.spaces.Box):               # continuous: the mean of a Gaussian per dim
             self.nvec = None
@@ -574,27 +301,17 @@ class Agent(nn.Module):
     def normalize(self, obs: torch.Tensor) -> torch.Tensor:
         """(B, *obs_shape) raw observations -> (B, n_features), what the policy and value heads read. The statistics
         are not changed here: training updates them once per rollout, so within one rollout the policy always sees
-        the same scaling. Images arrive as uint8 (a quarter of float32's memory in the rollout) and become floats
-        only here."""
+        the same scaling."""
         obs = obs.to(torch.float32)
         if self.norm_obs:
             obs = self.obs_rms.normalize(obs)
-        if self.image:
-            obs = obs / 255.0                                        # pixels 0..255 -> [0, 1]
         return self.encoder(obs)
 
     def policy(self, x: torch.Tensor, mask=None) -> Distribution:
         """pi(a|s) from the features x (B, n_features): Gaussian, Categorical, or one Categorical per part."""
-        out = self.actor(x)                                          # (B, n_out)
+        out = LegalActions.mask(self.actor(x), mask)                 # (B, n_out); Part II: illegal actions out
         if self.nvec is None:                                        # Box: independent Gaussians per dimension
             return Independent(Normal(out, self.actor_logstd.exp().expand_as(out), validate_args=False), 1)
-        if mask is not None:
-            # Invalid-action masking (Huang and Ontanon 2022): an illegal action's logit becomes the lowest float,
-            # so the softmax gives it probability 0. Sampling and the most likely action never pick it, it adds
-            # 0 to the entropy, and as a constant it gets no gradient: the policy learns only among legal actions.
-            # (Finite rather than -inf: 0 * -inf is NaN, and p * log p is how an entropy or a KL is written.)
-            legal = torch.as_tensor(mask, dtype=torch.bool, device=out.device)           # (B, n_out)
-            out = out.masked_fill(~legal, torch.finfo(out.dtype).min)
         if not self.multi:                                           # Discrete: softmax over n logits
             return Categorical(logits=out, validate_args=False)
         # MultiDiscrete: one Categorical per sub-action, padded to the widest with logits of -inf (probability 0).
@@ -623,9 +340,6 @@ class Agent(nn.Module):
 
 def build_agent(args: Args, obs_space: gym.Space, action_space: gym.Space) -> Agent:
     """The agent that `args` describes: used by training and, identically, to rebuild a saved one."""
-    if args.norm_obs and is_image(obs_space):
-        raise UsageError(f"--norm-obs: {args.env_id} gives images, which the agent scales to [0, 1] itself; "
-                         "drop --norm-obs")
     return Agent(obs_space, action_space, args.hidden_sizes, args.norm_obs, args.activation, args.log_std_init,
                  args.ortho_init)
 
@@ -648,81 +362,61 @@ class Rollout:
     terminations: np.ndarray     # (T, N)  1 = the episode ended at this step (the pole fell, the goal was reached)
     truncations: np.ndarray      # (T, N)  1 = a time limit cut the episode off at this step
     final_values: np.ndarray     # (T, N)  where truncated: V(the episode's last state); else unused
+    final_obs: dict              # {(t, n): the last state of env n's episode cut off at step t}, for --recompute-adv
     next_obs: np.ndarray         # (N, *obs_shape) the states after the last step: the next rollout starts here
-    # Only where the env says which actions are legal (see collect_rollout); None otherwise. n = number of actions.
-    action_masks: np.ndarray | None = None   # (T, N, n) bool  the actions pi_old could choose in s_t (True = legal)
-    next_masks: np.ndarray | None = None     # (N, n) bool     the legal actions in next_obs
+    legal: LegalActions          # Part II: the actions legal in each s_t, where the env says (else it keeps nothing)
 
     @classmethod
-    def empty(cls, T: int, N: int, obs_space: gym.Space, action_space: gym.Space, masked: bool = False) -> Rollout:
+    def start(cls, T: int, obs_space: gym.Space, action_space: gym.Space, first: tuple) -> Rollout:
+        """An empty rollout of T steps; first = (s_0 of the N envs, the reset's infos), from the run's reset."""
+        next_obs, infos = first
+        N = len(next_obs)
+
         def zeros():
             return np.zeros((T, N), dtype=np.float32)
-        # Observations are stored as the env gives them when they are integers (Atari frames: uint8, a quarter of
-        # float32's memory: 29 MB instead of 115 MB for 128 x 8 x 4 x 84 x 84), and as float32, the network's
-        # precision, otherwise. The agent converts them when it reads them.
+        # Observations are stored as the env gives them when they are integers (a quarter of float32's memory for
+        # uint8 frames), and as float32, the network's precision, otherwise. The agent converts them when it reads.
         obs_dtype = np.float32 if np.issubdtype(obs_space.dtype, np.floating) else obs_space.dtype
         return cls(obs=np.zeros((T, N, *obs_space.shape), dtype=obs_dtype),
                    actions=np.zeros((T, N, *action_space.shape), dtype=action_space.dtype),
                    logprobs=zeros(), values=zeros(), rewards=zeros(), terminations=zeros(), truncations=zeros(),
-                   final_values=zeros(), next_obs=np.zeros((N, *obs_space.shape), dtype=obs_dtype),
-                   action_masks=np.ones((T, N, gym.spaces.flatdim(action_space)), dtype=bool) if masked else None)
+                   final_values=zeros(), final_obs={}, next_obs=next_obs,
+                   legal=LegalActions(T, action_space, infos))
 
     def flatten(self, advantages: np.ndarray, returns: np.ndarray, device: torch.device) -> dict[str, torch.Tensor]:
         """The update's batch: each (T, N, ...) array becomes a (B, ...) tensor, the `b_` of every name."""
         T, N = self.rewards.shape
         arrays = dict(obs=self.obs, actions=self.actions, logprobs=self.logprobs, advantages=advantages,
-                      returns=returns, values=self.values, action_masks=self.action_masks)
-        return {k: torch.from_numpy(v.reshape(T * N, *v.shape[2:])).to(device) for k, v in arrays.items()
-                if v is not None}                                   # no mask: the batch has no "action_masks"
+                      returns=returns, values=self.values, **self.legal.stored())
+        return {k: torch.from_numpy(v.reshape(T * N, *v.shape[2:])).to(device) for k, v in arrays.items()}
 
 
-def collect_rollout(envs: gym.vector.VectorEnv, agent: Agent, rollout: Rollout, reward_scaler: RewardScaler,
-                    global_step: int, should_stop: Callable[[], bool] = lambda: False,
-                    world_size: int = 1) -> list[dict] | None:
+def collect_rollout(envs: gym.vector.VectorEnv, agent: Agent, rollout: Rollout, reward_scaler: RewardScaler) -> None:
     """Step 1, collect experience: the current policy acts in N envs for T steps, filling `rollout` in place.
-
-    Returns the episodes that ended meanwhile (their step, time, raw return and length), or None if should_stop()
-    asked to stop early; the part-filled rollout is then dropped, and a resumed run collects it again. Under
-    torchrun, world_size processes step their N envs side by side: each env step advances global_step by N * K."""
+    (The run watches the envs: it logs the episodes that end, and may stop the loop between two steps.)"""
     T, N = rollout.rewards.shape
-    steps_per_t = N * world_size
     device = next(agent.parameters()).device
-    episodes = []
+    rollout.final_obs.clear()
     with torch.inference_mode():                                   # no autograd bookkeeping while acting
         for t in range(T):
             rollout.obs[t] = rollout.next_obs
-            # The agent sees the state of every env, and samples an action from its policy's probabilities: only
-            # among the legal actions where the env says which those are (next_masks; None = all of them).
-            action, logprob, value = agent.act(torch.as_tensor(rollout.next_obs, device=device), rollout.next_masks)
+            # The agent sees the state of every env, and samples an action from its policy's probabilities.
+            obs = torch.as_tensor(rollout.next_obs, device=device)
+            action, logprob, value = agent.act(obs, rollout.legal.next)
             rollout.actions[t] = action.cpu().numpy()
             rollout.logprobs[t], rollout.values[t] = logprob.cpu().numpy(), value.cpu().numpy()
 
             # Each env answers with a reward and its next state.
             rollout.next_obs, reward, terminated, truncated, infos = envs.step(rollout.actions[t])
-            if not (np.isfinite(rollout.next_obs).all() and np.isfinite(reward).all()):
-                env_id = envs.unwrapped.get_attr("spec")[0].id
-                raise NonFiniteError(f"env {env_id} returned a non-finite observation or reward at global step "
-                                     f"{global_step + (t + 1) * steps_per_t}; check the environment's step()")
             rollout.rewards[t], rollout.terminations[t], rollout.truncations[t] = reward, terminated, truncated
-            if rollout.action_masks is not None:
-                # The mask the policy just chose under is kept with s_t, for the update; the new one goes with
-                # next_obs. Where an episode just ended, SAME_STEP has already reset that env, and gymnasium (1.4,
-                # sync and async alike) returns the *reset's* info in infos, the ended step's in infos["final_info"]:
-                # so, like next_obs, infos["action_mask"] belongs to the new episode's first state.
-                rollout.action_masks[t], rollout.next_masks = rollout.next_masks, infos["action_mask"].astype(bool)
+            rollout.legal.step(t, infos)
             reward_scaler.observe(reward, terminated | truncated)
             if truncated.any():
                 # A time limit cut these episodes: keep V(their real last state) to bootstrap from (see GAE below).
                 idx = np.flatnonzero(truncated)
-                final_obs = torch.as_tensor(np.stack(infos["final_obs"][idx]), device=device)
-                rollout.final_values[t, idx] = agent.value(final_obs).cpu().numpy()
-            for i in np.flatnonzero(infos.get("_episode", ())):    # added by EpisodeStatistics
-                episodes.append(dict(global_step=global_step + (t + 1) * steps_per_t, time=time.time(),
-                                     episodic_return=float(infos["episode"]["r"][i]),
-                                     episodic_length=int(infos["episode"]["l"][i])))
-            if should_stop():
-                return None
-    return episodes
+                final_obs = np.stack(infos["final_obs"][idx])
+                rollout.final_values[t, idx] = agent.value(torch.as_tensor(final_obs, device=device)).cpu().numpy()
+                rollout.final_obs.update({(t, n): o for n, o in zip(idx, final_obs)})
 
 
 # ======================================================================================================================
@@ -734,28 +428,30 @@ def collect_rollout(envs: gym.vector.VectorEnv, agent: Agent, rollout: Rollout, 
 #     delta_t = r_t + gamma * V(s_{t+1}) - V(s_t)
 # into  A_t = delta_t + (gamma * lambda) * A_{t+1}, computed backwards from the end of the rollout.
 # ======================================================================================================================
-def next_state_values(agent: Agent, rollout: Rollout, values: np.ndarray) -> np.ndarray:
+def next_state_values(agent: Agent, rollout: Rollout, values: np.ndarray, final_values: np.ndarray) -> np.ndarray:
     """V(s_{t+1}) for every step, (T, N), given values = V(s_t): the value of the state each step led to. That is
     the next step's V(s_t); after the last step, V(rollout.next_obs); and where a time limit cut an episode,
-    V(that episode's *final* state), not V(the first state of the next episode, which the env has already reset
-    to)."""
+    final_values = V(that episode's *final* state), not V(the first state of the next episode, which the env has
+    already reset to)."""
     with torch.inference_mode():
         device = next(agent.parameters()).device
         last = agent.value(torch.as_tensor(rollout.next_obs, device=device)).cpu().numpy()     # (N,)
     next_values = np.concatenate([values[1:], last[None]])                                   # (T, N)
-    return np.where(rollout.truncations == 1, rollout.final_values, next_values)
+    return np.where(rollout.truncations == 1, final_values, next_values)
 
 
-def critic_values(agent: Agent, rollout: Rollout) -> np.ndarray:
-    """V(s_t) for every step, (T, N), from the critic as it is now (rollout.values holds it as it was when acting).
-    For --recompute-adv: after an epoch of updates the critic predicts better, and so gives better advantages
-    (Andrychowicz et al. 2021 found recomputing them before every epoch helps). The final values at time limits stay
-    those of acting time: the rollout does not keep the final observations, and they touch one step per episode."""
+def critic_values(agent: Agent, rollout: Rollout) -> tuple[np.ndarray, np.ndarray]:
+    """(V(s_t), V(final state) where truncated), both (T, N), from the critic as it is now (the rollout holds them
+    as they were when acting). For --recompute-adv: after an epoch of updates the critic predicts better, and so
+    gives better advantages (Andrychowicz et al. 2021 found recomputing them before every epoch helps). The final
+    values at time limits stay those of acting time."""
     T, N = rollout.values.shape
+    final_values = rollout.final_values.copy()
     with torch.inference_mode():
         device = next(agent.parameters()).device
         obs = torch.from_numpy(rollout.obs.reshape(T * N, *rollout.obs.shape[2:])).to(device)
-        return agent.value(obs).reshape(T, N).cpu().numpy()
+        values = agent.value(obs).reshape(T, N).cpu().numpy()
+    return values, final_values
 
 
 def compute_gae(rewards: np.ndarray, values: np.ndarray, next_values: np.ndarray, terminations: np.ndarray,
@@ -802,21 +498,22 @@ def value_loss(new_values, old_values, returns, clip_coef: float | None) -> torc
     return 0.5 * loss.mean()
 
 
-def ppo_loss(agent: Agent, mb: dict[str, torch.Tensor], args: Args) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def ppo_loss(agent: Agent, mb: dict[str, torch.Tensor], args: Args,
+             terms: dict | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The PPO loss on one minibatch `mb`: (loss to minimize, its named parts for the logs).
 
     To add a term: compute it, add `coef * term` to `loss`, and put it in the returned dict; the update averages
-    and logs whatever this dict holds."""
-    # With the mask pi_old acted under: a ratio of pi_new over all actions to pi_old over the legal ones would be
-    # below 1 before any learning, and its gradient would push on actions that could never be chosen.
+    and logs whatever this dict holds. A loss of your own can call this one with `terms={}`: it comes back holding
+    dist (pi_new), new_values, logratio and advantages, with their gradients, from this same forward pass."""
+    # pi_new sees the legal actions pi_old saw (Part II; the batch holds them only where the env gives them).
     dist, new_values = agent(mb["obs"], mb.get("action_masks"))
     logratio = dist.log_prob(mb["actions"]) - mb["logprobs"]       # log pi_new(a|s) - log pi_old(a|s)
     advantages = mb["advantages"]
-    # Normalized to mean 0, std 1 within the minibatch: the step size no longer depends on the reward scale. Under
-    # torchrun, within each process's minibatch, which is as large as a lone process's (B / num_minibatches), so its
-    # mean and std are as good an estimate; pooling them over processes would cost an all-reduce per minibatch.
+    # Normalized to mean 0, std 1 within the minibatch: the step size no longer depends on the reward scale.
     if args.norm_adv:
         advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+    if terms is not None:
+        terms.update(dist=dist, new_values=new_values, logratio=logratio, advantages=advantages)
     pg_loss = clipped_policy_loss(logratio, advantages, args.clip_coef)
     v_loss = value_loss(new_values, mb["values"], mb["returns"], args.clip_coef if args.clip_vloss else None)
     # Entropy bonus: subtracting the policy's entropy rewards keeping some randomness, so the agent keeps trying
@@ -837,10 +534,7 @@ def ppo_update(agent: Agent, optimizer: torch.optim.Optimizer, batch: dict[str, 
     """Steps 3 and 4: several epochs of minibatch gradient steps on one rollout. `batch` holds the whole flattened
     rollout (each tensor (B, ...)); each epoch reshuffles it into minibatches of B / num_minibatches. Returns
     the mean of every part loss_fn reports, and the gradient norm, over the last epoch's minibatches. If given,
-    recompute() returns the batch again, with fresh advantages and returns, before every epoch after the first.
-
-    Under torchrun each process runs this on its own rollout, and they average their gradients before every step,
-    so that all take the same step: one update learns from the K processes' minibatches together."""
+    recompute() returns the batch again, with fresh advantages and returns, before every epoch after the first."""
     for epoch in range(args.update_epochs):
         if epoch > 0 and recompute is not None:
             batch = recompute()
@@ -849,14 +543,12 @@ def ppo_update(agent: Agent, optimizer: torch.optim.Optimizer, batch: dict[str, 
             loss, mb_parts = loss_fn(agent, {k: b_v[mb_inds] for k, b_v in batch.items()}, args)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            average_gradients(agent)          # under torchrun: the mean of every process's gradient (Part II)
+            processes.average_gradients(agent)      # Part II: several processes take one step together
             # Rescale the whole gradient if its norm exceeds max_grad_norm: one odd minibatch cannot fling the policy.
             mb_parts["grad_norm"] = nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm, foreach=True)
             optimizer.step()
             parts.append(torch.stack([v.detach() for v in mb_parts.values()]))
-        names, means = list(mb_parts), torch.stack(parts).mean(0)  # means: (number of parts,)
-        # Under torchrun, the mean over all processes: they must agree on stopping early, and the logs show all.
-        means = all_reduce_mean(means)
+        names, means = list(mb_parts), processes.mean(torch.stack(parts).mean(0))   # (number of parts,)
         if args.target_kl is not None and means[names.index("approx_kl")].item() > args.target_kl:
             break                        # early stop: the policy has moved as far as we allow for one update
     return dict(zip(names, means.tolist()))                         # one sync per update
@@ -870,69 +562,45 @@ def train(args: Args, loss_fn=ppo_loss) -> dict:
 
     Raises UsageError for bad arguments (before anything is created) and NonFiniteError if training diverges.
     `loss_fn(agent, mb, args) -> (loss, parts)` replaces ppo_loss, e.g. to try a new loss term."""
-    check_args(args)                                               # Part II: refuse bad flags before any work
-    spaces = env_spaces(args.env_id, args.action_mask)             # (observation space, action space), checked
-    # Under torchrun, K processes ("ranks" 0 to K-1) train one agent: each steps its own --num-envs envs, and they
-    # average their gradients in ppo_update, so an iteration collects K * B transitions. Without torchrun this is
-    # rank 0 of 1 and nothing below changes. (Part II's torchrun section says why --num-envs counts per process.)
-    rank, world = init_distributed(args)
-    torch.set_num_threads(args.torch_threads)
-    seed = args.seed + rank                     # each rank its own random streams: actions sampled, minibatches
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    torch.backends.cudnn.deterministic = args.torch_deterministic
-    device = torch.device("cuda" if args.cuda else "cpu")
-    agent = build_agent(args, *spaces).to(device)
-    broadcast_from_rank0(agent)                 # ...but one agent: every rank starts from rank 0's weights
+    # Set up (Part III): check the flags and the env's spaces, join the other processes if any, seed everything.
+    run = Run(args)
+    agent = build_agent(args, *run.spaces).to(run.device)
     # eps=1e-5 instead of Adam's 1e-8, as in the original PPO code (implementation details, detail 3).
     # fused=True does the same arithmetic in one kernel instead of a dozen small ops per parameter tensor.
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
-    loss_fn = torch.compile(loss_fn) if args.compile else loss_fn
+    loss_fn = torch.compile(loss_fn) if args.compile else loss_fn  # --compile (Part III)
 
-    # Run (Part II) owns the run directory, logs, checkpoints and Ctrl-C; with --resume it restores the agent.
-    with Run(args, agent, optimizer, spaces) as run, contextlib.closing(
-            make_vector_env(args, run.dir / "videos" if args.capture_video and rank == 0 else None)) as envs:
-        # On resume the envs restart with a seed derived from the step, so the resumed run does not replay episodes.
-        # The N envs of rank r take the N seeds after rank r - 1's.
-        next_obs, infos = envs.reset(seed=args.seed + run.global_step + rank * args.num_envs)
-        # Does the env say which actions are legal? Then (unless --no-action-mask) the rollout keeps that mask.
-        masked = args.action_mask and "action_mask" in infos
-        rollout = Rollout.empty(args.num_steps, args.num_envs, *spaces, masked=masked)
-        rollout.next_obs, rollout.next_masks = next_obs, infos["action_mask"].astype(bool) if masked else None
+    # The run owns the run directory, logs, checkpoints and Ctrl-C; with --resume it restores agent and optimizer.
+    with run.start(agent, optimizer), contextlib.closing(make_vector_env(args, run)) as envs:
+        rollout = Rollout.start(args.num_steps, *run.spaces, first=run.reset(envs))
         reward_scaler = RewardScaler(agent.reward_rms, args.gamma, args.num_envs, enabled=args.norm_reward)
-        iteration_steps = world * args.batch_size                  # transitions per iteration, all ranks together
-        while run.global_step + iteration_steps <= args.total_timesteps and not run.should_stop():
-            # Learning-rate annealing: decay linearly from learning_rate to 0 over the run (all ranks' steps).
+        while run.next_iteration():              # until total_timesteps, or a stop request (Ctrl-C)
+            # Learning-rate annealing: decay linearly from learning_rate to 0 over the run.
             lr = args.learning_rate * ((1 - run.global_step / args.total_timesteps) if args.anneal_lr else 1.0)
             optimizer.param_groups[0]["lr"] = lr
 
             # 1. Collect experience with the current policy.
-            episodes = collect_rollout(envs, agent, rollout, reward_scaler, run.global_step,
-                                       lambda: run.should_stop(mid_rollout=True), world)
-            if episodes is None:
-                break                                              # stopped mid-rollout: drop it
-            run.global_step += iteration_steps
+            collect_rollout(envs, agent, rollout, reward_scaler)
 
             # 2. Compute advantages with GAE (on scaled rewards, under --norm-reward).
             rewards = reward_scaler.scale(rollout.rewards)
 
-            def gae(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:          # values: V(s_t), (T, N)
-                return compute_gae(rewards, values, next_state_values(agent, rollout, values),
+            def gae(values: np.ndarray, final_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:   # (T, N) each
+                return compute_gae(rewards, values, next_state_values(agent, rollout, values, final_values),
                                    rollout.terminations, rollout.truncations, args.gamma, args.gae_lambda)
-            advantages, returns = gae(rollout.values)
+            advantages, returns = gae(rollout.values, rollout.final_values)
 
             def recompute() -> dict[str, torch.Tensor]:            # --recompute-adv: step 2 again, with V as it is now
-                return rollout.flatten(*gae(critic_values(agent, rollout)), device)
+                return rollout.flatten(*gae(*critic_values(agent, rollout)), run.device)
 
             # 3 and 4. The clipped update, with the entropy bonus inside the loss.
-            diagnostics = ppo_update(agent, optimizer, rollout.flatten(advantages, returns, device), args, loss_fn,
-                                     recompute if args.recompute_adv else None)
+            diagnostics = ppo_update(agent, optimizer, rollout.flatten(advantages, returns, run.device), args,
+                                     loss_fn, recompute if args.recompute_adv else None)
             if args.norm_obs:                                      # the statistics take in this rollout, for the next
-                agent.obs_rms.update(torch.from_numpy(rollout.obs.reshape(-1, *spaces[0].shape)).to(device))
+                agent.obs_rms.update(torch.from_numpy(rollout.obs.reshape(-1, *run.spaces[0].shape)).to(run.device))
 
             # 5. Repeat, after logging what happened (and saving a checkpoint every --save-every iterations).
-            run.end_iteration(episodes, lr, diagnostics, explained_variance(rollout.values, returns))
+            run.end_iteration(lr, diagnostics, explained_variance(rollout.values, returns))
     return run.result()
 
 
@@ -942,12 +610,374 @@ def explained_variance(values: np.ndarray, returns: np.ndarray) -> float:
     return float("nan") if var_returns == 0 else float(1 - np.var(returns - values) / var_returns)
 
 
-# Part I ends here: everything above is PPO. Everything below is what a long run needs to survive its user.
+# Part I ends here: a reader who stops here has met all of PPO. Part II adds other kinds of input and several
+# processes, each through the one call named where Part I makes it; Part III makes it a program.
 
 
 # ######################################################################################################################
 #
-#                                           PART II: RUNNING IT FOR REAL
+#                                           PART II: BEYOND VECTORS
+#
+# ######################################################################################################################
+# Part I is PPO for vector observations. What other kinds of env need enters it through these calls, each one line
+# where Part I makes it, and each changing nothing when its feature is off:
+#
+#   adapt_observations(env, env_id)   in make_env: Atari's frames, images channels first, a Dict observation's
+#                                     action mask moved to the info, Discrete states one-hot, Dict/Tuple flattened.
+#                                     A Box vector passes unchanged.
+#   encoder_for(obs_space)            in Agent: the Nature CNN for images. A vector is only flattened.
+#   learning_signals(envs, env_id)    in make_vector_env: Atari's reward sign and lost lives, for the update only.
+#                                     Other envs pass unchanged.
+#   LegalActions                      in the rollout and the policy: where the env says which actions are legal,
+#                                     the policy chooses among those only. Without a mask it stores nothing and
+#                                     LegalActions.mask returns the logits unchanged.
+#   processes.average_gradients/mean/pool   in the update and the normalization: K processes under torchrun train
+#                                     one agent. In one process each returns its input.
+#
+# Parts II and III import what they use here, so that Part I's imports are all that Part I needs.
+import dataclasses
+import csv
+import difflib
+import importlib.util
+import io
+import itertools
+import os
+import random
+import re
+import signal
+import sys
+import threading
+import time
+import types
+import warnings
+from collections import deque
+from pathlib import Path
+
+import torch.distributed as dist
+
+
+# ======================================================================================================================
+# Images and Atari. An image observation gets a CNN; an Atari game also gets the standard preprocessing and the
+# learning signals of the Nature DQN, so that scores compare with CleanRL's and the SB3 zoo's.
+# ======================================================================================================================
+def is_image(space: gym.Space) -> bool:
+    """A 3-D Box of uint8 is an image: (channels, height, width) once make_env is done. The agent gives it a CNN."""
+    return isinstance(space, gym.spaces.Box) and space.dtype == np.uint8 and len(space.shape) == 3
+
+
+def is_atari(env_id: str) -> bool:
+    """An Arcade Learning Environment game (ALE/Breakout-v5, BreakoutNoFrameskip-v4). gymnasium 1.x knows these ids
+    only once ale_py is imported, so this imports it, or says in one line how to install it."""
+    name = env_id.split(":")[-1]
+    if name.startswith("ALE/") or "NoFrameskip" in name:
+        try:
+            import ale_py
+            import cv2  # noqa: F401  (AtariPreprocessing resizes the frames with it)
+        except ImportError:
+            raise UsageError(f"--env-id {env_id}: Atari needs the optional packages ale-py and opencv; "
+                             'pip install "gymnasium[atari]" opencv-python-headless') from None
+        ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)     # no emulator banner on stderr
+        gym.register_envs(ale_py)
+    spec = gym.registry.get(name)
+    return spec is not None and str(spec.entry_point).startswith("ale_py")
+
+
+def adapt_observations(env: gym.Env, env_id: str) -> gym.Env:
+    """The seam in make_env: observations made fit for the agent's network. A Box vector passes unchanged."""
+    if is_atari(env_id):
+        # The Nature DQN's preprocessing (Mnih et al. 2015), with gymnasium's own wrappers: act on every 4th frame
+        # (the action repeats in between; the last two frames are max-pooled, because Atari sprites flicker), grey
+        # 84x84 frames, 0 to 30 no-op actions at reset so that no two games start alike, and the last 4 frames
+        # stacked, so that one observation shows which way the ball moves. The result is a (4, 84, 84) uint8 image.
+        # No FIRE at reset (CleanRL's FireResetEnv): Breakout waits for FIRE to serve the ball, but FIRE is one of
+        # its 4 actions, so even the first random policy serves within a few steps, and the agent learns it as a
+        # part of the game rather than being handed game-specific knowledge (Machado et al. 2018). A lost life is
+        # handled in learning_signals, where it can end the training episode without ending the game.
+        # (gym_make made the emulator step one frame at a time, frameskip=1: AtariPreprocessing skips frames.)
+        env = gym.wrappers.AtariPreprocessing(env, noop_max=30, frame_skip=4, screen_size=84, grayscale_obs=True)
+        env = gym.wrappers.FrameStackObservation(env, 4)
+    elif is_image(env.observation_space) and np.argmin(env.observation_space.shape) == 2:
+        # Most envs give images channels-last, (height, width, channels), e.g. CarRacing-v3's 96x96x3; torch's Conv2d
+        # wants channels first. The channels are taken to be the smallest axis (as in SB3); check_spaces refuses an
+        # image whose smallest axis is the middle one.
+        space = env.observation_space
+        env = gym.wrappers.TransformObservation(env, lambda o: o.transpose(2, 0, 1), gym.spaces.Box(
+            space.low.transpose(2, 0, 1), space.high.transpose(2, 0, 1), dtype=np.uint8))
+    if isinstance(env.observation_space, gym.spaces.Dict) and "action_mask" in env.observation_space.spaces:
+        env = ActionMaskToInfo(env)                 # which actions are legal is for the policy, not the network's input
+    if isinstance(env.observation_space, gym.spaces.Discrete):
+        # A Discrete state (FrozenLake, Taxi) is a category, not a quantity: feed the network a one-hot vector.
+        n = int(env.observation_space.n)
+        env = gym.wrappers.TransformObservation(
+            env, lambda s: np.eye(n, dtype=np.float32)[s], gym.spaces.Box(0.0, 1.0, (n,), np.float32))
+    elif not isinstance(env.observation_space, gym.spaces.Box) and flattenable(env.observation_space):
+        # A structured state, such as Blackjack's (player's sum, dealer's card, usable ace) or a goal-conditioned
+        # env's {observation, desired_goal}, becomes one vector: the parts end to end, each Discrete part one-hot.
+        env = gym.wrappers.FlattenObservation(env)
+    return env
+
+
+def flattenable(space: gym.Space) -> bool:
+    """Whether FlattenObservation can turn this observation into an MLP's input: Discrete, MultiDiscrete,
+    MultiBinary and 1-D Box parts, inside any Dict or Tuple. A Box of 2 or more dimensions (an image) is not:
+    flattened, its pixels would lose their neighbours, and a CNN is not what this file builds."""
+    if isinstance(space, (gym.spaces.Dict, gym.spaces.Tuple)):
+        parts = space.spaces.values() if isinstance(space, gym.spaces.Dict) else space.spaces
+        return all(flattenable(part) for part in parts)
+    return isinstance(space, (gym.spaces.Discrete, gym.spaces.MultiDiscrete, gym.spaces.MultiBinary)) or (
+        isinstance(space, gym.spaces.Box) and len(space.shape) <= 1)
+
+
+class NatureCNN(nn.Sequential):
+    """The Nature CNN (Mnih et al. 2015) for (C, H, W) uint8 images: (B, C, H, W) -> (B, 512) features. Pixels are
+    scaled to [0, 1] first (they travel as uint8, a quarter of float32's memory, until here). Three convolutions find
+    edges, then objects, then their arrangement; a linear layer mixes them into 512 numbers. For Atari's (4, 84, 84)
+    frames the convolutions leave 64 maps of 7x7."""
+
+    def __init__(self, obs_shape: tuple[int, int, int]):
+        convs = [
+            layer_init(nn.Conv2d(obs_shape[0], 32, kernel_size=8, stride=4)), nn.ReLU(),  # (B, 32, 20, 20) for 84x84
+            layer_init(nn.Conv2d(32, 64, kernel_size=4, stride=2)), nn.ReLU(),            # (B, 64, 9, 9)
+            layer_init(nn.Conv2d(64, 64, kernel_size=3, stride=1)), nn.ReLU(),            # (B, 64, 7, 7)
+            nn.Flatten()]                                                                  # (B, 3136)
+        with torch.no_grad():
+            n_flat = nn.Sequential(*convs)(torch.zeros(1, *obs_shape)).shape[1]   # one dry run measures any H, W
+        super().__init__(*convs, layer_init(nn.Linear(n_flat, 512)), nn.ReLU())
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return super().forward(obs / 255.0)                               # pixels 0..255 -> [0, 1]
+
+
+def encoder_for(obs_space: gym.Space) -> tuple[nn.Module, int]:
+    """The seam in Agent: (encoder, number of features it gives). An image gets the Nature CNN, one network shared
+    by the policy and the value heads, as in CleanRL and SB3: the convolutions are most of the cost, so sharing them
+    halves it, and what the CNN learns to see serves both. A vector is only flattened."""
+    if is_image(obs_space):
+        return NatureCNN(obs_space.shape), 512
+    return nn.Flatten(), int(np.prod(obs_space.shape))
+
+
+def learning_signals(envs: gym.vector.VectorEnv, env_id: str) -> gym.vector.VectorEnv:
+    """The seam in make_vector_env: Atari's learning signals, wrapped outside the run's episode statistics (which
+    keep whole games and raw scores). Every other env passes unchanged."""
+    return AtariLearningSignals(envs) if is_atari(env_id) else envs
+
+
+class AtariLearningSignals(gym.vector.VectorWrapper):
+    """What the *update* sees of an Atari game. It wraps the episode statistics from outside, so episodes.csv still
+    logs whole games with their raw scores, as CleanRL and the SB3 zoo report them.
+
+    - Each reward becomes its sign, -1, 0 or +1 (Mnih et al. 2015), so that one learning rate and one value scale
+      fit every game, from Pong's single points to the hundreds that other games pay. The price: the agent no
+      longer tells a small reward from a large one.
+    - A lost life ends the *training* episode (terminated: no bootstrap from the state after it, and GAE stops
+      there) but not the game, which plays on from that state until the last life is gone. Losing the ball then
+      costs value at once, instead of only through the end of the game, four lives later. Machado et al. 2018
+      argue against this signal as game-specific knowledge handed to the agent; we keep it because the Nature
+      DQN, CleanRL's ppo_atari.py (EpisodicLifeEnv) and the SB3 zoo train with it, so our scores compare with
+      theirs like for like. To train as Machado et al. recommend, drop `| lost_life` below."""
+
+    def reset(self, **kwargs):
+        obs, infos = self.env.reset(**kwargs)
+        self.lives = infos["lives"]                                 # (N,) lives left in each game
+        return obs, infos
+
+    def step(self, actions):
+        obs, rewards, terminated, truncated, infos = self.env.step(actions)
+        lost_life = infos["lives"] < self.lives     # after a game over the new game's count is higher: no loss
+        self.lives = infos["lives"]
+        return obs, np.sign(rewards), terminated | lost_life, truncated, infos
+
+
+# ======================================================================================================================
+# Action masks. Some envs allow only some actions in some states (a board game's legal moves, Taxi's walls). They
+# say which in info["action_mask"] (gymnasium's convention) or in an "action_mask" key of a Dict observation
+# (PettingZoo's); the policy then chooses among the legal actions only (--no-action-mask ignores the mask).
+# ======================================================================================================================
+class ActionMaskToInfo(gym.Wrapper):
+    """An "action_mask" key in a Dict observation (PettingZoo's convention) moved to info["action_mask"]
+    (gymnasium's, as Taxi gives it): the rest of the file reads the mask from one place, and never as an input."""
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        self.observation_space = gym.spaces.Dict(
+            {key: part for key, part in env.observation_space.spaces.items() if key != "action_mask"})
+
+    def reset(self, **kwargs):
+        return self._move_mask(*self.env.reset(**kwargs))
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        obs, info = self._move_mask(obs, info)
+        return obs, reward, terminated, truncated, info
+
+    @staticmethod
+    def _move_mask(obs: dict, info: dict) -> tuple[dict, dict]:
+        obs = dict(obs)
+        return obs, {**info, "action_mask": obs.pop("action_mask")}
+
+
+class LegalActions:
+    """The seam in the rollout: the legal actions of every state the policy acts in, kept for the update.
+    `next` is the (N, n) bool mask of the states the envs are in now (True = legal; n = the number of actions,
+    MultiDiscrete: sum(nvec), the sub-actions' masks end to end), or None where the env gives no mask (or
+    --no-action-mask): then nothing is stored and every action stays legal."""
+
+    def __init__(self, T: int, action_space: gym.Space, infos: dict):
+        masked = "action_mask" in infos          # the run's reset leaves it out under --no-action-mask
+        self.next = infos["action_mask"].astype(bool) if masked else None
+        n, N = gym.spaces.flatdim(action_space), len(infos["action_mask"]) if masked else 0
+        self.masks = np.ones((T, N, n), dtype=bool) if masked else None   # (T, N, n) the actions legal in s_t
+
+    def step(self, t: int, infos: dict) -> None:
+        """After step t: the mask the policy just chose under is kept with s_t, for the update; the new one goes
+        with next_obs. Where an episode just ended, SAME_STEP has already reset that env, and gymnasium (1.4, sync
+        and async alike) returns the *reset's* info in infos, the ended step's in infos["final_info"]: so, like
+        next_obs, infos["action_mask"] belongs to the new episode's first state."""
+        if self.masks is not None:
+            self.masks[t], self.next = self.next, infos["action_mask"].astype(bool)
+
+    def stored(self) -> dict[str, np.ndarray]:
+        """For the update's batch: {"action_masks": (T, N, n)}, or nothing without a mask."""
+        return {} if self.masks is None else {"action_masks": self.masks}
+
+    @staticmethod
+    def mask(logits: torch.Tensor, mask=None) -> torch.Tensor:
+        """Invalid-action masking (Huang and Ontanon 2022): an illegal action's logit becomes the lowest float, so
+        the softmax gives it probability 0. Sampling and the most likely action never pick it, it adds 0 to the
+        entropy, and as a constant it gets no gradient: the policy learns only among legal actions. (Finite rather
+        than -inf: 0 * -inf is NaN, and p * log p is how an entropy or a KL is written.) The update applies the
+        mask pi_old acted under: a ratio of pi_new over all actions to pi_old over the legal ones would be below 1
+        before any learning, and its gradient would push on actions that could never be chosen."""
+        if mask is None:
+            return logits
+        legal = torch.as_tensor(mask, dtype=torch.bool, device=logits.device)             # (B, n_out)
+        return logits.masked_fill(~legal, torch.finfo(logits.dtype).min)
+
+# ======================================================================================================================
+# Several processes, one agent: `torchrun --nproc-per-node K ppo.py ...` starts K copies of this file, the "ranks"
+# 0 to K-1, and tells each its rank and K in environment variables (RANK, WORLD_SIZE, LOCAL_RANK). Every rank steps
+# its own envs; these helpers make them one training run: the same starting weights, the mean gradient before every
+# step, pooled normalization statistics, one stop decision, and rank 0 writing the run directory. Without torchrun
+# none of them sends anything, and a single process runs exactly as if this section were not here.
+#
+# --num-envs counts per process, as in CleanRL's ppo_atari_multigpu.py: K processes collect K times the transitions
+# of one per iteration, in about the time one process takes for its own. Splitting N envs among the K instead would
+# refuse the continuous defaults (one env cannot be split), and would barely speed anything up: what a process
+# pays per env step is mostly fixed costs, one forward pass of the policy whatever the number of envs, one gradient
+# step whatever the minibatch size (notes/performance.md), and halving its envs or its minibatch leaves those.
+# Counting per process also keeps the other choices open: K processes with `--num-envs N/K` learn from the same
+# batch and minibatch sizes as one process with N envs, and with `--num-minibatches K * M` take as many gradient
+# steps per env step as one process with M minibatches (on CartPole it then learns as fast per step).
+# ======================================================================================================================
+def distributed() -> bool:
+    """Is this process one of the ranks of a torch.distributed process group (joined by init_distributed)?"""
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank_and_world() -> tuple[int, int]:
+    """(this process's rank, the number of ranks K): from the process group once joined, before that from torchrun's
+    environment variables; (0, 1) without torchrun."""
+    if distributed():
+        return dist.get_rank(), dist.get_world_size()
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def init_distributed(args: Args) -> tuple[int, int]:
+    """Join torchrun's process group if torchrun started this process; returns (rank, K). The gloo backend sends the
+    messages through the CPU; with --cuda, nccl sends them between GPUs, one GPU per process on each machine."""
+    if "RANK" in os.environ and not distributed():
+        if args.cuda:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        dist.init_process_group("nccl" if args.cuda else "gloo")
+    return rank_and_world()
+
+
+def close_distributed() -> None:
+    if distributed():
+        dist.destroy_process_group()
+
+
+def _on_comm_device(x: torch.Tensor) -> torch.Tensor:
+    """nccl only moves tensors that live on this process's GPU; gloo, CPU tensors."""
+    return x.to(torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu")
+
+
+def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
+    """The mean of x over all ranks, on every rank (x itself, alone)."""
+    if not distributed():
+        return x
+    total = _on_comm_device(x).clone()                              # all_reduce sums in place
+    dist.all_reduce(total)
+    return (total / dist.get_world_size()).to(x.device)
+
+
+def all_reduce_max(value: int) -> int:
+    total = _on_comm_device(torch.tensor([value]))
+    dist.all_reduce(total, op=dist.ReduceOp.MAX)
+    return int(total.item())
+
+
+def average_gradients(module: nn.Module) -> None:
+    """Replace every rank's gradients by their mean over all ranks, so that every rank takes the same optimizer step
+    and the parameters stay identical. All gradients travel flattened into one vector: one message per gradient
+    step instead of one per parameter tensor (as CleanRL's ppo_atari_multigpu.py does)."""
+    if not distributed():
+        return
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    flat = all_reduce_mean(torch.cat([g.reshape(-1) for g in grads]))
+    for g, mean in zip(grads, flat.split([g.numel() for g in grads])):
+        g.copy_(mean.view_as(g))
+
+
+def pool_across_ranks(mean: torch.Tensor, var: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Mean and variance of all ranks' batches together, from each rank's own (mean, var) over n samples, the same n
+    on every rank: the mean of the means, and the mean of (variance + squared distance of the mean from the pooled
+    mean), the law of total variance."""
+    if not distributed():
+        return mean, var, n
+    pooled_mean = all_reduce_mean(mean)
+    return pooled_mean, all_reduce_mean(var + (mean - pooled_mean) ** 2), n * dist.get_world_size()
+
+
+def broadcast_from_rank0(module: nn.Module) -> None:
+    """Overwrite every rank's parameters and buffers with rank 0's."""
+    if distributed():
+        for tensor in module.state_dict().values():                 # these share storage with the module's own
+            dist.broadcast(tensor, src=0)
+
+
+def broadcast_object(obj):
+    """Rank 0's obj (any picklable value), on every rank."""
+    if not distributed():
+        return obj
+    holder = [obj]
+    dist.broadcast_object_list(holder, src=0)
+    return holder[0]
+
+
+def all_gather(obj) -> list:
+    """[rank 0's obj, rank 1's obj, ...] on every rank."""
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+# The three calls Part I makes, by one name: `processes.average_gradients(agent)` after every backward pass (every
+# process then takes the same step: one update learns from the K processes' minibatches together),
+# `processes.mean(x)` for the update's diagnostics (the processes must agree on stopping early at --target-kl, and
+# the logs show all of them; each process normalizes advantages within its own minibatch, as large as a lone
+# process's, so pooling those would cost a message per minibatch for nothing), and `processes.pool(mean, var, n)` for
+# the normalization statistics (each process sees only its own envs: all keep the same statistics).
+# (Each looks its function up when called, so that a test or a tool can replace all_reduce_mean and the others.)
+processes = types.SimpleNamespace(average_gradients=lambda module: average_gradients(module),
+                                  mean=lambda x: all_reduce_mean(x),
+                                  pool=lambda mean, var, n: pool_across_ranks(mean, var, n))
+
+
+# ######################################################################################################################
+#
+#                                           PART III: RUNNING IT FOR REAL
 #
 # ######################################################################################################################
 class UsageError(ValueError):
@@ -958,8 +988,70 @@ class NonFiniteError(RuntimeError):
     """Training produced, or the env returned, a NaN or an infinity."""
 
 
+class StopRequested(Exception):
+    """Raised from inside an env step when Ctrl-C or SIGTERM asked a lone process to stop: the part-filled rollout
+    is dropped, and the run ends as if its last iteration had been its last (saved, summarized)."""
+
+
 # ======================================================================================================================
-# The run: its directory, logs, checkpoints, resume, signals, the NaN guard and the closing summary, in one object.
+# The flags for running, saving and watching a run: Part I's Args, extended. From here on the name Args means this
+# class, so the command line, train() and `Args(env_id=..., runs_dir=...)` have every flag.
+# ======================================================================================================================
+@dataclass
+class RunArgs(Args):
+    exp_name: str = "ppo"
+    """a name for this experiment; part of the run directory's name"""
+    preset: str | None = None
+    """named settings for one env, put on top of the defaults (flags still win; notes/results.md scores them):
+    mountaincar: MountainCar-v0, --norm-obs --ent-coef 0.01 (scale the tiny velocity, keep exploring)
+    halfcheetah-zoo: HalfCheetah, the SB3 zoo's tuned settings (256x256 ReLU, lr 2.1e-5, 20 epochs, clip 0.1)"""
+    action_mask: bool = True
+    """where the env says which actions are legal, the policy chooses only among them.
+    The env says so in info["action_mask"] or in an "action_mask" key of a Dict observation.
+    --no-action-mask ignores the mask, to see the difference"""
+    torch_deterministic: bool = True
+    """ask torch for deterministic kernels (matters on a GPU; the CPU path is deterministic anyway)"""
+    cuda: bool = False
+    """train on the GPU. Off by default: networks this small run faster on the CPU. Refused if no GPU is present"""
+    compile: bool = False
+    """compile the PPO loss with torch.compile: ~20 s to compile, then each gradient step ~1.6x faster on a CPU.
+    Pays off only for long runs with many minibatches (MuJoCo defaults); needs a C++ compiler"""
+    torch_threads: int = 1
+    """CPU threads for torch. One is fastest for 64x64 networks: more threads cost more to start than they save"""
+    capture_video: bool = False
+    """record videos of the first environment to <run_dir>/videos.
+    Needs moviepy, and pygame for the envs drawn with it (classic control, toy text): pip install moviepy pygame"""
+    runs_dir: str = "runs"
+    """folder under which each run gets its own directory"""
+    save_every: int = 25
+    """write a checkpoint every this many iterations (and always at the end); a crash loses at most that much"""
+    resume: str | None = None
+    """path to a checkpoint.pt: continue that run in its directory, up to --total-timesteps"""
+    evaluate: str | None = None
+    """path to a checkpoint.pt: do not train; play --eval-episodes episodes with it and print the mean return"""
+    eval_episodes: int = 10
+    """episodes played by --evaluate"""
+    eval_stochastic: bool = False
+    """with --evaluate: sample actions from the policy instead of taking the most likely (mean) action"""
+    tensorboard: bool = True
+    """also write TensorBoard event files, if the optional `tensorboard` package is installed"""
+    track: bool = False
+    """also log the TensorBoard scalars to Weights & Biases, as CleanRL does: pip install wandb, then wandb login.
+    With WANDB_MODE=offline the W&B logs stay in the run directory (wandb sync uploads them later)"""
+    wandb_project_name: str = "ppo"
+    """the W&B project that --track logs to"""
+    wandb_entity: str | None = None
+    """the W&B team or user that owns the project; None means your own account"""
+    quiet: bool = False
+    """no progress line; only the first and last lines of the run"""
+
+
+Args = RunArgs  # noqa: F811
+
+
+# ======================================================================================================================
+# The run: its set-up, directory, logs, checkpoints, resume, signals, the NaN guard and the closing summary, in one
+# object. train() makes it first (Run(args): the checks and the set-up), then opens it (run.start) around the loop.
 # ======================================================================================================================
 class Run:
     """One training run on disk: <runs_dir>/<env>__<exp_name>__<seed>__<time>/ holding episodes.csv, updates.csv,
@@ -973,10 +1065,30 @@ class Run:
     Under torchrun every rank holds a Run, but only rank 0 writes files and prints: the others send it their
     episodes, and all of them agree on when to stop."""
 
-    def __init__(self, args: Args, agent: Agent, optimizer: torch.optim.Optimizer, spaces: tuple[gym.Space, ...]):
-        self.args, self.agent, self.optimizer, self.spaces = args, agent, optimizer, spaces
-        self.global_step, self.iteration, wall_offset = 0, 0, 0.0
-        self.rank, self.world = rank_and_world()                   # under torchrun rank 0 writes and prints
+    def __init__(self, args: Args):
+        """Set up: refuse bad flags and unsupported spaces before any work, join torchrun's processes (K processes,
+        "ranks" 0 to K-1, train one agent: each steps its own --num-envs envs and they average their gradients; alone
+        this is rank 0 of 1), and seed every random stream."""
+        check_args(args)
+        self.args, self.spaces = args, env_spaces(args.env_id, args.action_mask)   # (observation, action), checked
+        if args.norm_obs and is_image(self.spaces[0]):
+            raise UsageError(f"--norm-obs: {args.env_id} gives images, which the agent scales to [0, 1] itself; "
+                             "drop --norm-obs")
+        self.rank, self.world = init_distributed(args)
+        torch.set_num_threads(args.torch_threads)
+        seed = args.seed + self.rank            # each rank its own random streams: actions sampled, minibatches
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        torch.backends.cudnn.deterministic = args.torch_deterministic
+        self.device = torch.device("cuda" if args.cuda else "cpu")
+        self.global_step, self.iteration, self.signum, self.pending = 0, 0, None, []
+
+    def start(self, agent: nn.Module, optimizer: torch.optim.Optimizer) -> Run:
+        """Open the run around the agent: every rank starts from rank 0's weights; with --resume, the saved agent,
+        optimizer and random streams; then the run directory and its logs."""
+        args, self.agent, self.optimizer, wall_offset = self.args, agent, optimizer, 0.0
+        broadcast_from_rank0(agent)
         if args.resume:
             checkpoint = load_checkpoint(args.resume)
             self._check_resumable(checkpoint)
@@ -1007,8 +1119,8 @@ class Run:
         kept = self.episode_log.rows if self.episode_log else []     # rank 0 alone keeps the logs
         self.recent = deque((float(r["episodic_return"]) for r in kept), maxlen=100)
         self.episode_returns, self.episode_steps = [], []           # this session's episodes, for the caller
-        self.signum: int | None = None
         self.last_print, self.tty = 0.0, sys.stdout.isatty()
+        return self
 
     def _check_resumable(self, checkpoint: dict) -> None:
         args, saved_env = self.args, checkpoint["args"]["env_id"]
@@ -1019,20 +1131,58 @@ class Run:
             raise UsageError(f"--resume {args.resume}: the checkpoint's spaces ({checkpoint['observation_space']}, "
                              f"{checkpoint['action_space']}) differ from this env's; start a new run")
 
+    # --- the envs: made for the run, watched by it, reset with the run's seeds ---
+    def env_maker(self) -> Callable[[int], Callable[[], gym.Env]]:
+        """For make_vector_env: env i's maker. The first env films itself under --capture-video (rank 0 only). A
+        maker travels to its worker process under --async-envs, so it holds only strings and a number."""
+        env_id, trainer = self.args.env_id, os.getpid()
+        video_dir = str(self.dir / "videos") if self.args.capture_video and self.rank == 0 else None
+
+        def maker(i: int) -> Callable[[], gym.Env]:
+            def make() -> gym.Env:
+                # In an env worker process (--async-envs), leave Ctrl-C, and the SIGTERM that torchrun sends to the
+                # whole process group, to the trainer, which stops the workers. Only there: AsyncVectorEnv also
+                # makes one env in the trainer itself, to read the spaces, and the trainer must keep hearing signals.
+                if os.getpid() != trainer:
+                    signal.signal(signal.SIGINT, signal.SIG_IGN)
+                    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+                if video_dir is not None and i == 0:
+                    return gym.wrappers.RecordVideo(make_env(env_id, render_mode="rgb_array"), video_dir,
+                                                    disable_logger=True)
+                return make_env(env_id)
+            return make
+        return maker
+
+    def watch(self, envs: gym.vector.VectorEnv) -> gym.vector.VectorEnv:
+        return RunMonitor(envs, self)
+
+    def reset(self, envs: gym.vector.VectorEnv) -> tuple[np.ndarray, dict]:
+        """The first states. On resume the envs restart with a seed derived from the step, so the resumed run does
+        not replay episodes; the N envs of rank r take the N seeds after rank r - 1's. Under --no-action-mask the
+        env's action mask is left out, so the rollout keeps none."""
+        next_obs, infos = envs.reset(seed=self.args.seed + self.global_step + self.rank * self.args.num_envs)
+        if not self.args.action_mask:
+            infos = {k: v for k, v in infos.items() if k not in ("action_mask", "_action_mask")}
+        return next_obs, infos
+
     # --- signals: the first Ctrl-C (SIGINT) or SIGTERM asks to stop; a second raises KeyboardInterrupt at once ---
     @property
     def stopping(self) -> bool:
         return self.signum is not None
 
-    def should_stop(self, mid_rollout: bool = False) -> bool:
-        """Alone, stop as soon as a signal came. Under torchrun the ranks must stop after the same iteration (a rank
-        that left early would leave the others waiting in the next all-reduce), so they ask each other once per
-        iteration, before a rollout, and stop together if any one of them got a signal (torchrun forwards Ctrl-C
-        and SIGTERM to all); a rollout under way is finished and learned from first."""
+    def next_iteration(self) -> bool:
+        """Is there another whole iteration to run? Not once total_timesteps would be passed, nor after a stop."""
+        per_iteration = self.world * self.args.batch_size           # transitions per iteration, all ranks together
+        return self.global_step + per_iteration <= self.args.total_timesteps and not self.should_stop()
+
+    def should_stop(self) -> bool:
+        """Alone, stop as soon as a signal came (RunMonitor stops a rollout under way). Under torchrun the ranks must
+        stop after the same iteration (a rank that left early would leave the others waiting in the next
+        all-reduce), so they ask each other once per iteration, before a rollout, and stop together if any one of
+        them got a signal (torchrun forwards Ctrl-C and SIGTERM to all); a rollout under way is finished and
+        learned from first."""
         if not distributed():
             return self.stopping
-        if mid_rollout:
-            return False
         agreed = all_reduce_max(self.signum or 0)                  # 0: no rank got a signal
         self.signum = self.signum or agreed or None                 # a rank that got none stops for the others'
         return agreed != 0
@@ -1061,12 +1211,13 @@ class Run:
             print(f"run directory: {self.dir}" + (f" ({'; '.join(notes)})" if notes else ""), flush=True)
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def __exit__(self, exc_type, exc, tb) -> bool:
         for s, handler in self.previous_handlers.items():
             signal.signal(s, handler)
+        stopped = exc_type is StopRequested                         # a stop mid-rollout: the rollout is dropped
         # A finished or stopped run saves; a crashed one keeps its last good save. Under torchrun rank 0 saves for
         # all: every rank holds the same agent and optimizer.
-        if exc_type is None and self.rank == 0:
+        if (exc_type is None or stopped) and self.rank == 0:
             self.save()
             self._print_summary()
         if exc_type is None and distributed():
@@ -1077,13 +1228,16 @@ class Run:
         if self.tb:
             self.tb.close()
         if self.wandb:
-            self.wandb.finish(exit_code=0 if exc_type is None else 1)
+            self.wandb.finish(exit_code=0 if exc_type is None or stopped else 1)
+        return stopped
 
     # --- logs ---
-    def end_iteration(self, episodes: list[dict], lr: float, diagnostics: dict, explained_var: float) -> None:
+    def end_iteration(self, lr: float, diagnostics: dict, explained_var: float) -> None:
         """Log one finished iteration: its episodes, one updates.csv row, the progress line; save every
         --save-every iterations. The NaN guard is here: a diverged update raises before anything is saved."""
         self.iteration += 1
+        self.global_step += self.world * self.args.batch_size
+        episodes, self.pending = self.pending, []
         if not all(map(math.isfinite, diagnostics.values())) or not all(
                 torch.isfinite(p).all() for p in self.agent.parameters()):
             raise NonFiniteError(
@@ -1097,14 +1251,7 @@ class Run:
                               key=lambda ep: ep["global_step"])
             explained_var = float(np.mean([ev for _, ev in gathered]))
         for ep in episodes:
-            row = dict(global_step=ep["global_step"], wall_time=round(ep["time"] - self.start_time, 3),
-                       episodic_return=ep["episodic_return"], episodic_length=ep["episodic_length"])
-            if self.rank == 0:
-                self.episode_log.write(row)
-            self.recent.append(row["episodic_return"])
-            self.episode_returns.append(row["episodic_return"])
-            self.episode_steps.append(row["global_step"])
-            self._scalars("charts", row, row["global_step"], ("episodic_return", "episodic_length"))
+            self._log_episode(ep)
         if self.rank != 0:
             return                                                  # the rest writes and prints: rank 0's job
         wall_time = time.time() - self.start_time
@@ -1118,6 +1265,16 @@ class Run:
         self._print_progress(sps)
         if self.iteration % self.args.save_every == 0:
             self.save()
+
+    def _log_episode(self, ep: dict) -> None:
+        row = dict(global_step=ep["global_step"], wall_time=round(ep["time"] - self.start_time, 3),
+                   episodic_return=ep["episodic_return"], episodic_length=ep["episodic_length"])
+        if self.rank == 0:
+            self.episode_log.write(row)
+        self.recent.append(row["episodic_return"])
+        self.episode_returns.append(row["episodic_return"])
+        self.episode_steps.append(row["global_step"])
+        self._scalars("charts", row, row["global_step"], ("episodic_return", "episodic_length"))
 
     def _scalars(self, group: str, row: dict, step: int, keys) -> None:
         if self.tb:
@@ -1163,6 +1320,41 @@ class Run:
                     episode_steps=self.episode_steps,
                     stopped_by=signal.Signals(self.signum).name if self.signum else None)
 
+
+class RunMonitor(gym.vector.VectorWrapper):
+    """The run's eyes on every env step, so that the rollout loop holds only PPO: it refuses non-finite observations
+    and rewards (naming the env and the step), keeps each episode's raw return and length and hands the run each
+    episode that ends, and stops a lone process between two steps once Ctrl-C or SIGTERM came (StopRequested).
+    gymnasium's RecordEpisodeStatistics also counts episodes, and times every one at ~15-19 us per step: a tenth
+    of a CartPole step."""
+
+    def __init__(self, envs: gym.vector.VectorEnv, run: Run):
+        super().__init__(envs)
+        self.run, self.steps = run, 0
+        self.steps_per_step = self.num_envs * run.world              # global steps per env step, all ranks together
+
+    def reset(self, **kwargs):
+        self.episode_return, self.episode_length = np.zeros(self.num_envs), np.zeros(self.num_envs, dtype=np.int64)
+        return self.env.reset(**kwargs)
+
+    def step(self, actions):
+        obs, rewards, terminated, truncated, infos = self.env.step(actions)
+        self.steps += 1
+        global_step = self.run.start_step + self.steps * self.steps_per_step
+        if not (np.isfinite(obs).all() and np.isfinite(rewards).all()):
+            env_id = self.env.unwrapped.get_attr("spec")[0].id
+            raise NonFiniteError(f"env {env_id} returned a non-finite observation or reward at global step "
+                                 f"{global_step}; check the environment's step()")
+        self.episode_return += rewards
+        self.episode_length += 1
+        for i in np.flatnonzero(terminated | truncated):
+            self.run.pending.append(dict(global_step=global_step, time=time.time(),
+                                         episodic_return=float(self.episode_return[i]),
+                                         episodic_length=int(self.episode_length[i])))
+            self.episode_return[i], self.episode_length[i] = 0.0, 0
+        if self.run.stopping and not distributed():
+            raise StopRequested
+        return obs, rewards, terminated, truncated, infos
 
 class CsvLog:
     """One CSV file of rows with a global_step. Its columns are the keys of the first row written, so a new
@@ -1310,113 +1502,6 @@ def import_env_module(checkpoint: dict, where: str) -> None:
                          "to PYTHONPATH")
 
 
-# ======================================================================================================================
-# Several processes, one agent: `torchrun --nproc-per-node K ppo.py ...` starts K copies of this file, the "ranks"
-# 0 to K-1, and tells each its rank and K in environment variables (RANK, WORLD_SIZE, LOCAL_RANK). Every rank steps
-# its own envs; these helpers make them one training run: the same starting weights, the mean gradient before every
-# step, pooled normalization statistics, one stop decision, and rank 0 writing the run directory. Without torchrun
-# none of them sends anything, and a single process runs exactly as if this section were not here.
-#
-# --num-envs counts per process, as in CleanRL's ppo_atari_multigpu.py: K processes collect K times the transitions
-# of one per iteration, in about the time one process takes for its own. Splitting N envs among the K instead would
-# refuse the continuous defaults (one env cannot be split), and would barely speed anything up: what a process
-# pays per env step is mostly fixed costs, one forward pass of the policy whatever the number of envs, one gradient
-# step whatever the minibatch size (notes/performance.md), and halving its envs or its minibatch leaves those.
-# Counting per process also keeps the other choices open: K processes with `--num-envs N/K` learn from the same
-# batch and minibatch sizes as one process with N envs, and with `--num-minibatches K * M` take as many gradient
-# steps per env step as one process with M minibatches (on CartPole it then learns as fast per step).
-# ======================================================================================================================
-def distributed() -> bool:
-    """Is this process one of the ranks of a torch.distributed process group (joined by init_distributed)?"""
-    return dist.is_available() and dist.is_initialized()
-
-
-def rank_and_world() -> tuple[int, int]:
-    """(this process's rank, the number of ranks K): from the process group once joined, before that from torchrun's
-    environment variables; (0, 1) without torchrun."""
-    if distributed():
-        return dist.get_rank(), dist.get_world_size()
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-
-
-def init_distributed(args: Args) -> tuple[int, int]:
-    """Join torchrun's process group if torchrun started this process; returns (rank, K). The gloo backend sends the
-    messages through the CPU; with --cuda, nccl sends them between GPUs, one GPU per process on each machine."""
-    if "RANK" in os.environ and not distributed():
-        if args.cuda:
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-        dist.init_process_group("nccl" if args.cuda else "gloo")
-    return rank_and_world()
-
-
-def close_distributed() -> None:
-    if distributed():
-        dist.destroy_process_group()
-
-
-def _on_comm_device(x: torch.Tensor) -> torch.Tensor:
-    """nccl only moves tensors that live on this process's GPU; gloo, CPU tensors."""
-    return x.to(torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu")
-
-
-def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
-    """The mean of x over all ranks, on every rank (x itself, alone)."""
-    if not distributed():
-        return x
-    total = _on_comm_device(x).clone()                              # all_reduce sums in place
-    dist.all_reduce(total)
-    return (total / dist.get_world_size()).to(x.device)
-
-
-def all_reduce_max(value: int) -> int:
-    total = _on_comm_device(torch.tensor([value]))
-    dist.all_reduce(total, op=dist.ReduceOp.MAX)
-    return int(total.item())
-
-
-def average_gradients(module: nn.Module) -> None:
-    """Replace every rank's gradients by their mean over all ranks, so that every rank takes the same optimizer step
-    and the parameters stay identical. All gradients travel flattened into one vector: one message per gradient
-    step instead of one per parameter tensor (as CleanRL's ppo_atari_multigpu.py does)."""
-    if not distributed():
-        return
-    grads = [p.grad for p in module.parameters() if p.grad is not None]
-    flat = all_reduce_mean(torch.cat([g.reshape(-1) for g in grads]))
-    for g, mean in zip(grads, flat.split([g.numel() for g in grads])):
-        g.copy_(mean.view_as(g))
-
-
-def pool_across_ranks(mean: torch.Tensor, var: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Mean and variance of all ranks' batches together, from each rank's own (mean, var) over n samples, the same n
-    on every rank: the mean of the means, and the mean of (variance + squared distance of the mean from the pooled
-    mean), the law of total variance."""
-    if not distributed():
-        return mean, var, n
-    pooled_mean = all_reduce_mean(mean)
-    return pooled_mean, all_reduce_mean(var + (mean - pooled_mean) ** 2), n * dist.get_world_size()
-
-
-def broadcast_from_rank0(module: nn.Module) -> None:
-    """Overwrite every rank's parameters and buffers with rank 0's."""
-    if distributed():
-        for tensor in module.state_dict().values():                 # these share storage with the module's own
-            dist.broadcast(tensor, src=0)
-
-
-def broadcast_object(obj):
-    """Rank 0's obj (any picklable value), on every rank."""
-    if not distributed():
-        return obj
-    holder = [obj]
-    dist.broadcast_object_list(holder, src=0)
-    return holder[0]
-
-
-def all_gather(obj) -> list:
-    """[rank 0's obj, rank 1's obj, ...] on every rank."""
-    gathered = [None] * dist.get_world_size()
-    dist.all_gather_object(gathered, obj)
-    return gathered
 
 
 # ======================================================================================================================
@@ -1543,6 +1628,23 @@ def check_video(env_id: str) -> None:
                          f"pip install {' '.join(missing)}")
 
 
+def gym_make(env_id: str, render_mode: str | None = None) -> gym.Env:
+    """gym.make(env_id), or one line saying why it cannot: a missing package, or an id it does not know."""
+    atari = is_atari(env_id)
+    try:
+        # render_mode is passed only when asked for: many custom envs' constructors do not accept it. An Atari
+        # emulator is made to step one frame at a time (frameskip=1): AtariPreprocessing skips frames itself.
+        return gym.make(env_id, **({"render_mode": render_mode} if render_mode else {}),
+                        **({"frameskip": 1} if atari else {}))
+    except gym.error.DependencyNotInstalled as e:    # the id is right, a package is missing: say only what to install
+        raise UsageError(f"--env-id {env_id}: needs a package that is not installed: {e}")
+    except (gym.error.Error, ModuleNotFoundError, ImportError) as e:
+        known = list(gym.registry)
+        close = difflib.get_close_matches(env_id.split(":")[-1], known, n=3, cutoff=0.6)
+        hint = f"did you mean {', '.join(close)}?" if close else "see gymnasium.pprint_registry() for the ids"
+        raise UsageError(f"--env-id {env_id}: cannot make this environment ({type(e).__name__}: {e}); {hint}")
+
+
 # ======================================================================================================================
 # Evaluation: play a saved agent with its normalization statistics frozen.
 # ======================================================================================================================
@@ -1593,6 +1695,40 @@ def evaluate(path: str | Path, episodes: int = 10, deterministic: bool = True, s
 # ======================================================================================================================
 # Command line: `python ppo.py --env-id CartPole-v1`. Everything above can also be imported and called.
 # ======================================================================================================================
+# Defaults follow the observation and the action space. Args's own defaults (Part I) are for discrete actions
+# (CartPole, Acrobot): 16 envs x 64 steps give 1024 transitions per update, used in 4 epochs of 4 minibatches of 256
+# with a high learning rate, no value clipping and no entropy bonus. Of the settings we measured (notes/README.md)
+# they solve CartPole fastest without losing on Acrobot; large minibatches are what a CPU runs efficiently.
+# Real-valued vector observations (CartPole's, LunarLander's, MuJoCo's), whatever the action space, are normalized,
+# and so are the rewards: inputs whose scales differ by 100x (a position in metres beside a velocity) otherwise
+# leave the small ones unheard (LunarLander-v3 at 1M steps: 143 with, -44 without, 3 seeds). One-hot observations
+# (Taxi's Discrete state) already are 0 or 1, and normalizing them hurt (Taxi-v4: -36 against 7); images are
+# scaled by the agent.
+VECTOR_DEFAULTS = dict(norm_obs=True, norm_reward=True)
+# Continuous control (MuJoCo) starts from CleanRL's ppo_continuous_action.py settings (lr 3e-4, 10 epochs of
+# minibatches of 64, 2048 transitions per update, no entropy bonus) and changes what Tianshou's MuJoCo PPO and
+# Andrychowicz et al. 2021 ("What Matters in On-Policy RL?") found to matter: 8 envs x 256 steps instead of 1 x 2048
+# (more varied episodes per update, and the policy acts on 8 states per call: 1M steps take half the time); a
+# starting action std of 0.6 (log std -0.5) instead of 1, so that early actions are not mostly clipped noise; no
+# value clipping, which Andrychowicz et al. found hurts; a value loss weight of 0.25; and no per-minibatch advantage
+# normalization (rewards are already scaled). Their other shared advice, recomputing advantages before every epoch
+# (--recompute-adv), helped Hopper but cost Walker2d more, so it stays a flag. notes/results.md has the screens and
+# the confirmation on 4 MuJoCo envs.
+CONTINUOUS_DEFAULTS = dict(
+    total_timesteps=1_000_000, num_envs=8, num_steps=256, learning_rate=3e-4, num_minibatches=32,
+    update_epochs=10, ent_coef=0.0, clip_vloss=False, vf_coef=0.25, norm_adv=False, log_std_init=-0.5,
+)
+# Images (Atari, or any env whose observation is a 3-D Box of uint8) follow the observation instead, and win over
+# the action space's defaults: CleanRL's ppo_atari.py settings for the Nature CNN. A small learning rate and clip
+# range, because one shared network now serves both the policy and the value; an entropy bonus, because a game's
+# rewards are sparse; pixels are scaled to [0, 1] by the agent, so no observation or reward normalization.
+# --evaluate samples its actions: a deterministic policy can freeze in a state where its favourite action is not
+# FIRE (Breakout after a lost ball) and play out the clock, 27,000 steps. The SB3 zoo evaluates PPO the same way.
+ATARI_DEFAULTS = dict(
+    total_timesteps=10_000_000, num_envs=8, num_steps=128, learning_rate=2.5e-4, anneal_lr=True, num_minibatches=4,
+    update_epochs=4, clip_coef=0.1, clip_vloss=True, ent_coef=0.01, vf_coef=0.5, max_grad_norm=0.5, norm_obs=False,
+    norm_reward=False, hidden_sizes=(), eval_stochastic=True,
+)
 # Presets: named settings for one env, for when its best-known return matters more than one setting for all.
 # `--preset NAME` puts them on top of the defaults, and flags given explicitly still win. The *-zoo presets are the
 # tuned hyperparameters of the SB3 zoo (rl-baselines3-zoo, hyperparams/ppo.yml; its batch_size of B transitions is

@@ -566,15 +566,14 @@ def test_image_observations_get_the_cnn_and_learn(tmp_path):
 def test_rollout_keeps_frames_as_uint8():
     envs = ppo.make_vector_env(ppo.Args(env_id="PixelSide-v0", num_envs=2))
     space = envs.single_observation_space
-    rollout = ppo.Rollout.empty(4, 2, space, envs.single_action_space)
-    rollout.next_obs, _ = envs.reset(seed=0)
+    rollout = ppo.Rollout.start(4, space, envs.single_action_space, first=envs.reset(seed=0))
     agent = ppo.Agent(space, envs.single_action_space, hidden_sizes=())
-    ppo.collect_rollout(envs, agent, rollout, ppo.RewardScaler(agent.reward_rms, 0.99, 2, enabled=False), 0)
+    ppo.collect_rollout(envs, agent, rollout, ppo.RewardScaler(agent.reward_rms, 0.99, 2, enabled=False))
     assert rollout.obs.dtype == np.uint8 and rollout.obs.shape == (4, 2, 1, 36, 36) and rollout.obs.max() == 255
     batch = rollout.flatten(np.zeros((4, 2), np.float32), np.zeros((4, 2), np.float32), torch.device("cpu"))
     assert batch["obs"].dtype == torch.uint8                     # minibatches stay uint8 until the agent reads them
     float_space = gym.spaces.Box(-1, 1, (3,), np.float64)       # float observations are stored as float32, as before
-    assert ppo.Rollout.empty(4, 2, float_space, envs.single_action_space).obs.dtype == np.float32
+    assert ppo.Rollout.start(4, float_space, envs.single_action_space, (np.zeros((2, 3)), {})).obs.dtype == np.float32
 
 
 def test_mlp_agent_keeps_its_checkpoint_keys():
@@ -681,7 +680,8 @@ def test_help_lists_each_preset_on_its_own_line(monkeypatch, capsys):
 
 def test_help_lines_break_between_sentences_only():
     # tyro prints each flag's docstring with its line breaks: a break must not cut a sentence in two
-    docstrings = [node.value.value for node in ast.walk(ast.parse(inspect.getsource(ppo.Args)))
+    docstrings = [node.value.value for cls in ppo.Args.__mro__[:-1]      # Part I's Args and Part III's extension
+                  for node in ast.walk(ast.parse(inspect.getsource(cls)))
                   if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)]
     for doc in docstrings:
         for line in doc.splitlines()[:-1]:
@@ -1067,20 +1067,19 @@ sys.path.insert(0, {here!r})
 import ppo
 
 out, rank = sys.argv[1], os.environ["RANK"]
-collect, train = ppo.collect_rollout, ppo.train
+end_iteration, train = ppo.Run.end_iteration, ppo.train
 
-def recording_collect(*args, **kwargs):
-    episodes = collect(*args, **kwargs)
-    with open(os.path.join(out, f"episodes{{rank}}.jsonl"), "a") as f:
-        f.writelines(json.dumps(ep) + "\\n" for ep in episodes or [])
-    return episodes
+def recording_end_iteration(self, *args, **kwargs):
+    with open(os.path.join(out, f"episodes{{rank}}.jsonl"), "a") as f:   # this rank's episodes of the iteration
+        f.writelines(json.dumps(ep) + "\\n" for ep in self.pending)
+    return end_iteration(self, *args, **kwargs)
 
 def saving_train(args):
     result = train(args)
     torch.save(result["agent"].state_dict(), os.path.join(out, f"agent{{rank}}.pt"))
     return result
 
-ppo.collect_rollout, ppo.train = recording_collect, saving_train
+ppo.Run.end_iteration, ppo.train = recording_end_iteration, saving_train
 sys.exit(ppo.main(sys.argv[2:]))
 '''
 
