@@ -444,13 +444,16 @@ def critic_values(agent: Agent, rollout: Rollout) -> tuple[np.ndarray, np.ndarra
     """(V(s_t), V(final state) where truncated), both (T, N), from the critic as it is now (the rollout holds them
     as they were when acting). For --recompute-adv: after an epoch of updates the critic predicts better, and so
     gives better advantages (Andrychowicz et al. 2021 found recomputing them before every epoch helps). The final
-    values at time limits stay those of acting time."""
+    states count too: through GAE each one reaches about 1 / (1 - gamma * lambda) steps back."""
     T, N = rollout.values.shape
     final_values = rollout.final_values.copy()
     with torch.inference_mode():
         device = next(agent.parameters()).device
         obs = torch.from_numpy(rollout.obs.reshape(T * N, *rollout.obs.shape[2:])).to(device)
         values = agent.value(obs).reshape(T, N).cpu().numpy()
+        if rollout.final_obs:
+            where, final_obs = zip(*rollout.final_obs.items())
+            final_values[tuple(zip(*where))] = agent.value(torch.as_tensor(np.stack(final_obs), device=device)).cpu().numpy()
     return values, final_values
 
 

@@ -448,6 +448,39 @@ def test_time_limit_truncation_is_bootstrapped(tmp_path):
     assert 8.0 < value < 12.0, value
 
 
+class StepCountEnv(ConstantRewardEnv):
+    """ConstantRewardEnv whose observation is the step count, so that every state, the last one too, differs."""
+    def reset(self, *, seed=None, options=None):
+        self.t = 0
+        return np.zeros(2, np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        return np.full(2, self.t / 5, np.float32), 1.0, False, False, {}
+
+
+def test_recompute_adv_also_revalues_the_final_states_of_time_limits():
+    # With --recompute-adv, V(s_t) and V(the final state of a truncated episode) must both come from the critic as
+    # it is now: through GAE a stale final value reaches about 1 / (1 - gamma * lambda) steps back.
+    gym.register("StepCount-v0", entry_point=StepCountEnv, max_episode_steps=5)
+    envs = gym.vector.SyncVectorEnv([lambda: ppo.make_env("StepCount-v0")] * 2,
+                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    agent = ppo.Agent(envs.single_observation_space, envs.single_action_space)
+    rollout = ppo.Rollout.start(12, envs.single_observation_space, envs.single_action_space, envs.reset(seed=0))
+    ppo.collect_rollout(envs, agent, rollout, ppo.RewardScaler(agent.reward_rms, 0.99, 2, enabled=False))
+    truncated = rollout.truncations == 1
+    assert truncated.sum() == 4                                     # steps 4 and 9 of both envs
+    with torch.no_grad():
+        agent.critic[-1].weight.add_(1.0)                           # the critic changes, as an epoch changes it
+        expected_final = agent.value(torch.ones(1, 2)).item()       # every final state is (5/5, 5/5)
+    values, final_values = ppo.critic_values(agent, rollout)
+    assert np.allclose(final_values[truncated], expected_final, atol=1e-6)
+    assert not np.allclose(rollout.final_values[truncated], expected_final, atol=1e-3)   # acting time's differ
+    with torch.no_grad():
+        now = agent.value(torch.from_numpy(rollout.obs.reshape(24, 2))).reshape(12, 2).numpy()
+    assert np.allclose(values, now, atol=1e-6)
+
+
 def test_box_actions_end_to_end_and_checkpoint_reload(tmp_path):
     args = ppo.default_args("Pendulum-v1", total_timesteps=4096, num_steps=512, runs_dir=str(tmp_path), quiet=True)
     assert args.norm_obs and args.norm_reward and args.ent_coef == 0.0       # the continuous defaults
