@@ -42,6 +42,12 @@ from __future__ import annotations
 
 import contextlib
 import math
+import signal
+import sys
+
+if __name__ == "__main__":   # Ctrl-C while torch loads (a second or two) or before training starts: one line, exit 130
+    signal.signal(signal.SIGINT, lambda signum, frame: sys.exit(print("interrupted: quit before training started",
+                                                                      file=sys.stderr) or 130))
 from dataclasses import dataclass
 from typing import Callable, Literal
 
@@ -647,8 +653,6 @@ import itertools
 import os
 import random
 import re
-import signal
-import sys
 import threading
 import time
 import types
@@ -991,6 +995,14 @@ class NonFiniteError(RuntimeError):
     """Training produced, or the env returned, a NaN or an infinity."""
 
 
+class NoLegalActionError(RuntimeError):
+    """The env's action mask left no legal action (for some sub-action): there is nothing the policy may choose."""
+
+
+class QuitNow(KeyboardInterrupt):
+    """A second Ctrl-C or SIGTERM during training: quit at once."""
+
+
 class StopRequested(Exception):
     """Raised from inside an env step when Ctrl-C or SIGTERM asked a lone process to stop: the part-filled rollout
     is dropped, and the run ends as if its last iteration had been its last (saved, summarized)."""
@@ -1166,6 +1178,8 @@ class Run:
         next_obs, infos = envs.reset(seed=self.args.seed + self.global_step + self.rank * self.args.num_envs)
         if not self.args.action_mask:
             infos = {k: v for k, v in infos.items() if k not in ("action_mask", "_action_mask")}
+        elif "action_mask" in infos:
+            check_some_action_legal(infos["action_mask"], envs.single_action_space, self.args.env_id, "at the reset")
         return next_obs, infos
 
     # --- signals: the first Ctrl-C (SIGINT) or SIGTERM asks to stop; a second raises KeyboardInterrupt at once ---
@@ -1192,7 +1206,7 @@ class Run:
 
     def _on_signal(self, signum, frame):
         if self.signum is not None:
-            raise KeyboardInterrupt
+            raise QuitNow
         self.signum = signum
         if self.rank == 0:
             print(f"\n{signal.Signals(signum).name}: stopping after this {'iteration' if distributed() else 'step'} "
@@ -1325,9 +1339,10 @@ class Run:
 
 
 class RunMonitor(gym.vector.VectorWrapper):
-    """The run's eyes on every env step, so that the rollout loop holds only PPO: it refuses non-finite observations
-    and rewards (naming the env and the step), keeps each episode's raw return and length and hands the run each
-    episode that ends, and stops a lone process between two steps once Ctrl-C or SIGTERM came (StopRequested).
+    """The run's eyes on every env step, so that the rollout loop holds only PPO: it refuses non-finite observations,
+    final observations and rewards, and action masks that leave no legal action (naming the env and the step),
+    keeps each episode's raw return and length and hands the run each episode that ends, and stops a lone process
+    between two steps once Ctrl-C or SIGTERM came (StopRequested).
     gymnasium's RecordEpisodeStatistics also counts episodes, and times every one at ~15-19 us per step: a tenth
     of a CartPole step."""
 
@@ -1344,13 +1359,19 @@ class RunMonitor(gym.vector.VectorWrapper):
         obs, rewards, terminated, truncated, infos = self.env.step(actions)
         self.steps += 1
         global_step = self.run.start_step + self.steps * self.steps_per_step
+        done = terminated | truncated
         if not (np.isfinite(obs).all() and np.isfinite(rewards).all()):
-            env_id = self.env.unwrapped.get_attr("spec")[0].id
-            raise NonFiniteError(f"env {env_id} returned a non-finite observation or reward at global step "
-                                 f"{global_step}; check the environment's step()")
+            raise NonFiniteError(f"env {self.args_env_id()} returned a non-finite observation or reward at global "
+                                 f"step {global_step}; check the environment's step()")
+        if not all(np.isfinite(infos["final_obs"][i]).all() for i in np.flatnonzero(done)):
+            raise NonFiniteError(f"env {self.args_env_id()} returned a non-finite final observation (the last state "
+                                 f"of an episode) at global step {global_step}; check the environment's step()")
+        if self.run.args.action_mask and "action_mask" in infos:
+            check_some_action_legal(infos["action_mask"], self.single_action_space, self.args_env_id(),
+                                    f"at global step {global_step}")
         self.episode_return += rewards
         self.episode_length += 1
-        for i in np.flatnonzero(terminated | truncated):
+        for i in np.flatnonzero(done):
             self.run.pending.append(dict(global_step=global_step, time=time.time(),
                                          episodic_return=float(self.episode_return[i]),
                                          episodic_length=int(self.episode_length[i])))
@@ -1358,6 +1379,21 @@ class RunMonitor(gym.vector.VectorWrapper):
         if self.run.stopping and not distributed():
             raise StopRequested
         return obs, rewards, terminated, truncated, infos
+
+    def args_env_id(self) -> str:
+        return self.env.unwrapped.get_attr("spec")[0].id
+
+
+def check_some_action_legal(masks: np.ndarray, action_space: gym.Space, env_id: str, where: str) -> None:
+    """Refuse action masks, (N, n) or (n,), that leave some env (or some sub-action of a MultiDiscrete) no legal
+    choice: sampling from a policy with every logit masked would pick among illegal actions, silently."""
+    masks = np.atleast_2d(np.asarray(masks, dtype=bool))
+    nvec = np.atleast_1d(getattr(action_space, "nvec", getattr(action_space, "n", masks.shape[-1])))
+    for part in np.split(masks, np.cumsum(nvec)[:-1], axis=-1):
+        if not part.any(axis=-1).all():
+            env = int(np.flatnonzero(~part.any(axis=-1))[0])
+            raise NoLegalActionError(f"env {env_id} gave an action mask with no legal action {where} (env {env} of "
+                                     f"the vector env); every state needs one, or use --no-action-mask to ignore it")
 
 class CsvLog:
     """One CSV file of rows with a global_step. Its columns are the keys of the first row written, so a new
@@ -1525,6 +1561,9 @@ def check_args(args: Args) -> None:
     require(args.batch_size % args.num_minibatches == 0, "num-minibatches", args.num_minibatches,
             f"must divide the batch of num-envs * num-steps = {args.batch_size} transitions; "
             f"valid: {', '.join(str(d) for d in range(1, min(args.batch_size, 64) + 1) if args.batch_size % d == 0)}")
+    require(args.minibatch_size > 1 or not args.norm_adv, "num-minibatches", args.num_minibatches,
+            "leaves minibatches of 1 transition, whose advantages cannot be normalized (the std of one number); "
+            "use fewer minibatches, or --no-norm-adv")
     world = rank_and_world()[1]                                     # processes under torchrun, 1 without
     if args.evaluate is None:
         processes = f"{world} processes x " if world > 1 else ""
@@ -1670,21 +1709,31 @@ def load_agent(path: str | Path, env_id: str | None = None) -> tuple[Agent, Args
     return agent.eval(), args
 
 
+# Evaluation episode k resets with seed + EVAL_SEED_OFFSET + k. Training seeds only its first reset, env i of
+# process r with seed + r * num_envs + i (a resumed run: + the step it resumes at), so any run of fewer than a
+# billion steps never starts an episode the evaluation plays: the scores are of episodes the agent has not seen.
+EVAL_SEED_OFFSET = 10**9
+
+
 def evaluate(path: str | Path, episodes: int = 10, deterministic: bool = True, seed: int = 0,
              video_dir: Path | None = None, env_id: str | None = None) -> list[float]:
-    """Play `episodes` episodes with a saved agent (episode k starts from seed + k); returns their returns.
-    env_id: as in load_agent."""
+    """Play `episodes` episodes with a saved agent (episode k starts from seed + EVAL_SEED_OFFSET + k); returns
+    their returns. Stochastic play samples from torch's generator seeded with `seed`: the same checkpoint and seed
+    give the same returns. env_id: as in load_agent."""
     agent, args = load_agent(path, env_id)
+    torch.manual_seed(seed)
     env = make_env(args.env_id, render_mode="rgb_array" if video_dir else None)
     if video_dir:
         env = gym.wrappers.RecordVideo(env, str(video_dir), episode_trigger=lambda e: True, disable_logger=True)
     returns = []
     for episode in range(episodes):
-        obs, info = env.reset(seed=seed + episode)
+        obs, info = env.reset(seed=seed + EVAL_SEED_OFFSET + episode)
         done, total = False, 0.0
         while not done:
             # The most likely action, too, is chosen among the legal ones only: as in training, unless --no-action-mask.
             mask = np.array([info["action_mask"]], bool) if args.action_mask and "action_mask" in info else None
+            if mask is not None:
+                check_some_action_legal(mask, env.action_space, args.env_id, f"in evaluation episode {episode + 1}")
             with torch.inference_mode():
                 action = agent.act(torch.as_tensor(obs[None]), mask, deterministic=deterministic)[0][0].numpy()
             # [()] makes a 0-d array (one Discrete action) a numpy integer, which toy-text envs can index with.
@@ -1735,13 +1784,14 @@ ATARI_DEFAULTS = dict(
 # Presets: named settings for one env, for when its best-known return matters more than one setting for all.
 # `--preset NAME` puts them on top of the defaults, and flags given explicitly still win. The *-zoo presets are the
 # tuned hyperparameters of the SB3 zoo (rl-baselines3-zoo, hyperparams/ppo.yml; its batch_size of B transitions is
-# our num_minibatches = num_steps / B). notes/results.md has what each one scores beside the defaults, and
-# notes/README.md why the defaults stay general.
+# our num_minibatches = num_steps / B; its vf_coef weighs F.mse_loss, without the 0.5 of value_loss, so ours is
+# twice the zoo's number). notes/results.md has what each one scores beside the defaults, and notes/README.md why
+# the defaults stay general.
 PRESETS = {
     "mountaincar": dict(norm_obs=True, ent_coef=0.01),      # scale the tiny velocity; keep trying until one success
     "halfcheetah-zoo": dict(
         num_envs=1, num_steps=512, num_minibatches=8, update_epochs=20, learning_rate=2.0633e-5, anneal_lr=False,
-        gamma=0.98, gae_lambda=0.92, clip_coef=0.1, clip_vloss=False, ent_coef=4.01762e-4, vf_coef=0.58096,
+        gamma=0.98, gae_lambda=0.92, clip_coef=0.1, clip_vloss=False, ent_coef=4.01762e-4, vf_coef=1.16192,
         max_grad_norm=0.8, hidden_sizes=(256, 256), activation="relu", log_std_init=-2.0, ortho_init=False,
         norm_adv=True),
 }
@@ -1849,15 +1899,18 @@ def main(argv: list[str]) -> int:
         if rank == 0:
             print(f"error: {e}", file=sys.stderr)
         return 2
-    except NonFiniteError as e:
+    except (NonFiniteError, NoLegalActionError) as e:
         print(f"error: {f'rank {rank}: ' if world > 1 else ''}{e}", file=sys.stderr)
         return 1
     except gym.error.DependencyNotInstalled as e:
         if rank == 0:
             print(f"error: a missing optional package: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except QuitNow:
         print("interrupted twice: quit at once; files written so far are intact", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:                   # Ctrl-C before training started (ppo.main called from Python)
+        print("interrupted: quit before training started", file=sys.stderr)
         return 130
     finally:
         close_distributed()

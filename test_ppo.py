@@ -14,6 +14,7 @@ import re
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import gymnasium as gym
@@ -192,6 +193,14 @@ def test_presets_layer_on_defaults_and_flags_win():
     assert ppo.parse_args(["--env-id", "MountainCar-v0", "--preset", "mountaincar"]).ent_coef == 0.01
 
 
+def test_the_zoo_preset_weighs_the_value_loss_as_the_zoo_does():
+    # SB3's value loss is F.mse_loss(returns, values), without the 0.5 of value_loss: the zoo's vf_coef 0.58096
+    # weighs it, so the preset's weight, on value_loss, must give the same term.
+    new_values, returns = torch.randn(64), torch.randn(64)
+    ours = ppo.PRESETS["halfcheetah-zoo"]["vf_coef"] * ppo.value_loss(new_values, new_values, returns, None)
+    torch.testing.assert_close(ours, 0.58096 * torch.nn.functional.mse_loss(returns, new_values))
+
+
 def test_defaults_normalize_real_valued_vector_observations_only():
     # Real-valued vectors get observation and reward normalization whatever the action space; one-hot states
     # (Taxi's Discrete, Blackjack's Tuple of Discretes) and images do not.
@@ -341,6 +350,28 @@ class IllegalMovesDictEnv(IllegalMovesEnv):
 
     def observe(self):
         return dict(position=np.full(2, 0.5, np.float32), phase=1, action_mask=self.new_mask()), {}
+
+
+class NoLegalMoveEnv(IllegalMovesEnv):
+    """IllegalMovesEnv whose mask, at its 7th step, leaves no legal action."""
+    def new_mask(self):
+        self.count = getattr(self, "count", 0) + 1
+        return np.zeros(4, np.int8) if self.count == 8 else super().new_mask()
+
+
+def test_a_mask_with_no_legal_action_is_refused_with_env_and_step(tmp_path, capsys):
+    gym.register("NoLegalMove-v0", entry_point=NoLegalMoveEnv)
+    code = ppo.main(["--env-id", "NoLegalMove-v0", "--num-envs", "2", "--total-timesteps", "2048",
+                     "--runs-dir", str(tmp_path), "--quiet"])
+    assert code == 1
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: env NoLegalMove-v0 gave an action mask with no legal action at global step 14 (env 0 of the vector "
+        "env); every state needs one, or use --no-action-mask to ignore it"]
+    # a MultiDiscrete sub-action with no legal choice is refused too; one legal choice in each part is enough
+    space = gym.spaces.MultiDiscrete([3, 4])
+    ppo.check_some_action_legal(np.array([[1, 0, 0, 0, 0, 0, 1]]), space, "X-v0", "here")
+    with pytest.raises(ppo.NoLegalActionError, match="no legal action here"):
+        ppo.check_some_action_legal(np.array([[1, 0, 0, 0, 0, 0, 0]]), space, "X-v0", "here")
 
 
 @pytest.mark.parametrize("env_class", [IllegalMovesEnv, IllegalMovesDictEnv])
@@ -726,6 +757,8 @@ def test_help_lines_break_between_sentences_only():
     (["--gamma", "abc"], "--gamma"),
     (["--num-envs", "0"], "--num-envs 0: must be a positive integer"),
     (["--num-minibatches", "3"], "--num-minibatches 3: must divide"),
+    (["--num-envs", "1", "--num-steps", "4", "--num-minibatches", "4", "--total-timesteps", "8"],
+     "--num-minibatches 4: leaves minibatches of 1 transition"),
     (["--total-timesteps", "10"], "--total-timesteps 10: smaller than one batch"),
     (["--clip-coef", "0"], "--clip-coef 0.0: must be > 0"),
     (["--learning-rate", "-1e-3"], "--learning-rate -0.001: must be > 0"),
@@ -895,6 +928,37 @@ def test_second_ctrl_c_quits_at_once_with_files_intact(tmp_path):
         assert rows and all(None not in row.values() for row in rows)
 
 
+SLOW_ENV_MODULE = """
+import time
+import gymnasium as gym
+
+class Slow(gym.Env):
+    observation_space = gym.spaces.Box(0.0, 1.0, (1,))
+    action_space = gym.spaces.Discrete(2)
+    def __init__(self):
+        open("constructing", "w").close()
+        time.sleep(30)
+
+gym.register("Slow-v0", entry_point=Slow)
+"""
+
+
+@pytest.mark.parametrize("when", ["while torch loads", "during the set-up"])
+def test_ctrl_c_before_training_is_one_calm_line(when, tmp_path):
+    import signal
+    (tmp_path / "slow_envs.py").write_text(SLOW_ENV_MODULE)
+    proc = subprocess.Popen([sys.executable, str(HERE / "ppo.py"), "--env-id", "slow_envs:Slow-v0",
+                             "--runs-dir", str(tmp_path / "runs")], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.3 if when == "while torch loads" else 0)
+    if when == "during the set-up":              # the env's constructor is running: imports and flags are done
+        assert wait_for(lambda: (tmp_path / "constructing").exists(), timeout=60)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 130, stderr
+    assert stderr.strip().splitlines() == ["interrupted: quit before training started"], stderr
+
+
 def test_async_envs_leave_signals_to_the_trainer():
     # AsyncVectorEnv also makes one env in the trainer, to read the spaces: that one must not switch Ctrl-C or SIGTERM
     # off there (it once did, and --async-envs runs ignored Ctrl-C).
@@ -1000,6 +1064,27 @@ def test_non_finite_observation_stops_with_env_and_step(custom_env_path):
         "check the environment's step()"]
 
 
+class NaNAtTheTimeLimitEnv(ConstantRewardEnv):
+    """Its 5th state, the one a time limit of 5 cuts the episode at, is NaN: only infos["final_obs"] shows it."""
+    def reset(self, *, seed=None, options=None):
+        self.t = 0
+        return np.zeros(2, np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        return np.full(2, np.nan if self.t == 5 else 0.0, np.float32), 1.0, False, False, {}
+
+
+def test_non_finite_final_observation_stops_with_env_and_step(tmp_path, capsys):
+    gym.register("NaNAtTheTimeLimit-v0", entry_point=NaNAtTheTimeLimitEnv, max_episode_steps=5)
+    code = ppo.main(["--env-id", "NaNAtTheTimeLimit-v0", "--num-envs", "2", "--total-timesteps", "2048",
+                     "--runs-dir", str(tmp_path), "--quiet"])
+    assert code == 1
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: env NaNAtTheTimeLimit-v0 returned a non-finite final observation (the last state of an episode) at "
+        "global step 10; check the environment's step()"]
+
+
 class HugeRewardEnv(ConstantRewardEnv):
     """Ordinary rewards at first, then one so large that its square overflows: the loss becomes infinite."""
     def __init__(self):
@@ -1029,6 +1114,24 @@ def test_evaluate_a_checkpoint(tmp_path, capsys):
     assert returns == ppo.evaluate(result["checkpoint"], episodes=3, seed=1)   # deterministic policy, same seeds
     assert ppo.main(["--evaluate", str(result["checkpoint"]), "--eval-episodes", "3"]) == 0
     assert f"mean return {np.mean(returns):.2f} +- {np.std(returns):.2f} over 3 deterministic" in capsys.readouterr().out
+
+
+def test_stochastic_evaluation_is_reproducible_and_plays_episodes_training_never_started(tmp_path, monkeypatch):
+    result = ppo.train(ppo.default_args("CartPole-v1", total_timesteps=2048, runs_dir=str(tmp_path), quiet=True))
+    first = ppo.evaluate(result["checkpoint"], episodes=3, deterministic=False, seed=1)
+    torch.rand(5)                                                   # whatever the global generator did meanwhile
+    assert ppo.evaluate(result["checkpoint"], episodes=3, deterministic=False, seed=1) == first
+    seeds = []                                                      # the seed of every reset evaluation makes
+
+    class RecordSeeds(gym.Wrapper):
+        def reset(self, **kwargs):
+            seeds.append(kwargs.get("seed"))
+            return self.env.reset(**kwargs)
+    make_env = ppo.make_env
+    monkeypatch.setattr(ppo, "make_env", lambda *args, **kwargs: RecordSeeds(make_env(*args, **kwargs)))
+    ppo.evaluate(result["checkpoint"], episodes=3, seed=1)
+    training_seeds = set(range(1, 1 + 16))                          # seed + i for each of the 16 training envs
+    assert seeds and not set(seeds) & training_seeds and len(set(seeds)) == 3, seeds
 
 
 def installed(*modules):
