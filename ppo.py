@@ -458,8 +458,9 @@ def critic_values(agent: Agent, rollout: Rollout) -> tuple[np.ndarray, np.ndarra
         obs = torch.from_numpy(rollout.obs.reshape(T * N, *rollout.obs.shape[2:])).to(device)
         values = agent.value(obs).reshape(T, N).cpu().numpy()
         if rollout.final_obs:
-            where, final_obs = zip(*rollout.final_obs.items())
-            final_values[tuple(zip(*where))] = agent.value(torch.as_tensor(np.stack(final_obs), device=device)).cpu().numpy()
+            where, final_obs = zip(*rollout.final_obs.items())                  # (t, n) of each, and the states
+            final_obs = torch.as_tensor(np.stack(final_obs), device=device)
+            final_values[tuple(zip(*where))] = agent.value(final_obs).cpu().numpy()
     return values, final_values
 
 
@@ -584,8 +585,8 @@ def train(args: Args, loss_fn=ppo_loss) -> dict:
         rollout = Rollout.start(args.num_steps, *run.spaces, first=run.reset(envs))
         reward_scaler = RewardScaler(agent.reward_rms, args.gamma, args.num_envs, enabled=args.norm_reward)
         while run.next_iteration():              # until total_timesteps, or a stop request (Ctrl-C)
-            # Learning-rate annealing: decay linearly from learning_rate to 0 over the run.
-            lr = args.learning_rate * ((1 - run.global_step / args.total_timesteps) if args.anneal_lr else 1.0)
+            # Learning-rate annealing: decay linearly from learning_rate to 0 over the steps this run will take.
+            lr = args.learning_rate * ((1 - run.progress()) if args.anneal_lr else 1.0)
             optimizer.param_groups[0]["lr"] = lr
 
             # 1. Collect experience with the current policy.
@@ -1041,7 +1042,9 @@ class RunArgs(Args):
     save_every: int = 25
     """write a checkpoint every this many iterations (and always at the end); a crash loses at most that much"""
     resume: str | None = None
-    """path to a checkpoint.pt: continue that run in its directory, up to --total-timesteps"""
+    """path to a checkpoint.pt: continue that run in its directory, up to --total-timesteps.
+    It restores the agent, optimizer, statistics, step count, learning-rate schedule and random streams, not the envs:
+    they start new episodes (seeded with seed + step), so the episodes under way at the stop are not logged"""
     evaluate: str | None = None
     """path to a checkpoint.pt: do not train; play --eval-episodes episodes with it and print the mean return"""
     eval_episodes: int = 10
@@ -1186,6 +1189,15 @@ class Run:
     @property
     def stopping(self) -> bool:
         return self.signum is not None
+
+    def progress(self) -> float:
+        """How far the run has come, for the learning-rate schedule: 0 at step 0, 1 at the end of the last whole
+        iteration that will run (total_timesteps rounded down to whole iterations). A run resumed with the same
+        --total-timesteps follows the uninterrupted schedule exactly. One resumed with a larger total follows the
+        schedule of a run started with that total: the rate steps up from where it was (from 0, if the run had
+        finished) to learning_rate * (1 - step / new end), and decays to 0 at the new end."""
+        per_iteration = self.world * self.args.batch_size
+        return self.global_step / (self.args.total_timesteps // per_iteration * per_iteration)
 
     def next_iteration(self) -> bool:
         """Is there another whole iteration to run? Not once total_timesteps would be passed, nor after a stop."""

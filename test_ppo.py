@@ -528,6 +528,18 @@ def test_box_actions_end_to_end_and_checkpoint_reload(tmp_path):
     torch.testing.assert_close(loaded.obs_rms.mean, agent.obs_rms.mean)
 
 
+def test_learning_rate_decays_to_zero_over_the_steps_that_run(tmp_path):
+    # 5000 steps in iterations of 256 run 19 iterations, 4864 steps: the rate, set at each iteration's start, falls
+    # linearly to 0 at step 4864 (not at 5000, which no iteration reaches).
+    args = ppo.Args(total_timesteps=5000, num_envs=4, num_steps=64, runs_dir=str(tmp_path), quiet=True,
+                    tensorboard=False)
+    rows = read_csv(ppo.train(args)["run_dir"] / "updates.csv")
+    assert len(rows) == 19
+    for row in rows:                                                  # global_step: after the iteration
+        start = int(row["global_step"]) - 256
+        assert math.isclose(float(row["learning_rate"]), args.learning_rate * (1 - start / 4864), rel_tol=1e-9)
+
+
 def test_same_seed_gives_identical_episodes(tmp_path):
     def run(sub):
         args = ppo.Args(total_timesteps=8192, runs_dir=str(tmp_path / sub), quiet=True, seed=7)
@@ -869,7 +881,7 @@ def wait_for(predicate, timeout=60.0):
 
 
 @pytest.mark.parametrize("sig, code", [("SIGINT", 130), ("SIGTERM", 143)])
-def test_signal_saves_and_resume_continues_exactly(tmp_path, sig, code):
+def test_signal_saves_and_resume_picks_up_at_the_saved_step(tmp_path, sig, code):
     import signal
     import time
     flags = ["--total-timesteps", "20480", "--num-envs", "4", "--num-steps", "64", "--save-every", "1000",
