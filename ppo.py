@@ -651,9 +651,11 @@ import difflib
 import importlib.util
 import io
 import itertools
+import json
 import os
 import random
 import re
+import shlex
 import threading
 import time
 import types
@@ -1050,7 +1052,11 @@ class RunArgs(Args):
     eval_episodes: int = 10
     """episodes played by --evaluate"""
     eval_stochastic: bool = False
-    """with --evaluate: sample actions from the policy instead of taking the most likely (mean) action"""
+    """with --evaluate: sample actions from the policy instead of taking the most likely (mean) action.
+    Image (Atari) agents save this as on: a deterministic policy can stall a game"""
+    eval_video_episodes: int = 1
+    """with --evaluate --capture-video: film the first this many episodes (-1: all of them).
+    Filming is slow on a CPU: a MuJoCo frame takes ~0.3 s off-screen, ~5 minutes per 1000-step episode"""
     tensorboard: bool = True
     """also write TensorBoard event files, if the optional `tensorboard` package is installed"""
     track: bool = False
@@ -1120,6 +1126,10 @@ class Run:
                                                                                      "wall_time"))
             if self.rank == 0:  # the saved random streams are rank 0's; other ranks keep their own (seed + rank)
                 restore_rng(checkpoint["rng"])
+                if checkpoint["args"]["num_envs"] != args.num_envs:
+                    print(f"warning: --num-envs {args.num_envs}: the run was trained with "
+                          f"{checkpoint['args']['num_envs']} envs; each update now learns from a different batch",
+                          file=sys.stderr)
             self.dir = Path(args.resume).parent
         else:
             safe_env_id = re.sub(r"[^\w.-]", "_", args.env_id)       # "ale_py:ALE/Pong-v5" -> a folder name
@@ -1132,6 +1142,12 @@ class Run:
         # W&B first: if it refuses to start, no file is left
         self.wandb = open_wandb(args, self.dir) if args.track and self.rank == 0 else None
         self.tb = open_tensorboard(self.dir) if args.tensorboard and self.rank == 0 else None
+        if self.rank == 0:                  # the settings, readable beside the logs (and in TensorBoard, as CleanRL)
+            settings = dataclasses.asdict(args)
+            atomic_write(self.dir / "args.json", lambda p: p.write_text(json.dumps(settings, indent=2) + "\n"))
+            if self.tb:
+                self.tb.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(
+                    f"|{k}|{v}|" for k, v in settings.items()))
         self.start_time, self.wall_offset, self.start_step = time.time() - wall_offset, wall_offset, self.global_step
         # Returns of the last 100 episodes; a resumed run starts with those its episodes.csv already holds.
         kept = self.episode_log.rows if self.episode_log else []     # rank 0 alone keeps the logs
@@ -1218,7 +1234,7 @@ class Run:
 
     def _on_signal(self, signum, frame):
         if self.signum is not None:
-            raise QuitNow
+            raise QuitNow(str(self.checkpoint_path))
         self.signum = signum
         if self.rank == 0:
             print(f"\n{signal.Signals(signum).name}: stopping after this {'iteration' if distributed() else 'step'} "
@@ -1317,7 +1333,8 @@ class Run:
         now = time.time()
         if self.args.quiet or now - self.last_print < (0.5 if self.tty else 5.0):
             return
-        self.last_print, step, total = now, self.global_step, self.args.total_timesteps
+        per_iteration = self.world * self.args.batch_size         # the total the first line announced
+        self.last_print, step, total = now, self.global_step, self.args.total_timesteps // per_iteration * per_iteration
         ret = f"{np.mean(self.recent):8.1f}" if self.recent else "     n/a"
         print(f"step {step:>10,} ({100 * step / total:3.0f}%) | {sps:7,.0f} SPS | return {ret} (last "
               f"{len(self.recent)} ep) | ETA {(total - step) / max(sps, 1):5.0f}s", end="\r" if self.tty else "\n",
@@ -1502,6 +1519,8 @@ def restore_rng(rng: dict) -> None:
 
 
 def load_checkpoint(path: str | Path, flag: str = "--resume") -> dict:
+    if Path(path).is_dir():
+        raise UsageError(f"{flag} {path}: a folder; give the checkpoint.pt in it, e.g. {Path(path) / 'checkpoint.pt'}")
     if not Path(path).is_file():
         raise UsageError(f"{flag} {path}: no such file; give the path of a run's checkpoint.pt")
     try:
@@ -1710,7 +1729,15 @@ def load_agent(path: str | Path, env_id: str | None = None) -> tuple[Agent, Args
     if env_id in (None, args.env_id):
         import_env_module(checkpoint, f"--evaluate {path}")
     args.env_id = env_id or args.env_id
-    env = make_env(args.env_id)
+    try:
+        env = make_env(args.env_id)
+    except UsageError as e:
+        if env_id is not None:
+            raise
+        cause = e.__context__ or e                                   # what gym.make raised
+        raise UsageError(f"--evaluate {path}: its env {args.env_id} cannot be made here ({type(cause).__name__}: "
+                         f"{str(cause).splitlines()[0]}); run from the folder that holds its module, or add that "
+                         "folder to PYTHONPATH") from None
     env.close()
     if (str(env.observation_space), str(env.action_space)) != (checkpoint["observation_space"],
                                                                checkpoint["action_space"]):
@@ -1728,32 +1755,82 @@ EVAL_SEED_OFFSET = 10**9
 
 
 def evaluate(path: str | Path, episodes: int = 10, deterministic: bool = True, seed: int = 0,
-             video_dir: Path | None = None, env_id: str | None = None) -> list[float]:
+             video_dir: Path | None = None, env_id: str | None = None, video_episodes: int = 1,
+             verbose: bool = False) -> list[float]:
     """Play `episodes` episodes with a saved agent (episode k starts from seed + EVAL_SEED_OFFSET + k); returns
     their returns. Stochastic play samples from torch's generator seeded with `seed`: the same checkpoint and seed
-    give the same returns. env_id: as in load_agent."""
+    give the same returns. With video_dir, the first `video_episodes` episodes are filmed there (-1: all). verbose
+    prints a line per episode. A first Ctrl-C stops after the episode under way (the returns so far come back), a
+    second one at once. env_id: as in load_agent."""
     agent, args = load_agent(path, env_id)
     torch.manual_seed(seed)
     env = make_env(args.env_id, render_mode="rgb_array" if video_dir else None)
     if video_dir:
-        env = gym.wrappers.RecordVideo(env, str(video_dir), episode_trigger=lambda e: True, disable_logger=True)
-    returns = []
-    for episode in range(episodes):
-        obs, info = env.reset(seed=seed + EVAL_SEED_OFFSET + episode)
-        done, total = False, 0.0
-        while not done:
-            # The most likely action, too, is chosen among the legal ones only: as in training, unless --no-action-mask.
-            mask = np.array([info["action_mask"]], bool) if args.action_mask and "action_mask" in info else None
-            if mask is not None:
-                check_some_action_legal(mask, env.action_space, args.env_id, f"in evaluation episode {episode + 1}")
-            with torch.inference_mode():
-                action = agent.act(torch.as_tensor(obs[None]), mask, deterministic=deterministic)[0][0].numpy()
-            # [()] makes a 0-d array (one Discrete action) a numpy integer, which toy-text envs can index with.
-            obs, reward, terminated, truncated, info = env.step(action[()])
-            total, done = total + float(reward), terminated or truncated
-        returns.append(total)
-    env.close()
+        env = gym.wrappers.RecordVideo(env, str(video_dir), episode_trigger=lambda e: video_episodes < 0 or
+                                       e < video_episodes, disable_logger=True)
+    returns, stop = [], EvaluationStop()
+    with contextlib.closing(env), stop:
+        for episode in range(episodes):
+            started, total, length = time.time(), 0.0, 0
+            obs, info = env.reset(seed=seed + EVAL_SEED_OFFSET + episode)
+            done = False
+            while not done:
+                # The most likely action, too, is chosen among the legal ones only: as in training.
+                mask = np.array([info["action_mask"]], bool) if args.action_mask and "action_mask" in info else None
+                if mask is not None:
+                    check_some_action_legal(mask, env.action_space, args.env_id, f"in evaluation episode {episode + 1}")
+                with torch.inference_mode():
+                    action = agent.act(torch.as_tensor(obs[None]), mask, deterministic=deterministic)[0][0].numpy()
+                # [()] makes a 0-d array (one Discrete action) a numpy integer, which toy-text envs can index with.
+                obs, reward, terminated, truncated, info = env.step(action[()])
+                total, length, done = total + float(reward), length + 1, terminated or truncated
+            returns.append(total)
+            if verbose:
+                print(f"episode {episode + 1}/{episodes}: return {total:.2f}, {length} steps, "
+                      f"{time.time() - started:.1f}s", flush=True)
+            if stop.requested:
+                break
     return returns
+
+
+class EvaluationStop:
+    """Ctrl-C during evaluate: the first asks to stop after the episode under way, a second quits at once."""
+
+    def __enter__(self) -> EvaluationStop:
+        self.requested, self.previous = False, None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._on_signal)
+        return self
+
+    def _on_signal(self, signum, frame):
+        if self.requested:
+            raise QuitNow
+        self.requested = True
+        print("\nSIGINT: stopping after this episode (press Ctrl-C again to quit at once)", file=sys.stderr, flush=True)
+
+    def __exit__(self, *exc) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+
+def run_evaluation(args: Args, argv: list[str]) -> bool:
+    """--evaluate: play the checkpoint's agent, a line per episode, then the mean return and how it was played.
+    Returns whether every episode was played (not stopped by Ctrl-C)."""
+    check_args(args)
+    video_dir = None
+    if args.capture_video:                  # each evaluation films into a folder of its own, beside the checkpoint
+        video_dir = new_run_dir(Path(args.evaluate).parent / "videos-eval" / time.strftime("%Y%m%d-%H%M%S"))
+        video_dir.rmdir()                   # the name is this evaluation's; RecordVideo makes the folder itself
+    returns = evaluate(args.evaluate, args.eval_episodes, not args.eval_stochastic, args.seed, video_dir,
+                       _flag_value(argv, "--env-id"), args.eval_video_episodes, verbose="--quiet" not in argv)
+    how = "stochastic" if args.eval_stochastic else "deterministic"
+    if args.eval_stochastic and not any(a.startswith("--eval-stochastic") for a in argv):
+        how += " (sampled actions: the default saved with this image agent; --no-eval-stochastic for the most likely)"
+    played = f"{len(returns)} of {args.eval_episodes}" if len(returns) < args.eval_episodes else f"{len(returns)}"
+    print(f"{'stopped: ' if len(returns) < args.eval_episodes else ''}{args.env_id}: mean return "
+          f"{np.mean(returns):.2f} +- {np.std(returns):.2f} over {played} {how} episodes"
+          + (f"; videos in {video_dir}" if video_dir else ""), flush=True)
+    return len(returns) == args.eval_episodes
 
 
 # ======================================================================================================================
@@ -1809,6 +1886,16 @@ PRESETS = {
 }
 
 
+PRESET_ENVS = {"mountaincar": "MountainCar", "halfcheetah-zoo": "HalfCheetah"}   # the env each preset is tuned for
+
+
+def warn_if_preset_is_for_another_env(args: Args) -> None:
+    env = PRESET_ENVS.get(args.preset or "")
+    if env and env not in args.env_id:
+        print(f"warning: --preset {args.preset} is tuned for {env}, not {args.env_id}; its settings apply anyway",
+              file=sys.stderr)
+
+
 def default_args(env_id: str, preset: str | None = None, **overrides) -> Args:
     """The defaults for `env_id`'s observation and action space (VECTOR_, CONTINUOUS_, ATARI_DEFAULTS), then the
     preset's settings, then `overrides`: `train(default_args("Hopper-v5", seed=2))`,
@@ -1833,9 +1920,43 @@ def _flag_value(argv: list[str], flag: str) -> str | None:
     return None
 
 
+# Flags as other PPO code names them (SB3, the zoo, CleanRL's older scripts), and what ppo.py calls them.
+FLAG_ALIASES = {
+    "--lr": "--learning-rate", "--env": "--env-id", "--env-name": "--env-id", "--n-envs": "--num-envs",
+    "--n-steps": "--num-steps", "--steps": "--total-timesteps (the whole run) or --num-steps (per env per rollout)",
+    "--timesteps": "--total-timesteps", "--n-timesteps": "--total-timesteps", "--total-steps": "--total-timesteps",
+    "--batch-size": "--num-envs * --num-steps (the batch) and --num-minibatches (minibatch = batch / that)",
+    "--minibatch-size": "--num-minibatches (minibatch = num-envs * num-steps / num-minibatches)",
+    "--n-epochs": "--update-epochs", "--epochs": "--update-epochs", "--clip-range": "--clip-coef",
+    "--clip": "--clip-coef", "--ent": "--ent-coef", "--entropy-coef": "--ent-coef", "--value-coef": "--vf-coef",
+    "--gae": "--gae-lambda", "--lambda": "--gae-lambda", "--discount": "--gamma", "--max-grad": "--max-grad-norm",
+    "--normalize-advantage": "--norm-adv", "--hidden": "--hidden-sizes", "--net-arch": "--hidden-sizes",
+    "--n-minibatches": "--num-minibatches", "--eval": "--evaluate", "--gpu": "--cuda", "--device": "--cuda",
+    "--video": "--capture-video", "--checkpoint": "--resume (continue training) or --evaluate (play it)",
+}
+
+
+def check_flag_names(argv: list[str]) -> None:
+    """A flag another PPO code uses, or a list written with commas: say what ppo.py wants, in one line."""
+    flags = {"--" + f.name.replace("_", "-") for f in dataclasses.fields(Args)}
+    for i, arg in enumerate(argv):
+        name = arg.split("=", 1)[0]
+        if name in FLAG_ALIASES and name not in flags:
+            raise UsageError(f"{name}: ppo.py calls it {FLAG_ALIASES[name]}; see --help")
+        if name == "--hidden-sizes":
+            values = arg.split("=", 1)[1:] or list(itertools.takewhile(lambda a: not a.startswith("--"), argv[i + 1:]))
+            if any("," in value for value in values):
+                raise UsageError(f"--hidden-sizes {' '.join(values)}: give the sizes as separate numbers, "
+                                 f"e.g. --hidden-sizes {' '.join(values).replace(',', ' ').strip()}")
+
+
 def parse_args(argv: list[str]) -> Args:
     """Parse flags on top of the defaults for the chosen env (or the resumed run), so --help shows real values."""
     import tyro
+
+    check_flag_names(argv)
+    if _flag_value(argv, "--resume") and _flag_value(argv, "--evaluate"):
+        raise UsageError("--evaluate: plays a checkpoint, --resume trains one further; give one of them")
 
     if _flag_value(argv, "--resume") or _flag_value(argv, "--evaluate"):
         flag = "--resume" if _flag_value(argv, "--resume") else "--evaluate"
@@ -1847,10 +1968,15 @@ def parse_args(argv: list[str]) -> Args:
         default = args_from_checkpoint(checkpoint)
     else:
         default = default_args(_flag_value(argv, "--env-id") or Args.env_id, _flag_value(argv, "--preset"))
+        warn_if_preset_is_for_another_env(default)
+    description = __doc__.split("\n\n")[0]
+    if not (_flag_value(argv, "--env-id") or _flag_value(argv, "--resume") or _flag_value(argv, "--evaluate")):
+        description += (f"\nThe defaults shown are {Args.env_id}'s (discrete actions); `--env-id ENV --help` "
+                        "shows those ENV would get.")
     err = io.StringIO()
     try:
         with contextlib.redirect_stderr(err):
-            return tyro.cli(Args, args=argv, default=default, description=__doc__.split("\n\n")[0])
+            return tyro.cli(Args, args=argv, default=default, description=description)
     except SystemExit as e:
         if e.code in (0, None):
             raise
@@ -1861,7 +1987,8 @@ def parse_args(argv: list[str]) -> Args:
         is_rule = lambda line: set(line) <= set("─-╰╯+ ")                                    # noqa: E731
         first = itertools.takewhile(lambda line: not is_rule(line), itertools.dropwhile(is_rule, lines))
         message = " ".join(first).removeprefix("Error parsing ")
-        hint = next((lines[i + 1].split()[0] for i, line in enumerate(lines[:-1]) if line == "Perhaps you meant:"), "")
+        hint = next((lines[i + 1].split()[0].rstrip(",") for i, line in enumerate(lines[:-1])
+                     if line == "Perhaps you meant:"), "")
         hint = f"; did you mean {hint}" if hint else ""
         raise UsageError(f"{message or 'could not parse the flags'}{hint}; see --help")
 
@@ -1889,6 +2016,24 @@ def quiet_known_warnings(env_id: str | None) -> None:
                                     print(f"MuJoCo warning: {text}", file=sys.stderr, flush=True))
 
 
+def launch_command(world: int) -> str:
+    """How this process was started, as a shell command without its flags: `python path/to/ppo.py` with the script
+    path as given, or under torchrun the launcher's own command line up to the script (read from the parent
+    process, on Linux; elsewhere `torchrun ... SCRIPT`)."""
+    script = sys.argv[0] if sys.argv and sys.argv[0] else "ppo.py"
+    if world == 1:
+        return f"python {shlex.quote(script)}"
+    try:
+        with open(f"/proc/{os.getppid()}/cmdline", "rb") as f:
+            parent = [part.decode() for part in f.read().split(b"\0") if part]
+        launcher = parent[:parent.index(script) + 1]
+    except (OSError, ValueError):
+        return f"torchrun ... {shlex.quote(script)}"
+    if Path(launcher[0]).name.startswith("python"):        # python .../torchrun ... or python -m torch.distributed.run
+        launcher = ["torchrun", *launcher[2:]] if Path(launcher[1]).name == "torchrun" else ["python", *launcher[1:]]
+    return shlex.join(launcher)
+
+
 def main(argv: list[str]) -> int:
     # `--env-id my_envs:MyEnv-v0` imports my_envs: look for it in the current folder too, as `python -m` would.
     sys.path.insert(1, os.getcwd())
@@ -1899,13 +2044,7 @@ def main(argv: list[str]) -> int:
     try:
         args = parse_args(argv)
         if args.evaluate:
-            check_args(args)
-            returns = evaluate(args.evaluate, args.eval_episodes, not args.eval_stochastic, args.seed,
-                               Path(args.evaluate).parent / "videos-eval" if args.capture_video else None,
-                               args.env_id)
-            print(f"{args.env_id}: mean return {np.mean(returns):.2f} +- {np.std(returns):.2f} over {len(returns)} "
-                  f"{'stochastic' if args.eval_stochastic else 'deterministic'} episodes", flush=True)
-            return 0
+            return 0 if run_evaluation(args, argv) else 130        # 130: stopped by Ctrl-C
         result = train(args)
     except UsageError as e:
         if rank == 0:
@@ -1918,8 +2057,12 @@ def main(argv: list[str]) -> int:
         if rank == 0:
             print(f"error: a missing optional package: {e}", file=sys.stderr)
         return 2
-    except QuitNow:
-        print("interrupted twice: quit at once; files written so far are intact", file=sys.stderr)
+    except QuitNow as e:
+        checkpoint = e.args[0] if e.args and Path(e.args[0]).is_file() else None
+        hint = (f"; the last checkpoint resumes with:\n    {launch_command(world)} --resume {checkpoint}"
+                if checkpoint else "")
+        if rank == 0:
+            print(f"interrupted twice: quit at once; files written so far are intact{hint}", file=sys.stderr)
         return 130
     except KeyboardInterrupt:                   # Ctrl-C before training started (ppo.main called from Python)
         print("interrupted: quit before training started", file=sys.stderr)
@@ -1928,8 +2071,8 @@ def main(argv: list[str]) -> int:
         close_distributed()
     if result["stopped_by"]:
         if rank == 0:
-            launcher = "torchrun ... ppo.py" if world > 1 else "python ppo.py"
-            print(f"checkpoint saved; resume with:\n    {launcher} --resume {result['checkpoint']}", flush=True)
+            print(f"checkpoint saved; resume with:\n    {launch_command(world)} --resume {result['checkpoint']}",
+                  flush=True)
         return 128 + signal.Signals[result["stopped_by"]].value
     return 0
 

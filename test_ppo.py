@@ -8,6 +8,7 @@ import csv
 import importlib
 import importlib.util
 import inspect
+import json
 import math
 import os
 import re
@@ -789,6 +790,14 @@ def test_help_lines_break_between_sentences_only():
     (["--preset", "cheetah"], "--preset cheetah: no such preset; valid: mountaincar, halfcheetah-zoo"),
     (["--activation", "gelu"], "'gelu' for argument '--activation'. Expected one of ('tanh', 'relu')"),
     (["--resume", "x.pt", "--preset", "mountaincar"], "--preset: --resume uses the settings saved in the checkpoint"),
+    (["--lr", "1e-3"], "--lr: ppo.py calls it --learning-rate"),
+    (["--env", "CartPole-v1"], "--env: ppo.py calls it --env-id"),
+    (["--n-envs", "8"], "--n-envs: ppo.py calls it --num-envs"),
+    (["--batch-size", "64"], "--batch-size: ppo.py calls it --num-envs * --num-steps (the batch)"),
+    (["--hidden-sizes", "64,64"], "--hidden-sizes 64,64: give the sizes as separate numbers, e.g. --hidden-sizes 64 64"),
+    (["--anneal-l"], "did you mean --anneal-lr; see --help"),               # tyro's suggestion, without its comma
+    (["--evaluate", "x.pt", "--resume", "y.pt"], "--evaluate: plays a checkpoint, --resume trains one further"),
+    (["--evaluate", "."], "--evaluate .: a folder; give the checkpoint.pt in it"),
 ])
 def test_bad_input_is_one_line_and_exit_2(flags, expected, capsys, tmp_path):
     code = ppo.main([*flags, "--runs-dir", str(tmp_path)])
@@ -897,7 +906,7 @@ def test_signal_saves_and_resume_picks_up_at_the_saved_step(tmp_path, sig, code)
     assert "Traceback" not in stderr
     run_dir = next(tmp_path.iterdir())
     checkpoint = run_dir / "checkpoint.pt"
-    assert f"python ppo.py --resume {checkpoint}" in stdout
+    assert f"python {HERE / 'ppo.py'} --resume {checkpoint}" in stdout          # the script path as given
     saved_step = torch.load(checkpoint)["global_step"]
     assert 0 < saved_step < 20480 and saved_step % 256 == 0
     episodes = read_csv(run_dir / "episodes.csv")
@@ -1059,9 +1068,9 @@ def test_custom_env_trained_from_python_is_evaluated_from_the_command_line(custo
     # From the folder that holds my_envs.py, the checkpoint's env_module is imported; the old one names it by flag.
     monkeypatch.chdir(path)
     assert ppo.main(["--evaluate", str(result["checkpoint"]), "--eval-episodes", "2"]) == 0
-    assert capsys.readouterr().out.startswith("GoRight-v0: mean return")
+    assert capsys.readouterr().out.splitlines()[-1].startswith("GoRight-v0: mean return")   # after a line an episode
     assert ppo.main(["--evaluate", str(path / "old.pt"), "--env-id", "my_envs:GoRight-v0", "--eval-episodes", "2"]) == 0
-    assert capsys.readouterr().out.startswith("my_envs:GoRight-v0: mean return")
+    assert capsys.readouterr().out.splitlines()[-1].startswith("my_envs:GoRight-v0: mean return")
     assert ppo.main(["--evaluate", str(path / "old.pt"), "--env-id", "CartPole-v1"]) == 2
     assert "--env-id CartPole-v1: its observation or action space differs" in capsys.readouterr().err
 
@@ -1126,6 +1135,35 @@ def test_evaluate_a_checkpoint(tmp_path, capsys):
     assert returns == ppo.evaluate(result["checkpoint"], episodes=3, seed=1)   # deterministic policy, same seeds
     assert ppo.main(["--evaluate", str(result["checkpoint"]), "--eval-episodes", "3"]) == 0
     assert f"mean return {np.mean(returns):.2f} +- {np.std(returns):.2f} over 3 deterministic" in capsys.readouterr().out
+
+
+def test_evaluation_prints_each_episode_and_films_the_first_apart(tmp_path, capsys, monkeypatch):
+    result = ppo.train(ppo.default_args("CartPole-v1", total_timesteps=2048, runs_dir=str(tmp_path), quiet=True,
+                                        eval_stochastic=True))
+    assert json.loads((result["run_dir"] / "args.json").read_text())["env_id"] == "CartPole-v1"   # readable settings
+    capsys.readouterr()
+    assert ppo.main(["--evaluate", str(result["checkpoint"]), "--eval-episodes", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in lines[:2]] == ["episode 1/2", "episode 2/2"]
+    assert "over 2 stochastic (sampled actions: the default saved with this" in lines[2]    # why not deterministic
+    if installed("moviepy", "pygame"):
+        for _ in range(2):                                       # two evaluations: two folders, one episode filmed each
+            assert ppo.main(["--evaluate", str(result["checkpoint"]), "--eval-episodes", "3", "--capture-video"]) == 0
+        folders = sorted((result["run_dir"] / "videos-eval").iterdir())
+        assert len(folders) == 2 and all(len(list(f.glob("*.mp4"))) == 1 for f in folders)
+
+
+def test_one_ctrl_c_during_evaluation_stops_after_the_episode(tmp_path):
+    import signal
+    result = ppo.train(ppo.Args(total_timesteps=2048, runs_dir=str(tmp_path), quiet=True, tensorboard=False))
+    proc = subprocess.Popen([sys.executable, str(HERE / "ppo.py"), "--evaluate", str(result["checkpoint"]),
+                             "--eval-episodes", "100000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().startswith("episode 1/100000: return")
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and "Traceback" not in stderr, stderr
+    assert re.search(r"^stopped: CartPole-v1: mean return [\d.]+ \+- [\d.]+ over \d+ of 100000 deterministic episodes$",
+                     stdout.splitlines()[-1]), stdout[-300:]
 
 
 def test_stochastic_evaluation_is_reproducible_and_plays_episodes_training_never_started(tmp_path, monkeypatch):
@@ -1201,6 +1239,13 @@ def test_plot_command_writes_a_png(tmp_path):
     out = subprocess.run([sys.executable, str(HERE / "notes" / "plot.py"), *map(str, runs), "--overlay", "-o",
                           str(tmp_path / "overlay.png")], capture_output=True, text=True)
     assert out.returncode == 0 and (tmp_path / "overlay.png").stat().st_size > 1000, out.stderr
+    # several groups: a grid, not a strip; without -o, the PNG goes beside the runs, never into the current folder
+    other = ppo.train(ppo.Args(total_timesteps=2048, exp_name="other", runs_dir=str(tmp_path), quiet=True))["run_dir"]
+    out = subprocess.run([sys.executable, str(HERE / "notes" / "plot.py"), *map(str, [*runs, other, other, other])],
+                         capture_output=True, text=True, cwd=HERE)
+    assert out.returncode == 0 and (tmp_path / "learning_curve.png").is_file(), out.stderr
+    assert f"({runs[0]}; the longest reaches" in out.stdout                        # the run that cut its group
+    assert not (HERE / "learning_curve.png").exists()
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -1259,6 +1304,7 @@ def test_torchrun_two_processes_train_one_agent_and_stop_and_resume_together(tmp
     stdout, stderr = proc.communicate(timeout=60)
     assert no_traceback_from_ppo(stderr), stderr
     assert stdout.count("stopped:") == 1 and stdout.count("checkpoint saved; resume with") == 1, stdout
+    assert "    python -m torch.distributed.run --standalone --nproc-per-node 2 " in stdout, stdout   # as launched
     [run_dir] = (tmp_path / "runs").iterdir()                                       # one run directory
     saved_step = torch.load(run_dir / "checkpoint.pt")["global_step"]
     assert saved_step > 0 and saved_step % (2 * 4 * 64) == 0                        # whole iterations of 2 ranks

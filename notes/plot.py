@@ -5,9 +5,10 @@
 Runs of the same env and --exp-name (the first two parts of the directory name, `{env_id}__{exp_name}__...`) are
 one curve: the mean over runs of each run's smoothed return (mean of its last --window episodes), with a band
 from the lowest to the highest run. A curve ends where the shortest of its runs ends (a mean needs every run); the
-legend and the output say so when its runs differ in length. Several groups give one panel each; --overlay draws
-them on one axis instead (to compare settings, give each its own --exp-name when training). Needs matplotlib
-(pip install matplotlib); nothing else in the project does.
+legend and the output say so, and name that run, when its runs differ in length. Several groups give one panel
+each, laid out in a grid of up to 3 columns; --overlay draws them on one axis instead (to compare settings, give
+each its own --exp-name when training). Without -o the PNG goes beside the runs: learning_curve.png in the folder
+that holds them. Needs matplotlib (pip install matplotlib); nothing else in the project does.
 """
 
 import argparse
@@ -36,7 +37,8 @@ def smoothed_curve(run_dir: Path, window: int) -> tuple[np.ndarray, np.ndarray]:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", type=Path, help="run directories (each holding episodes.csv)")
-    parser.add_argument("-o", "--out", type=Path, default=Path("learning_curve.png"), help="PNG file to write")
+    parser.add_argument("-o", "--out", type=Path, default=None,
+                        help="PNG file to write (default: learning_curve.png in the folder that holds the runs)")
     parser.add_argument("--window", type=int, default=100, help="episodes in the moving average (default 100)")
     parser.add_argument("--title", default=None, help="figure title")
     parser.add_argument("--overlay", action="store_true",
@@ -61,18 +63,23 @@ def main(argv: list[str]) -> int:
     one_exp = len({exp for _, exp in groups}) == 1      # then the env id alone names a curve
     groups = {env if one_exp else f"{env} [{exp}]": runs for (env, exp), runs in groups.items()}
     panels = 1 if args.overlay else len(groups)
-    fig, axes = plt.subplots(1, panels, figsize=(7 if args.overlay else 5.5 * panels, 4), squeeze=False)
+    cols = min(panels, 3)
+    rows = -(-panels // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(7 if args.overlay else 5.5 * cols, 4 * rows), squeeze=False)
+    for ax in axes.flat[panels:]:
+        ax.set_visible(False)                           # an incomplete last row
     for i, (name, runs) in enumerate(sorted(groups.items())):
-        ax = axes[0][0 if args.overlay else i]
+        ax = axes.flat[0 if args.overlay else i]
         curves = [smoothed_curve(run, args.window) for run in runs]
         end = min(steps[-1] for steps, _ in curves)     # only where every run has data
         grid = np.linspace(max(steps[0] for steps, _ in curves), end, 200)
         ys = np.array([np.interp(grid, steps, values) for steps, values in curves])
         cut, longest = "", max(steps[-1] for steps, _ in curves)
         if end < longest:         # a curve that silently stops early would read as "training stopped there"
+            shortest = min(zip(curves, runs), key=lambda cr: cr[0][0][-1])[1]
             cut = f", cut to the shortest: {end:,} steps"
             print(f"note: {name}: drawn to {end:,} steps, where the shortest of its {len(runs)} runs ends "
-                  f"(the longest reaches {longest:,})")
+                  f"({shortest}; the longest reaches {longest:,}); plot that run apart to see the rest")
         n_runs = f"{len(runs)} run{'s' * (len(runs) > 1)}{cut}"
         label = f"{name} ({n_runs})" if args.overlay else f"mean of {n_runs}"
         line, = ax.plot(grid, ys.mean(0), label=label)
@@ -86,6 +93,9 @@ def main(argv: list[str]) -> int:
     if args.title:
         fig.suptitle(args.title)
     fig.tight_layout()
+    if args.out is None:                                # beside the runs, not in whatever folder this ran from
+        parents = {run.resolve().parent for run in args.runs}
+        args.out = (parents.pop() if len(parents) == 1 else Path.cwd()) / "learning_curve.png"
     args.out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.out, dpi=110)
     print(f"wrote {args.out}")
