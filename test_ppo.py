@@ -182,6 +182,28 @@ def test_activation_and_log_std_init_shape_the_networks():
     assert (ortho.bias == 0).all() and default.weight.norm(dim=1).min() > 0.2 and (default.bias != 0).all()
 
 
+def test_readme_defaults_table_matches_default_args():
+    # The README's table of defaults, row by row, against what default_args gives a discrete, a continuous and an
+    # image env: a default changed in ppo.py and not in the README (or the reverse) fails here.
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in (HERE / "README.md").read_text().splitlines() if line.startswith("| ")}
+    for row, env_id in [("Discrete / MultiDiscrete", "CartPole-v1"), ("Box (continuous)", "Pendulum-v1"),
+                        ("Images (Atari; wins over the two above)", "PixelSide-v0")]:
+        envs_steps, epochs_minibatches, lr, entropy, vclip, normalization, steps = rows[row]
+        args = ppo.default_args(env_id)
+        assert envs_steps == f"{args.num_envs} × {args.num_steps}", row
+        assert epochs_minibatches == f"{args.update_epochs} × {args.num_minibatches}", row
+        assert float(lr.split()[0].rstrip(",;")) == args.learning_rate, row
+        assert float(entropy) == args.ent_coef, row
+        assert vclip == ("on" if args.clip_vloss else "off"), row
+        assert normalization.startswith("observations and rewards") == (args.norm_obs and args.norm_reward), row
+        assert steps == {500_000: "500k", 1_000_000: "1M", 10_000_000: "10M"}[args.total_timesteps], row
+        if "start std" in lr:
+            assert f"start std {math.exp(args.log_std_init):.1f}" in lr and f"value weight {args.vf_coef}" in lr
+        if "clip" in lr:
+            assert f"clip {args.clip_coef}" in lr, row
+
+
 def test_presets_layer_on_defaults_and_flags_win():
     for name, settings in ppo.PRESETS.items():          # every preset names real flags and passes the checks
         args = ppo.default_args("Pendulum-v1", preset=name)
