@@ -18,13 +18,12 @@ Run it:
     python ppo.py --evaluate runs/<run>/checkpoint.pt      # score a saved agent
 README.md has more: other kinds of env, several processes, your own env.
 
-The file has three parts. Part I, PPO, is the chapter to read and to copy, for vector observations and every
-action space: Hyperparameters (Args) -> Environments -> Normalization -> The agent -> The rollout -> Advantages
-(GAE) -> The clipped update -> train(), whose loop is the five steps above. Part II, beyond vectors: other
-observations, legal-action rules and several processes, each entering Part I through one named call that changes
-nothing when its feature is off (Part II opens with their list). Part III, running it for real: the run
-directory, logs, checkpoints and resume, Ctrl-C, the argument checks, the per-space defaults and presets,
-evaluation and the command line.
+Three parts. Part I, PPO, is the chapter to read and to copy, for vector observations and every action space:
+Hyperparameters (Args) -> Environments -> Normalization -> The agent -> The rollout -> Advantages (GAE) -> The
+clipped update -> train(), whose loop is the five steps above. Part II, beyond vectors: other observations, legal
+actions, memory and several processes, each entering Part I through one named call that changes nothing when its
+feature is off (Part II opens with their list). Part III, running it for real: run directory, logs, checkpoints,
+Ctrl-C, checks, the per-space defaults and presets, evaluation, the command line.
 
 To change...              edit...
   a loss term             ppo_loss: its docstring has the recipe, and `terms` hands a loss of your own the
@@ -35,8 +34,7 @@ To change...              edit...
                           (and over processes, under torchrun) into updates.csv
   the environment         register your env with gymnasium, then train(default_args("MyEnv-v0"))
 
-What it leaves out on purpose: hyperparameter search. `notes/` explains each idea in more depth.
-"""
+What it leaves out on purpose: hyperparameter search. `notes/` explains each idea in more depth."""
 
 from __future__ import annotations
 
@@ -158,10 +156,9 @@ class Args:
 # Environments. N copies of the environment step together ("vectorized"): the policy acts on a batch of N states at
 # once, which is far cheaper than N separate calls, and N independent episodes make each batch less correlated.
 # ======================================================================================================================
-def make_env(env_id: str, render_mode: str | None = None) -> gym.Env:
+def make_env(env_id: str, render_mode: str | None = None, frame_stack: int = 1) -> gym.Env:
     """One environment, with observations made fit for the agent's network and actions kept inside the bounds."""
-    env = gym_make(env_id, render_mode)      # gym.make, or one line saying why it cannot (Part III)
-    env = adapt_observations(env, env_id)    # Part II: what is not a vector becomes one, or an image; vectors pass
+    env = adapted_env(env_id, render_mode, frame_stack)   # Part II: gym.make, then what is not a vector made one
     if isinstance(env.action_space, gym.spaces.Box):
         # A Gaussian policy can sample outside the bounds. The env gets the clipped action; the rollout keeps the
         # unclipped sample, because that is the action whose log-probability the policy computed.
@@ -172,7 +169,7 @@ def make_env(env_id: str, render_mode: str | None = None) -> gym.Env:
 def make_vector_env(args: Args, run: Run | None = None) -> gym.vector.VectorEnv:
     """N copies of make_env(args.env_id) stepping together. Given the run (Part III), they are its envs: the run
     watches every step, for its logs, for a stop request and for values that are not finite."""
-    make_one = run.env_maker() if run else (lambda i: lambda: make_env(args.env_id))
+    make_one = run.env_maker() if run else (lambda i: lambda: make_env(args.env_id, frame_stack=args.frame_stack))
     vector_env = gym.vector.AsyncVectorEnv if args.async_envs else gym.vector.SyncVectorEnv
     # The autoreset mode decides what step() returns when an episode ends. We use SAME_STEP: the env resets inside
     # that same step(), returns the first state of the *new* episode as the observation, and hands back the last
@@ -278,15 +275,17 @@ class Agent(nn.Module):
     itself (--norm-obs) and encodes them, so every caller passes what the env gave. action is (B,) for Discrete,
     (B, K) for MultiDiscrete with K sub-actions, (B, action_dim) for Box. pi.log_prob(action) and pi.entropy() are
     (B,), summed over an action's parts, so the rest of the file never asks which kind of action space it has.
-    Each call also takes `mask`, the actions the env allows in each state (Part II; None = every action)."""
+    Each call also takes `mask`, the legal actions, and `mem`, a recurrent policy's memory (Part II; None: none)."""
 
     def __init__(self, obs_space: gym.spaces.Box, action_space: gym.Space, hidden_sizes=(64, 64),
-                 norm_obs: bool = False, activation: str = "tanh", log_std_init: float = 0.0, ortho_init: bool = True):
+                 norm_obs: bool = False, activation: str = "tanh", log_std_init: float = 0.0, ortho_init: bool = True,
+                 memory_size: int = 0):
         super().__init__()
         # The encoder turns an observation into the features that both heads read. A vector is only flattened: no
         # weights, so the policy and the value stay two separate MLPs (an MLP this small costs little twice, and
         # separate networks do not pull one set of weights two ways). Part II chooses others for other inputs.
         self.encoder, n_features = encoder_for(obs_space)
+        self.core, n_features = memory.core(n_features, memory_size)    # Part II: a GRU with --recurrent
         # The policy head's size depends on the action space; after this the rest of the file never asks.
         if isinstance(action_space, gym.spaces.Box):               # continuous: the mean of a Gaussian per dim
             self.nvec = None
@@ -304,14 +303,14 @@ class Agent(nn.Module):
         self.obs_rms = RunningMeanStd(tuple(obs_space.shape))     # observation statistics (--norm-obs)
         self.reward_rms = RunningMeanStd()      # statistics of the discounted return, used by RewardScaler
 
-    def normalize(self, obs: torch.Tensor) -> torch.Tensor:
+    def normalize(self, obs: torch.Tensor, mem=None) -> torch.Tensor:
         """(B, *obs_shape) raw observations -> (B, n_features), what the policy and value heads read. The statistics
         are not changed here: training updates them once per rollout, so within one rollout the policy always sees
         the same scaling."""
         obs = obs.to(torch.float32)
         if self.norm_obs:
             obs = self.obs_rms.normalize(obs)
-        return self.encoder(obs)
+        return self.core(self.encoder(obs), mem)
 
     def policy(self, x: torch.Tensor, mask=None) -> Distribution:
         """pi(a|s) from the features x (B, n_features): Gaussian, Categorical, or one Categorical per part."""
@@ -326,28 +325,28 @@ class Agent(nn.Module):
                               for chunk, n in zip(out.split(self.nvec, dim=-1), self.nvec)], dim=1)  # (B, K, widest)
         return Independent(Categorical(logits=logits, validate_args=False), 1)
 
-    def forward(self, obs: torch.Tensor, mask=None) -> tuple[Distribution, torch.Tensor]:
-        x = self.normalize(obs)                                      # one encoding feeds both heads
+    def forward(self, obs: torch.Tensor, mask=None, mem=None) -> tuple[Distribution, torch.Tensor]:
+        x = self.normalize(obs, mem)                                 # one encoding feeds both heads
         return self.policy(x, mask), self.critic(x).squeeze(-1)
 
-    def act(self, obs: torch.Tensor, mask=None, deterministic: bool = False):
+    def act(self, obs: torch.Tensor, mask=None, deterministic: bool = False, mem=None):
         """One call per env step: sample a ~ pi(.|s) (or take the most likely action), log pi(a|s), and V(s).
         Sampling, rather than always taking the best-looking action, is how the agent keeps exploring."""
-        dist, value = self(obs, mask)
+        dist, value = self(obs, mask, mem)
         action = dist.mode if deterministic else dist.sample()
         return action, dist.log_prob(action), value
 
-    def distribution(self, obs: torch.Tensor, mask=None) -> Distribution:
-        return self.policy(self.normalize(obs), mask)
+    def distribution(self, obs: torch.Tensor, mask=None, mem=None) -> Distribution:
+        return self.policy(self.normalize(obs, mem), mask)
 
-    def value(self, obs: torch.Tensor) -> torch.Tensor:             # (B, *obs_shape) -> (B,)
-        return self.critic(self.normalize(obs)).squeeze(-1)
+    def value(self, obs: torch.Tensor, mem=None) -> torch.Tensor:   # (B, *obs_shape) -> (B,)
+        return self.critic(self.normalize(obs, mem)).squeeze(-1)
 
 
 def build_agent(args: Args, obs_space: gym.Space, action_space: gym.Space) -> Agent:
     """The agent that `args` describes: used by training and, identically, to rebuild a saved one."""
     return Agent(obs_space, action_space, args.hidden_sizes, args.norm_obs, args.activation, args.log_std_init,
-                 args.ortho_init)
+                 args.ortho_init, memory_size=args.recurrent_size if args.recurrent else 0)
 
 
 # ======================================================================================================================
@@ -371,9 +370,10 @@ class Rollout:
     final_obs: dict              # {(t, n): the last state of env n's episode cut off at step t}, for --recompute-adv
     next_obs: np.ndarray         # (N, *obs_shape) the states after the last step: the next rollout starts here
     legal: LegalActions          # Part II: the actions legal in each s_t, where the env says (else it keeps nothing)
+    memory: memory.Store         # Part II: a recurrent policy's state at each s_t (else it keeps nothing)
 
     @classmethod
-    def start(cls, T: int, obs_space: gym.Space, action_space: gym.Space, first: tuple) -> Rollout:
+    def start(cls, T: int, obs_space: gym.Space, action_space: gym.Space, first: tuple, core=None) -> Rollout:
         """An empty rollout of T steps; first = (s_0 of the N envs, the reset's infos), from the run's reset."""
         next_obs, infos = first
         N = len(next_obs)
@@ -387,13 +387,13 @@ class Rollout:
                    actions=np.zeros((T, N, *action_space.shape), dtype=action_space.dtype),
                    logprobs=zeros(), values=zeros(), rewards=zeros(), terminations=zeros(), truncations=zeros(),
                    final_values=zeros(), final_obs={}, next_obs=next_obs,
-                   legal=LegalActions(T, action_space, infos))
+                   legal=LegalActions(T, action_space, infos), memory=memory.Store(T, N, core))
 
     def flatten(self, advantages: np.ndarray, returns: np.ndarray, device: torch.device) -> dict[str, torch.Tensor]:
         """The update's batch: each (T, N, ...) array becomes a (B, ...) tensor, the `b_` of every name."""
         T, N = self.rewards.shape
         arrays = dict(obs=self.obs, actions=self.actions, logprobs=self.logprobs, advantages=advantages,
-                      returns=returns, values=self.values, **self.legal.stored())
+                      returns=returns, values=self.values, **self.legal.stored(), **self.memory.stored())
         return {k: torch.from_numpy(v.reshape(T * N, *v.shape[2:])).to(device) for k, v in arrays.items()}
 
 
@@ -408,7 +408,7 @@ def collect_rollout(envs: gym.vector.VectorEnv, agent: Agent, rollout: Rollout, 
             rollout.obs[t] = rollout.next_obs
             # The agent sees the state of every env, and samples an action from its policy's probabilities.
             obs = torch.as_tensor(rollout.next_obs, device=device)
-            action, logprob, value = agent.act(obs, rollout.legal.next)
+            action, logprob, value = agent.act(obs, rollout.legal.next, mem=rollout.memory.at_step(t))
             rollout.actions[t] = action.cpu().numpy()
             rollout.logprobs[t], rollout.values[t] = logprob.cpu().numpy(), value.cpu().numpy()
 
@@ -416,12 +416,14 @@ def collect_rollout(envs: gym.vector.VectorEnv, agent: Agent, rollout: Rollout, 
             rollout.next_obs, reward, terminated, truncated, infos = envs.step(rollout.actions[t])
             rollout.rewards[t], rollout.terminations[t], rollout.truncations[t] = reward, terminated, truncated
             rollout.legal.step(t, infos)
+            rollout.memory.step(t, terminated | truncated)
             reward_scaler.observe(reward, terminated | truncated)
             if truncated.any():
                 # A time limit cut these episodes: keep V(their real last state) to bootstrap from (see GAE below).
                 idx = np.flatnonzero(truncated)
                 final_obs = np.stack(infos["final_obs"][idx])
-                rollout.final_values[t, idx] = agent.value(torch.as_tensor(final_obs, device=device)).cpu().numpy()
+                final_values = agent.value(torch.as_tensor(final_obs, device=device), rollout.memory.before_reset(idx))
+                rollout.final_values[t, idx] = final_values.cpu().numpy()
                 rollout.final_obs.update({(t, n): o for n, o in zip(idx, final_obs)})
 
 
@@ -441,7 +443,7 @@ def next_state_values(agent: Agent, rollout: Rollout, values: np.ndarray, final_
     already reset to)."""
     with torch.inference_mode():
         device = next(agent.parameters()).device
-        last = agent.value(torch.as_tensor(rollout.next_obs, device=device)).cpu().numpy()     # (N,)
+        last = agent.value(torch.as_tensor(rollout.next_obs, device=device), rollout.memory.peek()).cpu().numpy()
     next_values = np.concatenate([values[1:], last[None]])                                   # (T, N)
     return np.where(rollout.truncations == 1, final_values, next_values)
 
@@ -516,7 +518,7 @@ def ppo_loss(agent: Agent, mb: dict[str, torch.Tensor], args: Args,
     and logs whatever this dict holds. A loss of your own can call this one with `terms={}`: it comes back holding
     dist (pi_new), new_values, logratio and advantages, with their gradients, from this same forward pass."""
     # pi_new sees the legal actions pi_old saw (Part II; the batch holds them only where the env gives them).
-    dist, new_values = agent(mb["obs"], mb.get("action_masks"))
+    dist, new_values = agent(mb["obs"], mb.get("action_masks"), memory.replay(mb, args))   # Part II: memory
     logratio = dist.log_prob(mb["actions"]) - mb["logprobs"]       # log pi_new(a|s) - log pi_old(a|s)
     advantages = mb["advantages"]
     # Normalized to mean 0, std 1 within the minibatch: the step size no longer depends on the reward scale.
@@ -549,7 +551,7 @@ def ppo_update(agent: Agent, optimizer: torch.optim.Optimizer, batch: dict[str, 
         if epoch > 0 and recompute is not None:
             batch = recompute()
         parts = []                       # kept per minibatch as tensors; summarized once per epoch (fewer syncs)
-        for mb_inds in torch.randperm(args.batch_size).split(args.minibatch_size):
+        for mb_inds in memory.minibatches(args):    # shuffled transitions (Part II: whole env sequences)
             loss, mb_parts = loss_fn(agent, {k: b_v[mb_inds] for k, b_v in batch.items()}, args)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -582,7 +584,7 @@ def train(args: Args, loss_fn=ppo_loss) -> dict:
 
     # The run owns the run directory, logs, checkpoints and Ctrl-C; with --resume it restores agent and optimizer.
     with run.start(agent, optimizer), contextlib.closing(make_vector_env(args, run)) as envs:
-        rollout = Rollout.start(args.num_steps, *run.spaces, first=run.reset(envs))
+        rollout = Rollout.start(args.num_steps, *run.spaces, first=run.reset(envs), core=agent.core)
         reward_scaler = RewardScaler(agent.reward_rms, args.gamma, args.num_envs, enabled=args.norm_reward)
         while run.next_iteration():              # until total_timesteps, or a stop request (Ctrl-C)
             # Learning-rate annealing: decay linearly from learning_rate to 0 over the steps this run will take.
@@ -632,15 +634,19 @@ def explained_variance(values: np.ndarray, returns: np.ndarray) -> float:
 # Part I is PPO for vector observations. What other kinds of env need enters it through these calls, each one line
 # where Part I makes it, and each changing nothing when its feature is off:
 #
-#   adapt_observations(env, env_id)   in make_env: Atari's frames, images channels first, a Dict observation's
-#                                     action mask moved to the info, Discrete states one-hot, Dict/Tuple flattened.
-#                                     A Box vector passes unchanged.
+#   adapted_env(env_id, ...)          in make_env: gym.make, then Atari's frames, images channels first, a Dict
+#                                     observation's action mask moved to the info, Discrete states one-hot, Dict/Tuple
+#                                     flattened, --frame-stack. A Box vector passes unchanged.
 #   encoder_for(obs_space)            in Agent: the Nature CNN for images. A vector is only flattened.
 #   learning_signals(envs, env_id)    in make_vector_env: Atari's reward sign and lost lives, for the update only.
 #                                     Other envs pass unchanged.
 #   LegalActions                      in the rollout and the policy: where the env says which actions are legal,
 #                                     the policy chooses among those only. Without a mask it stores nothing and
 #                                     LegalActions.mask returns the logits unchanged.
+#   memory.core/Store/replay/minibatches   in Agent, the rollout, ppo_loss and ppo_update: with --recurrent, a GRU
+#                                     between the encoder and the heads, its state carried through the rollout, and
+#                                     minibatches of whole env sequences. Without it: no core, nothing stored,
+#                                     shuffled transitions, as before.
 #   processes.average_gradients/mean/pool   in the update and the normalization: K processes under torchrun train
 #                                     one agent. In one process each returns its input.
 #
@@ -692,8 +698,10 @@ def is_atari(env_id: str) -> bool:
     return spec is not None and str(spec.entry_point).startswith("ale_py")
 
 
-def adapt_observations(env: gym.Env, env_id: str) -> gym.Env:
-    """The seam in make_env: observations made fit for the agent's network. A Box vector passes unchanged."""
+def adapted_env(env_id: str, render_mode: str | None = None, frame_stack: int = 1) -> gym.Env:
+    """The seam in make_env: gym.make (Part III's gym_make, with its one-line errors), then observations made fit for
+    the agent's network. A Box vector passes unchanged, unless --frame-stack K > 1 puts the last K side by side."""
+    env = gym_make(env_id, render_mode)
     if is_atari(env_id):
         # The Nature DQN's preprocessing (Mnih et al. 2015), with gymnasium's own wrappers: act on every 4th frame
         # (the action repeats in between; the last two frames are max-pooled, because Atari sprites flicker), grey
@@ -724,6 +732,9 @@ def adapt_observations(env: gym.Env, env_id: str) -> gym.Env:
         # A structured state, such as Blackjack's (player's sum, dealer's card, usable ace) or a goal-conditioned
         # env's {observation, desired_goal}, becomes one vector: the parts end to end, each Discrete part one-hot.
         env = gym.wrappers.FlattenObservation(env)
+    if frame_stack > 1:
+        # The cheapest memory: the last K observations side by side, one vector (the first state repeated at a reset).
+        env = gym.wrappers.FlattenObservation(gym.wrappers.FrameStackObservation(env, frame_stack))
     return env
 
 
@@ -863,6 +874,130 @@ class LegalActions:
             return logits
         legal = torch.as_tensor(mask, dtype=torch.bool, device=logits.device)             # (B, n_out)
         return logits.masked_fill(~legal, torch.finfo(logits.dtype).min)
+
+# ======================================================================================================================
+# Memory: a recurrent policy, for envs the agent cannot see whole. CartPole without its velocities is such an env:
+# one observation gives the pole's angle but not which way it falls; two consecutive ones would. A recurrent policy
+# carries a state h from step to step, a summary of what it has seen in this episode, and acts on
+# (observation, h). Three things change in PPO, and nothing else:
+#   acting:   h_{t+1} = GRU(features(s_t), h_t), and h starts from 0 at every episode's first state;
+#   the rollout keeps h_t and "s_t starts an episode" for every step, so the update can rebuild the same h;
+#   the update: the ratio pi_new(a|s, h) / pi_old(a|s, h) needs the h each action was chosen under, so minibatches
+#             are whole env sequences (sets of envs, all T steps, in order), and the GRU runs over each from the
+#             stored h at its start, resetting at episode starts. With unchanged weights it rebuilds the acting
+#             time's h exactly: the ratio is 1 before the first gradient step.
+# A GRU rather than an LSTM: one state tensor instead of two to carry, store and reset, and on these tasks the two
+# do about as well (Chung et al. 2014). --frame-stack K (adapted_env) is the cheaper memory to try first: the last K
+# observations side by side, enough when what matters happened in the last few steps (velocities).
+# ======================================================================================================================
+class NoMemory(nn.Module):
+    """The core without --recurrent: features pass through, and there is no state. It holds no weights, so a
+    checkpoint's keys are those of an agent without a core."""
+    size = 0
+
+    def forward(self, x: torch.Tensor, mem=None) -> torch.Tensor:
+        return x
+
+
+class GRUCore(nn.Module):
+    """The recurrent core between the encoder and the heads: (T * n, n_features) features of n sequences in time
+    order (row t * n + i is sequence i at step t) and their memory -> (T * n, size) features that have seen the past.
+    mem.state (n, size) is h before the first step, and is left holding h after the last; mem.starts (T * n,) says
+    which rows start an episode, where h restarts from 0."""
+
+    def __init__(self, n_features: int, size: int):
+        super().__init__()
+        self.size, self.cell = size, nn.GRUCell(n_features, size)
+        for name, param in self.cell.named_parameters():          # orthogonal weights, zero biases, as CleanRL's LSTM
+            nn.init.orthogonal_(param) if "weight" in name else nn.init.zeros_(param)
+
+    def forward(self, x: torch.Tensor, mem: MemoryState) -> torch.Tensor:
+        h = mem.state                                                # (n, size)
+        steps = x.view(-1, h.shape[0], x.shape[-1])                  # (T, n, n_features)
+        keep = 1.0 - mem.starts.view(len(steps), -1, 1)              # (T, n, 1): 0 where an episode starts
+        out = []
+        for t in range(len(steps)):
+            h = self.cell(steps[t], h * keep[t])
+            out.append(h)
+        mem.state = h
+        return torch.cat(out)                                        # (T * n, size)
+
+
+@dataclass
+class MemoryState:
+    """What the core reads and writes: state (n, size) before the first step; starts (T * n,) 1.0 at episode starts."""
+    state: torch.Tensor
+    starts: torch.Tensor
+
+
+class MemoryStore:
+    """The seam in the rollout: the recurrent state while acting, and h_t and the episode starts of every step for the
+    update. Without --recurrent (core None or NoMemory) every call returns None or nothing, and nothing is kept."""
+
+    def __init__(self, T: int, N: int, core: nn.Module | None):
+        self.size = getattr(core, "size", 0)
+        if self.size:
+            device = next(core.parameters()).device
+            self.now = MemoryState(torch.zeros(N, self.size, device=device), torch.ones(N, device=device))
+            self.states = np.zeros((T, N, self.size), np.float32)    # h_t, the state each action was chosen under
+            self.starts = np.zeros((T, N), np.float32)               # 1 = s_t is the first state of an episode
+
+    def at_step(self, t: int) -> MemoryState | None:
+        """Keep h_t and the starts for step t; act() then advances self.now to h_{t+1}."""
+        if not self.size:
+            return None
+        self.states[t], self.starts[t] = self.now.state.cpu().numpy(), self.now.starts.cpu().numpy()
+        return self.now
+
+    def step(self, t: int, done: np.ndarray) -> None:
+        """After step t: where an episode ended, the next state starts a new one (SAME_STEP: already reset)."""
+        if self.size:
+            self.now.starts = torch.as_tensor(done, dtype=torch.float32, device=self.now.state.device)
+
+    def before_reset(self, idx: np.ndarray) -> MemoryState | None:
+        """For V(final state) of envs idx: the state their ended episode reached, continuing (no start)."""
+        if not self.size:
+            return None
+        return MemoryState(self.now.state[idx], torch.zeros(len(idx), device=self.now.state.device))
+
+    def peek(self) -> MemoryState | None:
+        """For V(next_obs) after the rollout: the current memory, copied so that reading it advances nothing."""
+        return MemoryState(self.now.state.clone(), self.now.starts.clone()) if self.size else None
+
+    def stored(self) -> dict[str, np.ndarray]:
+        """For the update's batch: {"memory_states": (T, N, size), "memory_starts": (T, N)}, or nothing."""
+        return dict(memory_states=self.states, memory_starts=self.starts) if self.size else {}
+
+
+def replay(mb: dict[str, torch.Tensor], args: Args) -> MemoryState | None:
+    """The seam in ppo_loss: a minibatch's memory, to run the core over its sequences from the state each began with.
+    minibatches() lays a sequence minibatch out in time order, so its first n rows are step 0 of its n envs."""
+    if "memory_states" not in mb:
+        return None
+    n = len(mb["memory_starts"]) // args.num_steps                 # envs in this minibatch
+    return MemoryState(mb["memory_states"][:n], mb["memory_starts"])
+
+
+def minibatches(args: Args) -> list[torch.Tensor]:
+    """The seam in ppo_update: each epoch's minibatches, as indices into the flattened batch (row t * N + n).
+    Shuffled transitions, or with --recurrent, shuffled sets of whole env sequences (N / num_minibatches envs each,
+    all T steps, in time order), so that the core can be re-run over them."""
+    if not args.recurrent:
+        return torch.randperm(args.batch_size).split(args.minibatch_size)
+    T, N = args.num_steps, args.num_envs
+    return [(torch.arange(T)[:, None] * N + envs[None, :]).reshape(-1)
+            for envs in torch.randperm(N).split(N // args.num_minibatches)]
+
+
+def memory_core(n_features: int, size: int) -> tuple[nn.Module, int]:
+    """The seam in Agent: (core, number of features it gives): a GRU of `size` units, or with size 0 nothing."""
+    return (GRUCore(n_features, size), size) if size else (NoMemory(), n_features)
+
+
+# What Part I calls, by one name (each looked up when called).
+memory = types.SimpleNamespace(core=lambda n_features, size: memory_core(n_features, size),
+                               Store=lambda T, N, core: MemoryStore(T, N, core),
+                               replay=lambda mb, args: replay(mb, args), minibatches=lambda args: minibatches(args))
 
 # ======================================================================================================================
 # Several processes, one agent: `torchrun --nproc-per-node K ppo.py ...` starts K copies of this file, the "ranks"
@@ -1023,6 +1158,13 @@ class RunArgs(Args):
     """named settings for one env, put on top of the defaults (flags still win; notes/results.md scores them):
     mountaincar: MountainCar-v0, --norm-obs --ent-coef 0.01 (scale the tiny velocity, keep exploring)
     halfcheetah-zoo: HalfCheetah, the SB3 zoo's tuned settings (256x256 ReLU, lr 2.1e-5, 20 epochs, clip 0.1)"""
+    recurrent: bool = False
+    """memory: a GRU between the encoder and the heads, for envs the agent cannot see whole in one observation.
+    Minibatches become sets of whole env sequences: num-minibatches must divide num-envs. Slower per step"""
+    recurrent_size: int = 128
+    """units of the --recurrent GRU (its state's size)"""
+    frame_stack: int = 1
+    """vector observations: feed the agent the last K observations side by side, the cheap memory to try first"""
     action_mask: bool = True
     """where the env says which actions are legal, the policy chooses only among them.
     The env says so in info["action_mask"] or in an "action_mask" key of a Dict observation.
@@ -1094,7 +1236,7 @@ class Run:
         "ranks" 0 to K-1, train one agent: each steps its own --num-envs envs and they average their gradients; alone
         this is rank 0 of 1), and seed every random stream."""
         check_args(args)
-        self.args, self.spaces = args, env_spaces(args.env_id, args.action_mask)   # (observation, action), checked
+        self.args, self.spaces = args, env_spaces(args.env_id, args.action_mask, args.frame_stack)   # checked
         if args.norm_obs and is_image(self.spaces[0]):
             raise UsageError(f"--norm-obs: {args.env_id} gives images, which the agent scales to [0, 1] itself; "
                              "drop --norm-obs")
@@ -1169,7 +1311,7 @@ class Run:
     def env_maker(self) -> Callable[[int], Callable[[], gym.Env]]:
         """For make_vector_env: env i's maker. The first env films itself under --capture-video (rank 0 only). A
         maker travels to its worker process under --async-envs, so it holds only strings and a number."""
-        env_id, trainer = self.args.env_id, os.getpid()
+        env_id, frame_stack, trainer = self.args.env_id, self.args.frame_stack, os.getpid()
         video_dir = str(self.dir / "videos") if self.args.capture_video and self.rank == 0 else None
 
         def maker(i: int) -> Callable[[], gym.Env]:
@@ -1181,9 +1323,9 @@ class Run:
                     signal.signal(signal.SIGINT, signal.SIG_IGN)
                     signal.signal(signal.SIGTERM, signal.SIG_IGN)
                 if video_dir is not None and i == 0:
-                    return gym.wrappers.RecordVideo(make_env(env_id, render_mode="rgb_array"), video_dir,
+                    return gym.wrappers.RecordVideo(make_env(env_id, "rgb_array", frame_stack), video_dir,
                                                     disable_logger=True)
-                return make_env(env_id)
+                return make_env(env_id, frame_stack=frame_stack)
             return make
         return maker
 
@@ -1584,7 +1726,7 @@ def check_args(args: Args) -> None:
             raise UsageError(f"--{flag}{f' {value}' if value != '' else ''}: {problem}")
 
     for name in ("num_envs", "num_steps", "num_minibatches", "update_epochs", "total_timesteps", "save_every",
-                 "eval_episodes", "torch_threads"):
+                 "eval_episodes", "torch_threads", "frame_stack", "recurrent_size"):
         value = getattr(args, name)
         require(value > 0, name.replace("_", "-"), value, "must be a positive integer")
     require(all(h > 0 for h in args.hidden_sizes), "hidden-sizes", " ".join(map(str, args.hidden_sizes)),
@@ -1595,6 +1737,11 @@ def check_args(args: Args) -> None:
     require(args.minibatch_size > 1 or not args.norm_adv, "num-minibatches", args.num_minibatches,
             "leaves minibatches of 1 transition, whose advantages cannot be normalized (the std of one number); "
             "use fewer minibatches, or --no-norm-adv")
+    if args.recurrent:
+        divisors = ", ".join(str(d) for d in range(1, args.num_envs + 1) if args.num_envs % d == 0)
+        require(args.num_envs % args.num_minibatches == 0, "num-minibatches", args.num_minibatches, "with --recurrent"
+                f", minibatches are sets of whole env sequences: it must divide --num-envs; valid: {divisors}")
+        require(not args.recompute_adv, "recompute-adv", "", "is not available with --recurrent; drop one of them")
     world = rank_and_world()[1]                                     # processes under torchrun, 1 without
     if args.evaluate is None:
         processes = f"{world} processes x " if world > 1 else ""
@@ -1660,10 +1807,10 @@ def check_action_mask(mask, action_space: gym.Space, env_id: str) -> None:
                          "the sub-actions' masks end to end), or ignore it with --no-action-mask")
 
 
-def env_spaces(env_id: str, action_mask: bool = True) -> tuple[gym.Space, gym.Space]:
+def env_spaces(env_id: str, action_mask: bool = True, frame_stack: int = 1) -> tuple[gym.Space, gym.Space]:
     """Make the env once to read its (observation, action) spaces, and refuse the ones this file cannot handle.
     With action_mask, one reset shows whether the env gives an action mask, and check_action_mask checks it."""
-    with contextlib.closing(make_env(env_id)) as probe:
+    with contextlib.closing(make_env(env_id, frame_stack=frame_stack)) as probe:
         spaces = (probe.observation_space, probe.action_space)
         check_spaces(*spaces, env_id)
         if action_mask:
@@ -1730,7 +1877,7 @@ def load_agent(path: str | Path, env_id: str | None = None) -> tuple[Agent, Args
         import_env_module(checkpoint, f"--evaluate {path}")
     args.env_id = env_id or args.env_id
     try:
-        env = make_env(args.env_id)
+        env = make_env(args.env_id, frame_stack=args.frame_stack)
     except UsageError as e:
         if env_id is not None:
             raise
@@ -1764,23 +1911,25 @@ def evaluate(path: str | Path, episodes: int = 10, deterministic: bool = True, s
     second one at once. env_id: as in load_agent."""
     agent, args = load_agent(path, env_id)
     torch.manual_seed(seed)
-    env = make_env(args.env_id, render_mode="rgb_array" if video_dir else None)
+    env = make_env(args.env_id, "rgb_array" if video_dir else None, args.frame_stack)
     if video_dir:
         env = gym.wrappers.RecordVideo(env, str(video_dir), episode_trigger=lambda e: video_episodes < 0 or
                                        e < video_episodes, disable_logger=True)
-    returns, stop = [], EvaluationStop()
+    returns, stop, mem = [], EvaluationStop(), MemoryStore(1, 1, agent.core)   # a recurrent agent's state
     with contextlib.closing(env), stop:
         for episode in range(episodes):
             started, total, length = time.time(), 0.0, 0
             obs, info = env.reset(seed=seed + EVAL_SEED_OFFSET + episode)
             done = False
+            mem.step(0, np.ones(1))                                 # a new episode: the memory starts from 0
             while not done:
                 # The most likely action, too, is chosen among the legal ones only: as in training.
                 mask = np.array([info["action_mask"]], bool) if args.action_mask and "action_mask" in info else None
                 if mask is not None:
                     check_some_action_legal(mask, env.action_space, args.env_id, f"in evaluation episode {episode + 1}")
                 with torch.inference_mode():
-                    action = agent.act(torch.as_tensor(obs[None]), mask, deterministic=deterministic)[0][0].numpy()
+                    action = agent.act(torch.as_tensor(obs[None]), mask, deterministic, mem.at_step(0))[0][0].numpy()
+                mem.step(0, np.zeros(1))
                 # [()] makes a 0-d array (one Discrete action) a numpy integer, which toy-text envs can index with.
                 obs, reward, terminated, truncated, info = env.step(action[()])
                 total, length, done = total + float(reward), length + 1, terminated or truncated

@@ -1271,6 +1271,97 @@ def test_plot_command_writes_a_png(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# Memory: --recurrent and --frame-stack
+# ---------------------------------------------------------------------------------------------------------------------
+class CueEnv(gym.Env):
+    """A cue (+1 or -1) is shown in the first observation only; four blank steps later the action must name it
+    (reward 1, else 0). Without memory the best an agent can do is guess: 0.5 per episode."""
+    observation_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t, self.cue = 0, int(self.np_random.integers(2))
+        return np.array([2.0 * self.cue - 1.0, 1.0], np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        reward = float(action == self.cue) if self.t == 5 else 0.0
+        return np.zeros(2, np.float32), reward, self.t == 5, False, {}
+
+
+gym.register("Cue-v0", entry_point=CueEnv)
+
+
+def test_recurrent_first_update_has_ratio_one_across_episode_ends():
+    # CartPole under a fresh policy ends an episode every ~20 steps: 64 steps of 4 envs hold many episode ends. The
+    # update re-runs the GRU over whole env sequences from the stored state, restarting at episode starts, so before
+    # any gradient step every log-probability is the one the action was sampled with.
+    args = ppo.Args(num_envs=4, num_steps=64, num_minibatches=2, recurrent=True, recurrent_size=16)
+    envs = gym.vector.SyncVectorEnv([lambda: ppo.make_env("CartPole-v1")] * 4,
+                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    agent = ppo.build_agent(args, envs.single_observation_space, envs.single_action_space)
+    rollout = ppo.Rollout.start(64, envs.single_observation_space, envs.single_action_space, envs.reset(seed=0),
+                                core=agent.core)
+    for _ in range(2):                                  # the second rollout starts from a state that is not zero
+        ppo.collect_rollout(envs, agent, rollout, ppo.RewardScaler(agent.reward_rms, 0.99, 4, enabled=False))
+    assert rollout.memory.starts.sum() >= 8 and rollout.memory.starts[0].sum() < 4
+    batch = rollout.flatten(np.zeros((64, 4), np.float32), np.zeros((64, 4), np.float32), torch.device("cpu"))
+    for mb_inds in ppo.minibatches(args):
+        assert len(mb_inds) == 2 * 64                                  # two whole env sequences
+        mb, terms = {k: v[mb_inds] for k, v in batch.items()}, {}
+        with torch.no_grad():
+            parts = ppo.ppo_loss(agent, mb, args, terms)[1]
+        # ratio 1 up to float32 rounding: matrix products over 2 envs' rows and over 4 may differ in the last bit
+        assert terms["logratio"].abs().max() < 1e-6 and parts["approx_kl"].item() == 0.0
+        mb["memory_starts"] = torch.zeros_like(mb["memory_starts"])     # forgetting the episode starts breaks it
+        with torch.no_grad():
+            ppo.ppo_loss(agent, mb, args, terms)
+        assert terms["logratio"].abs().max() > 1e-4
+
+
+def test_recurrent_agent_learns_a_cue_that_a_memoryless_one_cannot(tmp_path):
+    def last_mean(**flags):
+        args = ppo.default_args("Cue-v0", total_timesteps=12_288, runs_dir=str(tmp_path), quiet=True,
+                                tensorboard=False, **flags)
+        return np.mean(ppo.train(args)["episode_returns"][-200:])
+    assert last_mean(recurrent=True) > 0.9                                       # remembers the cue
+    assert last_mean() < 0.65                                                    # can only guess: 0.5
+
+
+def test_recurrent_checkpoint_resume_and_evaluate_round_trip(tmp_path, capsys):
+    args = ppo.default_args("Cue-v0", total_timesteps=2048, runs_dir=str(tmp_path), quiet=True, recurrent=True,
+                            recurrent_size=8, save_every=1)
+    result = ppo.train(args)
+    assert any(k.startswith("core.cell.") for k in torch.load(result["checkpoint"])["agent"])
+    assert ppo.main(["--resume", str(result["checkpoint"]), "--total-timesteps", "4096", "--quiet"]) == 0
+    assert torch.load(result["checkpoint"])["global_step"] == 4096
+    agent, loaded = ppo.load_agent(result["checkpoint"])
+    assert loaded.recurrent and agent.core.size == 8
+    first = ppo.evaluate(result["checkpoint"], episodes=4, seed=3)
+    assert len(first) == 4 and first == ppo.evaluate(result["checkpoint"], episodes=4, seed=3)
+    assert ppo.main(["--evaluate", str(result["checkpoint"]), "--eval-episodes", "2"]) == 0
+
+
+def test_frame_stack_puts_the_last_observations_side_by_side():
+    env = ppo.make_env("CartPole-v1", frame_stack=3)
+    obs, _ = env.reset(seed=0)
+    assert env.observation_space.shape == (12,) and np.array_equal(obs[:4], obs[8:])     # the reset state, 3 times
+    nxt = env.step(0)[0]
+    assert np.array_equal(nxt[:8], obs[4:]) and not np.array_equal(nxt[8:], obs[8:])      # shifted by one step
+
+
+@pytest.mark.parametrize("flags, expected", [
+    (["--recurrent", "--num-envs", "6", "--num-minibatches", "4"], "--num-minibatches 4: with --recurrent"),
+    (["--recurrent", "--recompute-adv"], "--recompute-adv: is not available with --recurrent"),
+    (["--frame-stack", "0"], "--frame-stack 0: must be a positive integer"),
+])
+def test_memory_flags_are_checked(flags, expected, capsys, tmp_path):
+    assert ppo.main([*flags, "--runs-dir", str(tmp_path)]) == 2
+    assert expected in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # Several processes under torchrun (gloo, CPU)
 # ---------------------------------------------------------------------------------------------------------------------
 # Runs ppo.main under torchrun as ppo.py would, and on every rank records what the test needs to see: the episodes

@@ -1,0 +1,117 @@
+"""Memory benchmark: velocity-masked classic control, the standard test for a recurrent PPO.
+
+    python notes/memory_benchmark.py run --env cartpole --config recurrent --seed 1 --runs-dir runs-memory
+    python notes/memory_benchmark.py table --runs-dir runs-memory
+
+CartPoleNoVel-v1 is CartPole-v1 with observation indices 1 and 3 (the velocities) zeroed; PendulumNoVel-v1 is
+Pendulum-v1 with index 2 (the angular velocity) zeroed. One observation then shows where the pole is but not where
+it is going, so a policy without memory cannot balance it. Each run trains with ppo.py's defaults for the env and
+one of three configs (flags on top of the defaults):
+
+    plain        no memory
+    stack        --frame-stack 4
+    recurrent    --recurrent --num-minibatches 4     (one setting for every such env: minibatches of whole env
+                                                       sequences must divide the envs, 16 or 8 here)
+
+`table` prints the mean return of the last 100 training episodes per run, the steps/s, and the mean per config;
+`plot` draws the learning curves with notes/plot.py (needs matplotlib).
+"""
+
+import argparse
+import csv
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+ENVS = {"cartpole": ("CartPoleNoVel-v1", 200_000), "pendulum": ("PendulumNoVel-v1", 500_000)}
+CONFIGS = {"plain": {}, "stack": dict(frame_stack=4), "recurrent": dict(recurrent=True, num_minibatches=4)}
+
+
+class HideIndices(gym.ObservationWrapper):
+    """Zero the given observation indices: the agent sees positions, not velocities."""
+
+    def __init__(self, env: gym.Env, indices: tuple[int, ...]):
+        super().__init__(env)
+        self.indices = list(indices)
+
+    def observation(self, obs):
+        obs = np.array(obs, dtype=np.float32)
+        obs[self.indices] = 0.0
+        return obs
+
+
+def cartpole_novel(**kwargs):
+    return HideIndices(gym.make("CartPole-v1", **kwargs), (1, 3))
+
+
+def pendulum_novel(**kwargs):
+    return HideIndices(gym.make("Pendulum-v1", **kwargs), (2,))
+
+
+gym.register("CartPoleNoVel-v1", entry_point=cartpole_novel)
+gym.register("PendulumNoVel-v1", entry_point=pendulum_novel)
+
+
+def run(env: str, config: str, seed: int, runs_dir: str) -> None:
+    import ppo
+    env_id, steps = ENVS[env]
+    args = ppo.default_args(env_id, seed=seed, total_timesteps=steps, runs_dir=runs_dir, exp_name=config,
+                            quiet=True, tensorboard=False, **CONFIGS[config])
+    result = ppo.train(args)
+    print(f"{env_id} {config} seed {seed}: last-100 mean {np.mean(result['episode_returns'][-100:]):.1f}; "
+          f"{result['global_step'] / result['wall_time']:.0f} steps/s; {result['run_dir']}", flush=True)
+
+
+def table(runs_dir: str) -> None:
+    rows = []
+    for run_dir in sorted(Path(runs_dir).glob("*__*__*__*")):
+        env_id, config, seed = run_dir.name.split("__")[:3]
+        episodes = list(csv.DictReader(open(run_dir / "episodes.csv")))
+        updates = list(csv.DictReader(open(run_dir / "updates.csv")))
+        last = np.mean([float(r["episodic_return"]) for r in episodes[-100:]])
+        sps = int(updates[-1]["global_step"]) / float(updates[-1]["wall_time"])
+        rows.append((env_id, config, int(seed), last, sps, int(updates[-1]["global_step"])))
+    print("| env | config | seed | steps | last-100 mean return | steps/s |\n|---|---|---|---|---|---|")
+    for env_id, config, seed, last, sps, steps in sorted(rows):
+        print(f"| {env_id} | {config} | {seed} | {steps:,} | {last:.1f} | {sps:,.0f} |")
+    print("\n| env | config | seeds | mean of the seeds' last-100 means (each seed) | median steps/s |\n|---|---|---|---|---|")
+    for env_id in sorted({r[0] for r in rows}):
+        for config in CONFIGS:
+            sel = [r for r in rows if r[0] == env_id and r[1] == config]
+            if sel:
+                each = ", ".join(f"{r[3]:.1f}" for r in sorted(sel, key=lambda r: r[2]))
+                print(f"| {env_id} | {config} | {len(sel)} | {np.mean([r[3] for r in sel]):.1f} ({each}) | "
+                      f"{statistics.median(r[4] for r in sel):,.0f} |")
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("what", choices=["run", "table", "plot"])
+    parser.add_argument("--env", choices=list(ENVS), default="cartpole")
+    parser.add_argument("--config", choices=list(CONFIGS), default="recurrent")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--runs-dir", default="runs-memory")
+    parser.add_argument("-o", "--out", default=None, help="plot: the PNG to write")
+    args = parser.parse_args(argv)
+    if args.what == "run":
+        run(args.env, args.config, args.seed, args.runs_dir)
+    elif args.what == "table":
+        table(args.runs_dir)
+    else:
+        env_id = ENVS[args.env][0]
+        runs = sorted(str(p) for p in Path(args.runs_dir).glob(f"{env_id}__*"))
+        return subprocess.call([sys.executable, str(HERE / "plot.py"), *runs, "--overlay", "--title",
+                                f"{env_id}: no memory, --frame-stack 4, --recurrent",
+                                *(["-o", args.out] if args.out else [])])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
