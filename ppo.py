@@ -890,12 +890,12 @@ class LegalActions:
 # do about as well (Chung et al. 2014). --frame-stack K (adapted_env) is the cheaper memory to try first: the last K
 # observations side by side, enough when what matters happened in the last few steps (velocities).
 # ======================================================================================================================
-class NoMemory(nn.Module):
-    """The core without --recurrent: features pass through, and there is no state. It holds no weights, so a
-    checkpoint's keys are those of an agent without a core."""
+class NoMemory:
+    """The core without --recurrent: features pass through, and there is no state. A plain object, not a module: it
+    holds no weights (a checkpoint's keys are those of an agent without a core) and costs nothing to call."""
     size = 0
 
-    def forward(self, x: torch.Tensor, mem=None) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, mem=None) -> torch.Tensor:
         return x
 
 
@@ -989,7 +989,7 @@ def minibatches(args: Args) -> list[torch.Tensor]:
             for envs in torch.randperm(N).split(N // args.num_minibatches)]
 
 
-def memory_core(n_features: int, size: int) -> tuple[nn.Module, int]:
+def memory_core(n_features: int, size: int) -> tuple[nn.Module | NoMemory, int]:
     """The seam in Agent: (core, number of features it gives): a GRU of `size` units, or with size 0 nothing."""
     return (GRUCore(n_features, size), size) if size else (NoMemory(), n_features)
 

@@ -1297,6 +1297,7 @@ def test_recurrent_first_update_has_ratio_one_across_episode_ends():
     # CartPole under a fresh policy ends an episode every ~20 steps: 64 steps of 4 envs hold many episode ends. The
     # update re-runs the GRU over whole env sequences from the stored state, restarting at episode starts, so before
     # any gradient step every log-probability is the one the action was sampled with.
+    torch.manual_seed(0)
     args = ppo.Args(num_envs=4, num_steps=64, num_minibatches=2, recurrent=True, recurrent_size=16)
     envs = gym.vector.SyncVectorEnv([lambda: ppo.make_env("CartPole-v1")] * 4,
                                     autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
@@ -1305,7 +1306,7 @@ def test_recurrent_first_update_has_ratio_one_across_episode_ends():
                                 core=agent.core)
     for _ in range(2):                                  # the second rollout starts from a state that is not zero
         ppo.collect_rollout(envs, agent, rollout, ppo.RewardScaler(agent.reward_rms, 0.99, 4, enabled=False))
-    assert rollout.memory.starts.sum() >= 8 and rollout.memory.starts[0].sum() < 4
+    assert rollout.memory.starts.sum() >= 6 and rollout.memory.starts[0].sum() < 4
     batch = rollout.flatten(np.zeros((64, 4), np.float32), np.zeros((64, 4), np.float32), torch.device("cpu"))
     for mb_inds in ppo.minibatches(args):
         assert len(mb_inds) == 2 * 64                                  # two whole env sequences
@@ -1313,7 +1314,7 @@ def test_recurrent_first_update_has_ratio_one_across_episode_ends():
         with torch.no_grad():
             parts = ppo.ppo_loss(agent, mb, args, terms)[1]
         # ratio 1 up to float32 rounding: matrix products over 2 envs' rows and over 4 may differ in the last bit
-        assert terms["logratio"].abs().max() < 1e-6 and parts["approx_kl"].item() == 0.0
+        assert terms["logratio"].abs().max() < 1e-6 and abs(parts["approx_kl"].item()) < 1e-8
         mb["memory_starts"] = torch.zeros_like(mb["memory_starts"])     # forgetting the episode starts breaks it
         with torch.no_grad():
             ppo.ppo_loss(agent, mb, args, terms)
