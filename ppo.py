@@ -645,7 +645,7 @@ def explained_variance(values: np.ndarray, returns: np.ndarray) -> float:
 #                                     LegalActions.mask returns the logits unchanged.
 #   memory.core/Store/replay/minibatches   in Agent, the rollout, ppo_loss and ppo_update: with --recurrent, a GRU
 #                                     between the encoder and the heads, its state carried through the rollout, and
-#                                     minibatches of whole env sequences. Without it: no core, nothing stored,
+#                                     minibatches of sequences. Without it: no core, nothing stored,
 #                                     shuffled transitions, as before.
 #   processes.average_gradients/mean/pool   in the update and the normalization: K processes under torchrun train
 #                                     one agent. In one process each returns its input.
@@ -883,9 +883,9 @@ class LegalActions:
 #   acting:   h_{t+1} = GRU(features(s_t), h_t), and h starts from 0 at every episode's first state;
 #   the rollout keeps h_t and "s_t starts an episode" for every step, so the update can rebuild the same h;
 #   the update: the ratio pi_new(a|s, h) / pi_old(a|s, h) needs the h each action was chosen under, so minibatches
-#             are whole env sequences (sets of envs, all T steps, in order), and the GRU runs over each from the
-#             stored h at its start, resetting at episode starts. With unchanged weights it rebuilds the acting
-#             time's h exactly: the ratio is 1 before the first gradient step.
+#             are sets of sequences (--recurrent-seq-len consecutive steps of one env), and the GRU runs over each
+#             from the h stored at its first step, resetting at episode starts. With unchanged weights it rebuilds
+#             the acting time's h: the ratio is 1 before the first gradient step.
 # A GRU rather than an LSTM: one state tensor instead of two to carry, store and reset, and on these tasks the two
 # do about as well (Chung et al. 2014). --frame-stack K (adapted_env) is the cheaper memory to try first: the last K
 # observations side by side, enough when what matters happened in the last few steps (velocities).
@@ -970,23 +970,26 @@ class MemoryStore:
 
 
 def replay(mb: dict[str, torch.Tensor], args: Args) -> MemoryState | None:
-    """The seam in ppo_loss: a minibatch's memory, to run the core over its sequences from the state each began with.
-    minibatches() lays a sequence minibatch out in time order, so its first n rows are step 0 of its n envs."""
+    """The seam in ppo_loss: a minibatch's memory, to run the core over its sequences from the state each began with
+    at acting time. minibatches() lays a minibatch out in time order, so its first n rows are its n sequences'
+    first steps."""
     if "memory_states" not in mb:
         return None
-    n = len(mb["memory_starts"]) // args.num_steps                 # envs in this minibatch
+    n = len(mb["memory_starts"]) // args.recurrent_seq_len         # sequences in this minibatch
     return MemoryState(mb["memory_states"][:n], mb["memory_starts"])
 
 
 def minibatches(args: Args) -> list[torch.Tensor]:
     """The seam in ppo_update: each epoch's minibatches, as indices into the flattened batch (row t * N + n).
-    Shuffled transitions, or with --recurrent, shuffled sets of whole env sequences (N / num_minibatches envs each,
-    all T steps, in time order), so that the core can be re-run over them."""
+    Shuffled transitions, or with --recurrent, shuffled sets of sequences: each env's T steps cut into pieces of
+    L = --recurrent-seq-len consecutive steps, laid out in time order (row i * n + j is step i of sequence j), so
+    that the core can be re-run over each from the state stored at its first step."""
     if not args.recurrent:
         return torch.randperm(args.batch_size).split(args.minibatch_size)
-    T, N = args.num_steps, args.num_envs
-    return [(torch.arange(T)[:, None] * N + envs[None, :]).reshape(-1)
-            for envs in torch.randperm(N).split(N // args.num_minibatches)]
+    T, N, L = args.num_steps, args.num_envs, args.recurrent_seq_len
+    sequences = torch.randperm(N * T // L)                          # sequence k: env k % N, steps from (k // N) * L
+    return [((((seqs // N) * L)[None, :] + torch.arange(L)[:, None]) * N + (seqs % N)[None, :]).reshape(-1)
+            for seqs in sequences.split(len(sequences) // args.num_minibatches)]
 
 
 def memory_core(n_features: int, size: int) -> tuple[nn.Module | NoMemory, int]:
@@ -1160,9 +1163,12 @@ class RunArgs(Args):
     halfcheetah-zoo: HalfCheetah, the SB3 zoo's tuned settings (256x256 ReLU, lr 2.1e-5, 20 epochs, clip 0.1)"""
     recurrent: bool = False
     """memory: a GRU between the encoder and the heads, for envs the agent cannot see whole in one observation.
-    Minibatches become sets of whole env sequences: num-minibatches must divide num-envs. Slower per step"""
+    Minibatches become sets of sequences (see --recurrent-seq-len). Slower per step: fewer minibatches help"""
     recurrent_size: int = 128
     """units of the --recurrent GRU (its state's size)"""
+    recurrent_seq_len: int = 32
+    """with --recurrent: the update re-runs the GRU over sequences of this many steps, each from the state it had
+    when acting, so the gradient reaches at most this far back. Must divide num-steps"""
     frame_stack: int = 1
     """vector observations: feed the agent the last K observations side by side, the cheap memory to try first"""
     action_mask: bool = True
@@ -1726,7 +1732,7 @@ def check_args(args: Args) -> None:
             raise UsageError(f"--{flag}{f' {value}' if value != '' else ''}: {problem}")
 
     for name in ("num_envs", "num_steps", "num_minibatches", "update_epochs", "total_timesteps", "save_every",
-                 "eval_episodes", "torch_threads", "frame_stack", "recurrent_size"):
+                 "eval_episodes", "torch_threads", "frame_stack", "recurrent_size", "recurrent_seq_len"):
         value = getattr(args, name)
         require(value > 0, name.replace("_", "-"), value, "must be a positive integer")
     require(all(h > 0 for h in args.hidden_sizes), "hidden-sizes", " ".join(map(str, args.hidden_sizes)),
@@ -1738,9 +1744,12 @@ def check_args(args: Args) -> None:
             "leaves minibatches of 1 transition, whose advantages cannot be normalized (the std of one number); "
             "use fewer minibatches, or --no-norm-adv")
     if args.recurrent:
-        divisors = ", ".join(str(d) for d in range(1, args.num_envs + 1) if args.num_envs % d == 0)
-        require(args.num_envs % args.num_minibatches == 0, "num-minibatches", args.num_minibatches, "with --recurrent"
-                f", minibatches are sets of whole env sequences: it must divide --num-envs; valid: {divisors}")
+        require(args.num_steps % args.recurrent_seq_len == 0, "recurrent-seq-len", args.recurrent_seq_len,
+                f"must divide --num-steps {args.num_steps}")
+        sequences = args.num_envs * args.num_steps // args.recurrent_seq_len
+        require(sequences % args.num_minibatches == 0, "num-minibatches", args.num_minibatches, "with --recurrent, "
+                f"minibatches are sets of the {sequences} sequences (num-envs * num-steps / recurrent-seq-len): it "
+                f"must divide {sequences}")
         require(not args.recompute_adv, "recompute-adv", "", "is not available with --recurrent; drop one of them")
     world = rank_and_world()[1]                                     # processes under torchrun, 1 without
     if args.evaluate is None:

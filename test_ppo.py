@@ -1309,7 +1309,7 @@ def test_recurrent_first_update_has_ratio_one_across_episode_ends():
     assert rollout.memory.starts.sum() >= 6 and rollout.memory.starts[0].sum() < 4
     batch = rollout.flatten(np.zeros((64, 4), np.float32), np.zeros((64, 4), np.float32), torch.device("cpu"))
     for mb_inds in ppo.minibatches(args):
-        assert len(mb_inds) == 2 * 64                                  # two whole env sequences
+        assert len(mb_inds) == 4 * 32                                  # four sequences of 32 steps
         mb, terms = {k: v[mb_inds] for k, v in batch.items()}, {}
         with torch.no_grad():
             parts = ppo.ppo_loss(agent, mb, args, terms)[1]
@@ -1353,7 +1353,8 @@ def test_frame_stack_puts_the_last_observations_side_by_side():
 
 
 @pytest.mark.parametrize("flags, expected", [
-    (["--recurrent", "--num-envs", "6", "--num-minibatches", "4"], "--num-minibatches 4: with --recurrent"),
+    (["--recurrent", "--num-envs", "6", "--num-minibatches", "5"], "--num-minibatches 5: with --recurrent"),
+    (["--recurrent", "--recurrent-seq-len", "48"], "--recurrent-seq-len 48: must divide --num-steps 64"),
     (["--recurrent", "--recompute-adv"], "--recompute-adv: is not available with --recurrent"),
     (["--frame-stack", "0"], "--frame-stack 0: must be a positive integer"),
 ])
