@@ -1353,7 +1353,7 @@ def test_frame_stack_puts_the_last_observations_side_by_side():
 
 
 @pytest.mark.parametrize("flags, expected", [
-    (["--recurrent", "--num-envs", "6", "--num-minibatches", "5"], "--num-minibatches 5: with --recurrent"),
+    (["--recurrent", "--num-envs", "6", "--num-minibatches", "8"], "--num-minibatches 8: with --recurrent"),
     (["--recurrent", "--recurrent-seq-len", "48"], "--recurrent-seq-len 48: must divide --num-steps 64"),
     (["--recurrent", "--recompute-adv"], "--recompute-adv: is not available with --recurrent"),
     (["--frame-stack", "0"], "--frame-stack 0: must be a positive integer"),
