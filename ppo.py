@@ -1167,8 +1167,8 @@ class RunArgs(Args):
     recurrent_size: int = 128
     """units of the --recurrent GRU (its state's size)"""
     recurrent_seq_len: int = 32
-    """with --recurrent: the update re-runs the GRU over sequences of this many steps, each from the state it had
-    when acting, so the gradient reaches at most this far back. Must divide num-steps"""
+    """with --recurrent: the update re-runs the GRU over sequences of this many steps (it must divide num-steps).
+    Each starts from the state it had when acting, so the gradient reaches at most this far back"""
     frame_stack: int = 1
     """vector observations: feed the agent the last K observations side by side, the cheap memory to try first"""
     action_mask: bool = True

@@ -873,6 +873,8 @@ def test_every_env_id_the_docs_name_runs(tmp_path, monkeypatch):
         import ale_py  # noqa: F401  (Atari ids run where the optional Atari packages are installed, as in CI)
     except ImportError:
         named_as_examples |= {env_id for env_id in env_ids if "NoFrameskip" in env_id}
+    monkeypatch.syspath_prepend(str(HERE / "notes"))
+    importlib.import_module("memory_benchmark")  # registers CartPoleNoVel-v1 and PendulumNoVel-v1, which the docs name
     for env_id in sorted(env_ids - named_as_examples):
         env = ppo.make_env(env_id)
         env.reset(seed=0)

@@ -13,7 +13,8 @@ one of three configs (flags on top of the defaults):
     recurrent    --recurrent --num-minibatches 4     (one setting for every such env: minibatches of whole env
                                                        sequences must divide the envs, 16 or 8 here)
 
-`table` prints the mean return of the last 100 training episodes per run, the steps/s, and the mean per config;
+`table` prints the mean return of the last 100 training episodes per run, the first step at which that running
+mean reached the goal (CartPoleNoVel 475, PendulumNoVel -300), the steps/s, and the mean per config;
 `plot` draws the learning curves with notes/plot.py (needs matplotlib).
 """
 
@@ -31,6 +32,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 ENVS = {"cartpole": ("CartPoleNoVel-v1", 200_000), "pendulum": ("PendulumNoVel-v1", 500_000)}
+GOALS = {"CartPoleNoVel-v1": 475.0, "PendulumNoVel-v1": -300.0}     # last-100 mean to reach within the budget
+ENVS_BY_ID = {env_id: steps for env_id, steps in ENVS.values()}
 CONFIGS = {"plain": {}, "stack": dict(frame_stack=4), "recurrent": dict(recurrent=True, num_minibatches=4)}
 
 
@@ -75,12 +78,18 @@ def table(runs_dir: str) -> None:
         env_id, config, seed = run_dir.name.split("__")[:3]
         episodes = list(csv.DictReader(open(run_dir / "episodes.csv")))
         updates = list(csv.DictReader(open(run_dir / "updates.csv")))
-        last = np.mean([float(r["episodic_return"]) for r in episodes[-100:]])
+        if not updates or int(updates[-1]["global_step"]) + 2048 < ENVS_BY_ID[env_id]:
+            continue                                                # still running
+        returns = np.array([float(r["episodic_return"]) for r in episodes])
+        running = np.array([returns[max(0, i - 99):i + 1].mean() for i in range(len(returns))])
+        reached = np.flatnonzero((running >= GOALS[env_id]) & (np.arange(len(returns)) >= 99))
+        first = f"{int(episodes[reached[0]]['global_step']):,}" if len(reached) else "not reached"
         sps = int(updates[-1]["global_step"]) / float(updates[-1]["wall_time"])
-        rows.append((env_id, config, int(seed), last, sps, int(updates[-1]["global_step"])))
-    print("| env | config | seed | steps | last-100 mean return | steps/s |\n|---|---|---|---|---|---|")
-    for env_id, config, seed, last, sps, steps in sorted(rows):
-        print(f"| {env_id} | {config} | {seed} | {steps:,} | {last:.1f} | {sps:,.0f} |")
+        rows.append((env_id, config, int(seed), returns[-100:].mean(), sps, int(updates[-1]["global_step"]), first))
+    print("| env | config | seed | steps | last-100 mean return at the end | goal first reached at step | steps/s |\n"
+          "|---|---|---|---|---|---|---|")
+    for env_id, config, seed, last, sps, steps, first in sorted(rows):
+        print(f"| {env_id} | {config} | {seed} | {steps:,} | {last:.1f} | {first} | {sps:,.0f} |")
     print("\n| env | config | seeds | mean of the seeds' last-100 means (each seed) | median steps/s |\n|---|---|---|---|---|")
     for env_id in sorted({r[0] for r in rows}):
         for config in CONFIGS:
