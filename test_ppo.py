@@ -816,7 +816,8 @@ def test_help_lines_break_between_sentences_only():
     (["--env", "CartPole-v1"], "--env: ppo.py calls it --env-id"),
     (["--n-envs", "8"], "--n-envs: ppo.py calls it --num-envs"),
     (["--batch-size", "64"], "--batch-size: ppo.py calls it --num-envs * --num-steps (the batch)"),
-    (["--hidden-sizes", "64,64"], "--hidden-sizes 64,64: give the sizes as separate numbers, e.g. --hidden-sizes 64 64"),
+    (["--hidden-sizes", "64,64"],
+     "--hidden-sizes 64,64: give the sizes as separate numbers, e.g. --hidden-sizes 64 64"),
     (["--anneal-l"], "did you mean --anneal-lr; see --help"),               # tyro's suggestion, without its comma
     (["--evaluate", "x.pt", "--resume", "y.pt"], "--evaluate: plays a checkpoint, --resume trains one further"),
     (["--evaluate", "."], "--evaluate .: a folder; give the checkpoint.pt in it"),
@@ -1158,7 +1159,8 @@ def test_evaluate_a_checkpoint(tmp_path, capsys):
     assert len(returns) == 3 and np.mean(returns) > 100
     assert returns == ppo.evaluate(result["checkpoint"], episodes=3, seed=1)   # deterministic policy, same seeds
     assert ppo.main(["--evaluate", str(result["checkpoint"]), "--eval-episodes", "3"]) == 0
-    assert f"mean return {np.mean(returns):.2f} +- {np.std(returns):.2f} over 3 deterministic" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"mean return {np.mean(returns):.2f} +- {np.std(returns):.2f} over 3 deterministic" in out
 
 
 def test_evaluation_prints_each_episode_and_films_the_first_apart(tmp_path, capsys, monkeypatch):
