@@ -2011,8 +2011,8 @@ VECTOR_DEFAULTS = dict(norm_obs=True, norm_reward=True)
 # starting action std of 0.6 (log std -0.5) instead of 1, so that early actions are not mostly clipped noise; no
 # value clipping, which Andrychowicz et al. found hurts; a value loss weight of 0.25; and no per-minibatch advantage
 # normalization (rewards are already scaled). Their other shared advice, recomputing advantages before every epoch
-# (--recompute-adv), helped Hopper but cost Walker2d more, so it stays a flag. notes/results.md has the screens and
-# the confirmation on 4 MuJoCo envs.
+# (--recompute-adv), helped Hopper but cost Walker2d more (screened twice, the second time with the time-limit
+# bootstraps recomputed too), so it stays a flag. notes/results.md has the screens and the confirmation.
 CONTINUOUS_DEFAULTS = dict(
     total_timesteps=1_000_000, num_envs=8, num_steps=256, learning_rate=3e-4, num_minibatches=32,
     update_epochs=10, ent_coef=0.0, clip_vloss=False, vf_coef=0.25, norm_adv=False, log_std_init=-0.5,
