@@ -909,7 +909,10 @@ class GRUCore(nn.Module):
         super().__init__()
         self.size, self.cell = size, nn.GRUCell(n_features, size)
         for name, param in self.cell.named_parameters():          # orthogonal weights, zero biases, as CleanRL's LSTM
-            nn.init.orthogonal_(param) if "weight" in name else nn.init.zeros_(param)
+            if "weight" in name:
+                nn.init.orthogonal_(param)
+            else:
+                nn.init.zeros_(param)
 
     def forward(self, x: torch.Tensor, mem: MemoryState) -> torch.Tensor:
         h = mem.state                                                # (n, size)
@@ -1538,13 +1541,13 @@ class RunMonitor(gym.vector.VectorWrapper):
         global_step = self.run.start_step + self.steps * self.steps_per_step
         done = terminated | truncated
         if not (np.isfinite(obs).all() and np.isfinite(rewards).all()):
-            raise NonFiniteError(f"env {self.args_env_id()} returned a non-finite observation or reward at global "
+            raise NonFiniteError(f"env {self._env_id()} returned a non-finite observation or reward at global "
                                  f"step {global_step}; check the environment's step()")
         if not all(np.isfinite(infos["final_obs"][i]).all() for i in np.flatnonzero(done)):
-            raise NonFiniteError(f"env {self.args_env_id()} returned a non-finite final observation (the last state "
+            raise NonFiniteError(f"env {self._env_id()} returned a non-finite final observation (the last state "
                                  f"of an episode) at global step {global_step}; check the environment's step()")
         if self.run.args.action_mask and "action_mask" in infos:
-            check_some_action_legal(infos["action_mask"], self.single_action_space, self.args_env_id(),
+            check_some_action_legal(infos["action_mask"], self.single_action_space, self._env_id(),
                                     f"at global step {global_step}")
         self.episode_return += rewards
         self.episode_length += 1
@@ -1557,7 +1560,7 @@ class RunMonitor(gym.vector.VectorWrapper):
             raise StopRequested
         return obs, rewards, terminated, truncated, infos
 
-    def args_env_id(self) -> str:
+    def _env_id(self) -> str:
         return self.env.unwrapped.get_attr("spec")[0].id
 
 

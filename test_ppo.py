@@ -1110,15 +1110,11 @@ def test_non_finite_observation_stops_with_env_and_step(custom_env_path):
         "check the environment's step()"]
 
 
-class NaNAtTheTimeLimitEnv(ConstantRewardEnv):
+class NaNAtTheTimeLimitEnv(StepCountEnv):
     """Its 5th state, the one a time limit of 5 cuts the episode at, is NaN: only infos["final_obs"] shows it."""
-    def reset(self, *, seed=None, options=None):
-        self.t = 0
-        return np.zeros(2, np.float32), {}
-
     def step(self, action):
-        self.t += 1
-        return np.full(2, np.nan if self.t == 5 else 0.0, np.float32), 1.0, False, False, {}
+        obs, *rest = super().step(action)
+        return (np.full(2, np.nan, np.float32) if self.t == 5 else obs), *rest
 
 
 def test_non_finite_final_observation_stops_with_env_and_step(tmp_path, capsys):
