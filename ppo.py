@@ -65,11 +65,12 @@ from torch.distributions import Categorical, Distribution, Independent, Normal
 # ======================================================================================================================
 # Hyperparameters. tyro turns every field into a command-line flag (`num_envs` -> `--num-envs`) and every docstring
 # into its `--help` text. Names and meanings follow CleanRL's ppo.py so that its users feel at home. These are the
-# PPO knobs; Part III extends the class with the flags for running a run, and adapts these discrete-action
-# defaults to the env's spaces (default_args).
+# PPO knobs (Part III adds the flags for running a run). AUTO marks a default that depends on the env (its docstring
+# gives the values): default_args (Part III) fills it in before training, from Python and the command line alike.
 # ======================================================================================================================
 @dataclass
 class Args:
+    AUTO = None   # not a field (no type): the marker, as Args.AUTO
     # --- the experiment ---
     env_id: str = "CartPole-v1"
     """gymnasium environment id, e.g. CartPole-v1, HalfCheetah-v5, ALE/Breakout-v5 (Atari).
@@ -77,61 +78,60 @@ class Args:
     seed: int = 1
     """seed for torch, numpy, random and the environments; the same seed on the CPU gives the same run.
     Under torchrun, process r draws from seed + r, so the processes collect different episodes"""
-    total_timesteps: int = 500_000
-    """environment steps to train for, summed over all parallel environments (and all processes, under torchrun).
-    Rounded down to whole iterations of num_envs * num_steps; the run's first line says how many will run"""
+    total_timesteps: int = AUTO
+    """environment steps to train for (500k; continuous 1M; images 10M), summed over all parallel envs.
+    Under torchrun, over all processes too. Rounded down to whole iterations of num_envs * num_steps"""
 
     # --- the environments ---
-    num_envs: int = 16
-    """parallel environments (N) in each process. More envs = more varied experience per update, and cheaper steps.
+    num_envs: int = AUTO
+    """parallel environments (N) in each process (16; continuous and images 8): more varied batches, cheaper steps.
     Under torchrun each of the K processes runs N of its own, so one update learns from K * N * T transitions"""
     async_envs: bool = False
     """run each environment in its own process (AsyncVectorEnv). Pays off only when one env step is slow"""
-    num_steps: int = 64
-    """steps taken in each environment per rollout (T); one update uses T * N transitions. Usually 16 to 2048"""
-    norm_obs: bool = False
-    """normalize observations with running mean and std (stored in the agent, so a saved agent sees the same)"""
-    norm_reward: bool = False
-    """scale rewards by the running std of the discounted return; helps when rewards are large (MuJoCo)"""
+    num_steps: int = AUTO
+    """steps taken in each environment per rollout (T: 64; continuous 256; images 128); one update uses T * N"""
+    norm_obs: bool = AUTO
+    """normalize observations with running mean and std, kept in the agent (on for real-valued vectors, else off)"""
+    norm_reward: bool = AUTO
+    """scale rewards by the running std of the discounted return (on for real-valued vectors, else off)"""
 
     # --- the agent ---
-    hidden_sizes: tuple[int, ...] = (64, 64)
-    """hidden layer sizes of the policy (actor) and the value (critic) networks.
-    For images: the layers each head adds on top of the CNN's 512 features (none by default, as in CleanRL)"""
+    hidden_sizes: tuple[int, ...] = AUTO
+    """hidden layer sizes of the actor and the critic (64 64); images: layers on the CNN's 512 features (none)"""
     activation: Literal["tanh", "relu"] = "tanh"
     """the hidden layers' nonlinearity"""
-    log_std_init: float = 0.0
-    """continuous actions: the Gaussian policy's starting log std (0 = std 1; -2 = std 0.14, less exploration)"""
+    log_std_init: float = AUTO
+    """continuous actions: the Gaussian policy's starting log std (-0.5 = std 0.6; 0 = std 1; -2 = std 0.14)"""
     ortho_init: bool = True
     """orthogonal initial weights, with a tiny last policy layer (see layer_init); off = PyTorch's default init"""
 
     # --- the PPO update ---
-    learning_rate: float = 2.5e-3
-    """Adam step size. Usually 1e-4 to 3e-3; too high and the policy collapses, too low and it learns slowly"""
+    learning_rate: float = AUTO
+    """Adam step size (2.5e-3; continuous 3e-4; images 2.5e-4); too high and the policy collapses, too low: slow"""
     anneal_lr: bool = True
     """decay the learning rate linearly to 0 over the run; steadies the end of training"""
     gamma: float = 0.99
     """discount factor: how much a reward one step later is worth (0.99 ~ a horizon of 100 steps). 0.9 to 0.999"""
     gae_lambda: float = 0.95
     """GAE lambda: 0 = one-step TD advantage (low variance, biased), 1 = Monte Carlo return (unbiased, noisy)"""
-    num_minibatches: int = 4
-    """minibatches per epoch; must divide num_envs * num_steps"""
-    update_epochs: int = 4
-    """passes over the same rollout per update. More squeezes more from each sample, but drifts further"""
-    norm_adv: bool = True
-    """normalize advantages to mean 0 and std 1 within each minibatch"""
+    num_minibatches: int = AUTO
+    """minibatches per epoch (4; continuous 32); must divide num_envs * num_steps"""
+    update_epochs: int = AUTO
+    """passes over the same rollout per update (4; continuous 10). More squeezes more from each sample, but drifts"""
+    norm_adv: bool = AUTO
+    """normalize advantages to mean 0 and std 1 within each minibatch (on; continuous off: rewards are scaled)"""
     recompute_adv: bool = False
     """recompute advantages and value targets before every epoch, with the critic as the last epoch left it"""
-    clip_coef: float = 0.2
-    """the PPO clip range epsilon: the new/old probability ratio is kept within [1 - eps, 1 + eps]. 0.1 to 0.3"""
-    clip_vloss: bool = False
+    clip_coef: float = AUTO
+    """the PPO clip range epsilon: the new/old probability ratio is kept within [1 - eps, 1 + eps] (0.2; images 0.1)"""
+    clip_vloss: bool = AUTO
     """also clip the value update to +-clip_coef around the old prediction (CleanRL, the original PPO code).
-    It acts in return units, so with unnormalized rewards it holds the critic back: off by default"""
-    ent_coef: float = 0.0
-    """weight of the entropy bonus, which rewards uncertainty and so keeps the agent exploring. 0 to 0.01.
+    It acts in return units, so with unnormalized rewards it holds the critic back: off (images: on)"""
+    ent_coef: float = AUTO
+    """weight of the entropy bonus, which rewards uncertainty and so keeps the agent exploring (0; images 0.01).
     0.01 helps tasks where exploration is hard, but slows the last steps to a precise policy (CartPole)"""
-    vf_coef: float = 0.5
-    """weight of the value loss in the total loss"""
+    vf_coef: float = AUTO
+    """weight of the value loss in the total loss (0.5; continuous 0.25)"""
     max_grad_norm: float = 0.5
     """clip the global gradient norm to this; guards against the occasional huge gradient"""
     target_kl: float | None = None
@@ -458,11 +458,12 @@ def critic_values(agent: Agent, rollout: Rollout) -> tuple[np.ndarray, np.ndarra
     with torch.inference_mode():
         device = next(agent.parameters()).device
         obs = torch.from_numpy(rollout.obs.reshape(T * N, *rollout.obs.shape[2:])).to(device)
-        values = agent.value(obs).reshape(T, N).cpu().numpy()
+        values = agent.value(obs, rollout.memory.every_step(device)).reshape(T, N).cpu().numpy()   # Part II: memory
         if rollout.final_obs:
             where, final_obs = zip(*rollout.final_obs.items())                  # (t, n) of each, and the states
             final_obs = torch.as_tensor(np.stack(final_obs), device=device)
-            final_values[tuple(zip(*where))] = agent.value(final_obs).cpu().numpy()
+            final_values[tuple(zip(*where))] = agent.value(final_obs, rollout.memory.after_step(where, device)
+                                                           ).cpu().numpy()
     return values, final_values
 
 
@@ -574,8 +575,10 @@ def train(args: Args, loss_fn=ppo_loss) -> dict:
 
     Raises UsageError for bad arguments (before anything is created) and NonFiniteError if training diverges.
     `loss_fn(agent, mb, args) -> (loss, parts)` replaces ppo_loss, e.g. to try a new loss term."""
-    # Set up (Part III): check the flags and the env's spaces, join the other processes if any, seed everything.
+    # Set up (Part III): fill in the defaults that depend on the env (AUTO), check the flags and the env's spaces,
+    # join the other processes if any, seed everything.
     run = Run(args)
+    args = run.args
     agent = build_agent(args, *run.spaces).to(run.device)
     # eps=1e-5 instead of Adam's 1e-8, as in the original PPO code (implementation details, detail 3).
     # fused=True does the same arithmetic in one kernel instead of a dozen small ops per parameter tensor.
@@ -907,23 +910,37 @@ class GRUCore(nn.Module):
 
     def __init__(self, n_features: int, size: int):
         super().__init__()
-        self.size, self.cell = size, nn.GRUCell(n_features, size)
-        for name, param in self.cell.named_parameters():          # orthogonal weights, zero biases, as CleanRL's LSTM
+        self.size, self.gru = size, nn.GRU(n_features, size)
+        for name, param in self.gru.named_parameters():           # orthogonal weights, zero biases, as CleanRL's LSTM
             if "weight" in name:
                 nn.init.orthogonal_(param)
             else:
                 nn.init.zeros_(param)
+        self.register_load_state_dict_pre_hook(self.rename_gru_cell_weights)
 
     def forward(self, x: torch.Tensor, mem: MemoryState) -> torch.Tensor:
-        h = mem.state                                                # (n, size)
-        steps = x.view(-1, h.shape[0], x.shape[-1])                  # (T, n, n_features)
-        keep = 1.0 - mem.starts.view(len(steps), -1, 1)              # (T, n, 1): 0 where an episode starts
-        out = []
-        for t in range(len(steps)):
-            h = self.cell(steps[t], h * keep[t])
-            out.append(h)
+        n = len(mem.state)
+        steps = x.view(-1, n, x.shape[-1])                           # (T, n, n_features)
+        starts = mem.starts.view(len(steps), n)                      # (T, n): 1.0 where an episode starts
+        # nn.GRU runs many steps in one call, but cannot restart h partway through. So cut the T steps where some
+        # sequence starts an episode (after step 0): each piece between two cuts is one call, and at the start of a
+        # piece h restarts from 0 in the sequences that start an episode there. One piece when acting (T = 1), and
+        # in a minibatch with no episode start inside; the same steps, in the same order, as stepping one at a time.
+        cuts = [0, *(starts[1:].any(1).nonzero().flatten() + 1).tolist(), len(steps)]
+        h, out = mem.state, []
+        for a, b in zip(cuts[:-1], cuts[1:]):
+            out.append(self.gru(steps[a:b], (h * (1.0 - starts[a, :, None]))[None])[0])    # (b - a, n, size)
+            h = out[-1][-1]                                          # h after step b - 1
         mem.state = h
-        return torch.cat(out)                                        # (T * n, size)
+        return torch.cat(out).view(-1, self.size)                    # (T * n, size)
+
+    @staticmethod
+    def rename_gru_cell_weights(module, state_dict, prefix, *_) -> None:
+        """Checkpoints saved before the core was an nn.GRU (it stepped an nn.GRUCell) hold the same four tensors as
+        cell.weight_ih, ...; nn.GRU calls them gru.weight_ih_l0, ...: renamed as they load, they still load."""
+        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            if f"{prefix}cell.{name}" in state_dict:
+                state_dict[f"{prefix}gru.{name}_l0"] = state_dict.pop(f"{prefix}cell.{name}")
 
 
 @dataclass
@@ -966,6 +983,25 @@ class MemoryStore:
     def peek(self) -> MemoryState | None:
         """For V(next_obs) after the rollout: the current memory, copied so that reading it advances nothing."""
         return MemoryState(self.now.state.clone(), self.now.starts.clone()) if self.size else None
+
+    def every_step(self, device: torch.device) -> MemoryState | None:
+        """For --recompute-adv's V(s_t) of all T * N steps at once: each step's stored h_t and start, as T * N
+        sequences of one step. The critic as it is now reads each state with the memory it was acted on: the
+        core's last step and the heads are recomputed, the memory before it is the acting time's."""
+        if not self.size:
+            return None
+        return MemoryState(torch.from_numpy(self.states.reshape(-1, self.size)).to(device),
+                           torch.from_numpy(self.starts.reshape(-1)).to(device))
+
+    def after_step(self, where: list[tuple[int, int]], device: torch.device) -> MemoryState | None:
+        """For --recompute-adv's V(final state) of the episodes cut off at steps (t, n): the memory their last step
+        left, as before_reset gave it when acting. That is the h stored at step t + 1 (the reset that follows only
+        marks a start), or after the rollout's last step, the memory now."""
+        if not self.size:
+            return None
+        now, T = self.now.state.cpu().numpy(), len(self.states)
+        h = np.stack([self.states[t + 1, n] if t + 1 < T else now[n] for t, n in where])
+        return MemoryState(torch.from_numpy(h).to(device), torch.zeros(len(h), device=device))
 
     def stored(self) -> dict[str, np.ndarray]:
         """For the update's batch: {"memory_states": (T, N, size), "memory_starts": (T, N)}, or nothing."""
@@ -1202,7 +1238,7 @@ class RunArgs(Args):
     """path to a checkpoint.pt: do not train; play --eval-episodes episodes with it and print the mean return"""
     eval_episodes: int = 10
     """episodes played by --evaluate"""
-    eval_stochastic: bool = False
+    eval_stochastic: bool = Args.AUTO
     """with --evaluate: sample actions from the policy instead of taking the most likely (mean) action.
     Image (Atari) agents save this as on: a deterministic policy can stall a game"""
     eval_video_episodes: int = 1
@@ -1244,8 +1280,9 @@ class Run:
         """Set up: refuse bad flags and unsupported spaces before any work, join torchrun's processes (K processes,
         "ranks" 0 to K-1, train one agent: each steps its own --num-envs envs and they average their gradients; alone
         this is rank 0 of 1), and seed every random stream."""
+        self.args = args = fill_auto(args)                     # Args.AUTO fields get the env's defaults
         check_args(args)
-        self.args, self.spaces = args, env_spaces(args.env_id, args.action_mask, args.frame_stack)   # checked
+        self.spaces = env_spaces(args.env_id, args.action_mask, args.frame_stack)   # checked
         if args.norm_obs and is_image(self.spaces[0]):
             raise UsageError(f"--norm-obs: {args.env_id} gives images, which the agent scales to [0, 1] itself; "
                              "drop --norm-obs")
@@ -1730,6 +1767,7 @@ def import_env_module(checkpoint: dict, where: str) -> None:
 # ======================================================================================================================
 def check_args(args: Args) -> None:
     """Catch impossible settings before any environment step, with the flag and what would be valid."""
+    args = fill_auto(args)
     def require(ok: bool, flag: str, value, problem: str) -> None:
         if not ok:
             raise UsageError(f"--{flag}{f' {value}' if value != '' else ''}: {problem}")
@@ -1913,6 +1951,56 @@ def load_agent(path: str | Path, env_id: str | None = None) -> tuple[Agent, Args
 EVAL_SEED_OFFSET = 10**9
 
 
+class Policy:
+    """A saved agent, ready to act one step at a time on its env's own numpy observations:
+
+        policy = load_policy("runs/<run>/checkpoint.pt")
+        env = policy.make_env()                  # the env as training made it (frame stack, images, masks)
+        obs, info = env.reset(seed=0)
+        policy.reset()                           # at every episode start: a recurrent agent's memory restarts
+        action = policy.act(obs, info)           # info: the action mask, where the env gives one
+        obs, reward, terminated, truncated, info = env.step(action)
+
+    The normalization statistics are frozen as saved. A --recurrent agent's memory is carried from one act() to the
+    next, restarts at reset(), and, in an Atari game, at a lost life, as it did in training (AtariLearningSignals).
+    deterministic: the most likely action (default: as the run saved, i.e. sampled for image agents)."""
+
+    def __init__(self, agent: Agent, args: Args, deterministic: bool | None = None):
+        self.agent, self.args = agent, args
+        self.deterministic = (not args.eval_stochastic) if deterministic is None else deterministic
+        self.memory, self.lives = MemoryStore(1, 1, agent.core), None
+        self.reset()
+
+    def make_env(self, render_mode: str | None = None) -> gym.Env:
+        return make_env(self.args.env_id, render_mode, self.args.frame_stack)
+
+    def reset(self) -> None:
+        """A new episode: the memory starts from 0."""
+        self.memory.step(0, np.ones(1))
+        self.lives = None
+
+    def act(self, obs: np.ndarray, info: dict | None = None) -> np.ndarray:
+        """The action for one observation, as env.step takes it (a numpy integer for Discrete, an array else)."""
+        info = info or {}
+        if is_atari(self.args.env_id) and "lives" in info:
+            if self.lives is not None and info["lives"] < self.lives:
+                self.memory.step(0, np.ones(1))                      # a lost life restarts the memory, as in training
+            self.lives = info["lives"]
+        mask = np.array([info["action_mask"]], bool) if self.args.action_mask and "action_mask" in info else None
+        if mask is not None:
+            check_some_action_legal(mask, gym.spaces.MultiDiscrete(self.agent.nvec), self.args.env_id, "given to act")
+        with torch.inference_mode():
+            action = self.agent.act(torch.as_tensor(np.asarray(obs)[None]), mask, self.deterministic,
+                                    self.memory.at_step(0))[0][0].numpy()
+        self.memory.step(0, np.zeros(1))
+        return action[()]                # a 0-d array (one Discrete action) as a numpy integer, which toy text indexes
+
+
+def load_policy(path: str | Path, env_id: str | None = None, deterministic: bool | None = None) -> Policy:
+    """The agent saved in a checkpoint.pt, ready to act: see Policy. env_id: as in load_agent."""
+    return Policy(*load_agent(path, env_id), deterministic)
+
+
 def evaluate(path: str | Path, episodes: int = 10, deterministic: bool = True, seed: int = 0,
              video_dir: Path | None = None, env_id: str | None = None, video_episodes: int = 1,
              verbose: bool = False) -> list[float]:
@@ -1921,29 +2009,25 @@ def evaluate(path: str | Path, episodes: int = 10, deterministic: bool = True, s
     give the same returns. With video_dir, the first `video_episodes` episodes are filmed there (-1: all). verbose
     prints a line per episode. A first Ctrl-C stops after the episode under way (the returns so far come back), a
     second one at once. env_id: as in load_agent."""
-    agent, args = load_agent(path, env_id)
+    policy = load_policy(path, env_id, deterministic)
     torch.manual_seed(seed)
-    env = make_env(args.env_id, "rgb_array" if video_dir else None, args.frame_stack)
+    env = policy.make_env("rgb_array" if video_dir else None)
     if video_dir:
         env = gym.wrappers.RecordVideo(env, str(video_dir), episode_trigger=lambda e: video_episodes < 0 or
                                        e < video_episodes, disable_logger=True)
-    returns, stop, mem = [], EvaluationStop(), MemoryStore(1, 1, agent.core)   # a recurrent agent's state
+    returns, stop = [], EvaluationStop()
     with contextlib.closing(env), stop:
         for episode in range(episodes):
             started, total, length = time.time(), 0.0, 0
             obs, info = env.reset(seed=seed + EVAL_SEED_OFFSET + episode)
+            policy.reset()                                          # a new episode: the memory starts from 0
             done = False
-            mem.step(0, np.ones(1))                                 # a new episode: the memory starts from 0
             while not done:
                 # The most likely action, too, is chosen among the legal ones only: as in training.
-                mask = np.array([info["action_mask"]], bool) if args.action_mask and "action_mask" in info else None
-                if mask is not None:
-                    check_some_action_legal(mask, env.action_space, args.env_id, f"in evaluation episode {episode + 1}")
-                with torch.inference_mode():
-                    action = agent.act(torch.as_tensor(obs[None]), mask, deterministic, mem.at_step(0))[0][0].numpy()
-                mem.step(0, np.zeros(1))
-                # [()] makes a 0-d array (one Discrete action) a numpy integer, which toy-text envs can index with.
-                obs, reward, terminated, truncated, info = env.step(action[()])
+                if policy.args.action_mask and "action_mask" in info:
+                    check_some_action_legal(np.array([info["action_mask"]], bool), env.action_space,
+                                            policy.args.env_id, f"in evaluation episode {episode + 1}")
+                obs, reward, terminated, truncated, info = env.step(policy.act(obs, info))
                 total, length, done = total + float(reward), length + 1, terminated or truncated
             returns.append(total)
             if verbose:
@@ -1997,10 +2081,16 @@ def run_evaluation(args: Args, argv: list[str]) -> bool:
 # ======================================================================================================================
 # Command line: `python ppo.py --env-id CartPole-v1`. Everything above can also be imported and called.
 # ======================================================================================================================
-# Defaults follow the observation and the action space. Args's own defaults (Part I) are for discrete actions
+# Defaults follow the observation and the action space: the fields Args marks AUTO are filled in from these tables,
+# in one place (env_defaults), for the command line and for Python alike. The first row is for discrete actions
 # (CartPole, Acrobot): 16 envs x 64 steps give 1024 transitions per update, used in 4 epochs of 4 minibatches of 256
 # with a high learning rate, no value clipping and no entropy bonus. Of the settings we measured (notes/README.md)
 # they solve CartPole fastest without losing on Acrobot; large minibatches are what a CPU runs efficiently.
+DISCRETE_DEFAULTS = dict(
+    total_timesteps=500_000, num_envs=16, num_steps=64, norm_obs=False, norm_reward=False, hidden_sizes=(64, 64),
+    log_std_init=0.0, learning_rate=2.5e-3, num_minibatches=4, update_epochs=4, norm_adv=True, clip_coef=0.2,
+    clip_vloss=False, ent_coef=0.0, vf_coef=0.5, eval_stochastic=False,
+)
 # Real-valued vector observations (CartPole's, LunarLander's, MuJoCo's), whatever the action space, are normalized,
 # and so are the rewards: inputs whose scales differ by 100x (a position in metres beside a velocity) otherwise
 # leave the small ones unheard (LunarLander-v3 at 1M steps: 143 with, -44 without, 3 seeds). One-hot observations
@@ -2027,9 +2117,9 @@ CONTINUOUS_DEFAULTS = dict(
 # --evaluate samples its actions: a deterministic policy can freeze in a state where its favourite action is not
 # FIRE (Breakout after a lost ball) and play out the clock, 27,000 steps. The SB3 zoo evaluates PPO the same way.
 ATARI_DEFAULTS = dict(
-    total_timesteps=10_000_000, num_envs=8, num_steps=128, learning_rate=2.5e-4, anneal_lr=True, num_minibatches=4,
-    update_epochs=4, clip_coef=0.1, clip_vloss=True, ent_coef=0.01, vf_coef=0.5, max_grad_norm=0.5, norm_obs=False,
-    norm_reward=False, hidden_sizes=(), eval_stochastic=True,
+    total_timesteps=10_000_000, num_envs=8, num_steps=128, learning_rate=2.5e-4, num_minibatches=4, update_epochs=4,
+    clip_coef=0.1, clip_vloss=True, ent_coef=0.01, vf_coef=0.5, norm_obs=False, norm_reward=False, norm_adv=True,
+    log_std_init=0.0, hidden_sizes=(), eval_stochastic=True,
 )
 # Presets: named settings for one env, for when its best-known return matters more than one setting for all.
 # `--preset NAME` puts them on top of the defaults, and flags given explicitly still win. The *-zoo presets are the
@@ -2057,19 +2147,33 @@ def warn_if_preset_is_for_another_env(args: Args) -> None:
               file=sys.stderr)
 
 
+def env_defaults(env_id: str, preset: str | None = None) -> dict:
+    """The settings `env_id`'s observation and action space call for (DISCRETE_, VECTOR_, CONTINUOUS_,
+    ATARI_DEFAULTS, each later one winning), then the preset's. An unknown preset adds nothing; check_args refuses it."""
+    with contextlib.closing(make_env(env_id)) as env:
+        continuous, image = isinstance(env.action_space, gym.spaces.Box), is_image(env.observation_space)
+        raw = env.unwrapped.observation_space              # before any flattening: one-hot parts are not "real"
+        vector = isinstance(raw, gym.spaces.Box) and np.issubdtype(raw.dtype, np.floating) and not image
+    return {**DISCRETE_DEFAULTS, **(VECTOR_DEFAULTS if vector else {}), **(CONTINUOUS_DEFAULTS if continuous else {}),
+            **(ATARI_DEFAULTS if image else {}), **PRESETS.get(preset, {})}
+
+
 def default_args(env_id: str, preset: str | None = None, **overrides) -> Args:
-    """The defaults for `env_id`'s observation and action space (VECTOR_, CONTINUOUS_, ATARI_DEFAULTS), then the
-    preset's settings, then `overrides`: `train(default_args("Hopper-v5", seed=2))`,
-    `default_args("HalfCheetah-v5", preset="halfcheetah-zoo")`. An unknown preset adds nothing here; check_args
-    refuses it."""
-    env = make_env(env_id)
-    continuous, image = isinstance(env.action_space, gym.spaces.Box), is_image(env.observation_space)
-    raw = env.unwrapped.observation_space                  # before any flattening: one-hot parts are not "real"
-    vector = isinstance(raw, gym.spaces.Box) and np.issubdtype(raw.dtype, np.floating) and not image
-    env.close()
-    return dataclasses.replace(Args(env_id=env_id, preset=preset), **{
-        **(VECTOR_DEFAULTS if vector else {}), **(CONTINUOUS_DEFAULTS if continuous else {}),
-        **(ATARI_DEFAULTS if image else {}), **PRESETS.get(preset, {}), **overrides})
+    """The defaults for `env_id` (env_defaults), then `overrides`, as the command line builds them from its flags:
+    `train(default_args("Hopper-v5", seed=2))`, `default_args("HalfCheetah-v5", preset="halfcheetah-zoo")`."""
+    return dataclasses.replace(Args(env_id=env_id, preset=preset), **{**env_defaults(env_id, preset), **overrides})
+
+
+def fill_auto(args: Args) -> Args:
+    """train's first step: an Args with AUTO fields (`Args(env_id="Hopper-v5")`) gets them from env_defaults, as the
+    command line's default_args would, so Python and the command line run the same. A preset also sets the fields
+    still at Args's own default (the preset's gamma over 0.99). Args without AUTO fields are returned as they are."""
+    auto = [f.name for f in dataclasses.fields(Args) if f.default is Args.AUTO and f.name in DISCRETE_DEFAULTS]
+    if all(getattr(args, name) is not Args.AUTO for name in auto):
+        return args
+    defaults = {f.name: f.default for f in dataclasses.fields(Args)}
+    return dataclasses.replace(args, **{k: v for k, v in env_defaults(args.env_id, args.preset).items()
+                                        if getattr(args, k) == defaults[k]})
 
 
 def _flag_value(argv: list[str], flag: str) -> str | None:

@@ -4,6 +4,7 @@ Run with:  python -m pytest -q test_ppo.py
 """
 
 import ast
+import dataclasses
 import csv
 import importlib
 import importlib.util
@@ -307,7 +308,7 @@ def test_masked_distribution_matches_hand_computed_values():
 def test_the_update_applies_the_mask_the_policy_acted_under():
     # A fresh batch, scored by the policy that collected it: every ratio is exactly 1 when ppo_loss applies the
     # stored mask; over all actions, the ratio of a legal action is below 1 before any learning.
-    agent, args = ppo.Agent(OBS, gym.spaces.Discrete(4)), ppo.Args()
+    agent, args = ppo.Agent(OBS, gym.spaces.Discrete(4)), ppo.default_args("CartPole-v1")
     obs = torch.randn(64, 4)
     mask = torch.rand(64, 4) < 0.5
     mask[:, 0] = True
@@ -554,8 +555,8 @@ def test_box_actions_end_to_end_and_checkpoint_reload(tmp_path):
 def test_learning_rate_decays_to_zero_over_the_steps_that_run(tmp_path):
     # 5000 steps in iterations of 256 run 19 iterations, 4864 steps: the rate, set at each iteration's start, falls
     # linearly to 0 at step 4864 (not at 5000, which no iteration reaches).
-    args = ppo.Args(total_timesteps=5000, num_envs=4, num_steps=64, runs_dir=str(tmp_path), quiet=True,
-                    tensorboard=False)
+    args = ppo.default_args("CartPole-v1", total_timesteps=5000, num_envs=4, num_steps=64, runs_dir=str(tmp_path),
+                            quiet=True, tensorboard=False)
     rows = read_csv(ppo.train(args)["run_dir"] / "updates.csv")
     assert len(rows) == 19
     for row in rows:                                                  # global_step: after the iteration
@@ -1298,7 +1299,8 @@ def test_recurrent_first_update_has_ratio_one_across_episode_ends():
     # update re-runs the GRU over whole env sequences from the stored state, restarting at episode starts, so before
     # any gradient step every log-probability is the one the action was sampled with.
     torch.manual_seed(0)
-    args = ppo.Args(num_envs=4, num_steps=64, num_minibatches=2, recurrent=True, recurrent_size=16)
+    args = ppo.default_args("CartPole-v1", num_envs=4, num_steps=64, num_minibatches=2, recurrent=True,
+                            recurrent_size=16)
     envs = gym.vector.SyncVectorEnv([lambda: ppo.make_env("CartPole-v1")] * 4,
                                     autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     agent = ppo.build_agent(args, envs.single_observation_space, envs.single_action_space)
@@ -1321,6 +1323,47 @@ def test_recurrent_first_update_has_ratio_one_across_episode_ends():
         assert terms["logratio"].abs().max() > 1e-4
 
 
+def test_recurrent_recompute_adv_revalues_from_the_stored_memory():
+    # --recompute-adv with --recurrent: V(s_t) and V(final state) from the critic as it is now, each read with the
+    # memory it was acted on. With unchanged weights that is the acting time's values, exactly as computed then.
+    gym.register("StepCount-v0", entry_point=StepCountEnv, max_episode_steps=5)
+    envs = gym.vector.SyncVectorEnv([lambda: ppo.make_env("StepCount-v0")] * 2,
+                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    agent = ppo.Agent(envs.single_observation_space, envs.single_action_space, memory_size=8)
+    rollout = ppo.Rollout.start(10, envs.single_observation_space, envs.single_action_space, envs.reset(seed=0),
+                                core=agent.core)
+    for _ in range(2):                          # the second rollout starts from a memory that is not zero
+        ppo.collect_rollout(envs, agent, rollout, ppo.RewardScaler(agent.reward_rms, 0.99, 2, enabled=False))
+    truncated = rollout.truncations == 1
+    assert truncated[[4, 9]].all() and truncated.sum() == 4         # steps 4 and 9: one at the very end
+    values, final_values = ppo.critic_values(agent, rollout)
+    assert np.allclose(values, rollout.values, atol=1e-6)
+    assert np.allclose(final_values[truncated], rollout.final_values[truncated], atol=1e-6)
+    rollout.memory.states[:] = 0                                    # forgetting the stored memory changes both
+    values, final_values = ppo.critic_values(agent, rollout)
+    assert not np.allclose(values, rollout.values, atol=1e-3)
+    assert not np.allclose(final_values[4], rollout.final_values[4], atol=1e-3)
+
+
+def test_recurrent_recompute_adv_trains_with_the_critic_as_it_is_now(tmp_path):
+    # As test_recompute_adv_bootstraps_every_epoch_from_the_critic_as_it_is_now, with a recurrent critic: from the
+    # second epoch on, returns - advantages is V(s_t) of the critic as the last epoch left it, on the stored memory.
+    seen = []
+
+    def spy(agent, mb, args):
+        with torch.no_grad():
+            critic_now = agent.value(mb["obs"], ppo.MemoryState(mb["memory_states"], mb["memory_starts"]))
+        used = mb["returns"] - mb["advantages"]
+        seen.append((torch.allclose(used, mb["values"], atol=1e-5), torch.allclose(used, critic_now, atol=1e-5)))
+        return ppo.ppo_loss(agent, mb, args)
+
+    args = ppo.Args(num_envs=2, num_steps=32, total_timesteps=128, num_minibatches=1, update_epochs=3,
+                    recurrent=True, recurrent_size=8, recompute_adv=True, runs_dir=str(tmp_path), quiet=True,
+                    tensorboard=False)
+    ppo.train(args, loss_fn=spy)
+    assert seen == [(True, True), (False, True), (False, True)] * 2
+
+
 def test_recurrent_agent_learns_a_cue_that_a_memoryless_one_cannot(tmp_path):
     def last_mean(steps, **flags):
         args = ppo.default_args("Cue-v0", total_timesteps=steps, runs_dir=str(tmp_path), quiet=True,
@@ -1334,7 +1377,7 @@ def test_recurrent_checkpoint_resume_and_evaluate_round_trip(tmp_path, capsys):
     args = ppo.default_args("Cue-v0", total_timesteps=2048, runs_dir=str(tmp_path), quiet=True, recurrent=True,
                             recurrent_size=8, save_every=1)
     result = ppo.train(args)
-    assert any(k.startswith("core.cell.") for k in torch.load(result["checkpoint"])["agent"])
+    assert any(k.startswith("core.gru.") for k in torch.load(result["checkpoint"])["agent"])
     assert ppo.main(["--resume", str(result["checkpoint"]), "--total-timesteps", "4096", "--quiet"]) == 0
     assert torch.load(result["checkpoint"])["global_step"] == 4096
     agent, loaded = ppo.load_agent(result["checkpoint"])
@@ -1342,6 +1385,18 @@ def test_recurrent_checkpoint_resume_and_evaluate_round_trip(tmp_path, capsys):
     first = ppo.evaluate(result["checkpoint"], episodes=4, seed=3)
     assert len(first) == 4 and first == ppo.evaluate(result["checkpoint"], episodes=4, seed=3)
     assert ppo.main(["--evaluate", str(result["checkpoint"]), "--eval-episodes", "2"]) == 0
+
+
+def test_recurrent_checkpoints_from_before_nn_gru_still_load():
+    # The core once stepped an nn.GRUCell, whose four tensors, the same as nn.GRU's, are named cell.weight_ih, ...
+    # instead of gru.weight_ih_l0, ...: such checkpoints load, renamed, into the same function.
+    def agent():
+        return ppo.Agent(gym.spaces.Box(-1.0, 1.0, (3,)), gym.spaces.Discrete(2), memory_size=8)
+    saved, loaded = agent(), agent()
+    old = {k.replace("core.gru.", "core.cell.").replace("_l0", ""): v for k, v in saved.state_dict().items()}
+    assert "core.cell.weight_ih" in old and not any(k.startswith("core.gru.") for k in old)
+    loaded.load_state_dict(old)
+    assert all(torch.equal(a, b) for a, b in zip(saved.state_dict().values(), loaded.state_dict().values()))
 
 
 def test_frame_stack_puts_the_last_observations_side_by_side():
@@ -1355,7 +1410,6 @@ def test_frame_stack_puts_the_last_observations_side_by_side():
 @pytest.mark.parametrize("flags, expected", [
     (["--recurrent", "--num-envs", "6", "--num-minibatches", "8"], "--num-minibatches 8: with --recurrent"),
     (["--recurrent", "--recurrent-seq-len", "48"], "--recurrent-seq-len 48: must divide --num-steps 64"),
-    (["--recurrent", "--recompute-adv"], "--recompute-adv: is not available with --recurrent"),
     (["--frame-stack", "0"], "--frame-stack 0: must be a positive integer"),
 ])
 def test_memory_flags_are_checked(flags, expected, capsys, tmp_path):
@@ -1495,3 +1549,256 @@ def test_torchrun_cuda_needs_one_gpu_per_process(monkeypatch):
     with pytest.raises(ppo.UsageError, match=r"--cuda: torchrun started 2 processes on this machine but 1 GPU\(s\) "
                                              r"are visible, and nccl needs one per process; use --nproc-per-node 1"):
         ppo.check_args(ppo.Args(cuda=True))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The docs keep their word: their code runs, their commands parse, their links resolve, their names exist
+# ---------------------------------------------------------------------------------------------------------------------
+DOCS = [HERE / "README.md", *sorted((HERE / "notes").glob("*.md"))]
+
+
+def fenced_blocks(path, language):
+    """[(line, the paragraph before the block, the block's code)] of every ```language block in a Markdown file."""
+    blocks, lines = [], path.read_text().splitlines()
+    i = 0
+    while i < len(lines):
+        if lines[i].strip() == f"```{language}":
+            start, before = i + 1, []
+            j = i - 1
+            while j >= 0 and not lines[j].strip():
+                j -= 1
+            while j >= 0 and lines[j].strip() and not lines[j].startswith("```"):
+                before.insert(0, lines[j])
+                j -= 1
+            end = next(k for k in range(start, len(lines)) if lines[k].strip() == "```")
+            blocks.append((start, " ".join(before), "\n".join(lines[start:end]) + "\n"))
+            i = end
+        i += 1
+    return blocks
+
+
+# A doc's Python block runs as written, in a fresh process, in a folder of its own shared by the blocks of one doc
+# (so that `import my_envs` finds the `my_envs.py` a block before it defined). Only training is shortened: train()
+# runs one iteration. A block introduced by "`NAME.py`:" is that file; one whose first line says "run as: ...
+# torchrun" runs under torchrun.
+SHORT_TRAINING = '''
+import dataclasses, sys
+sys.path[:0] = [{here!r}, "."]
+import ppo
+_train = ppo.train
+def train(args, *a, **k):
+    args = ppo.fill_auto(args)
+    return _train(dataclasses.replace(args, total_timesteps=args.batch_size, quiet=True), *a, **k)
+ppo.train = train
+exec(compile(open({block!r}).read(), {block!r}, "exec"), {{"__name__": "__main__"}})
+'''
+
+
+def python_blocks():
+    return [pytest.param(doc, line, before, code, id=f"{doc.relative_to(HERE)}:{line}")
+            for doc in DOCS for line, before, code in fenced_blocks(doc, "python")]
+
+
+@pytest.mark.parametrize("doc, line, before, code", python_blocks())
+def test_every_python_block_in_the_docs_runs(doc, line, before, code, tmp_path_factory):
+    folder = tmp_path_factory.getbasetemp() / "docs" / doc.stem
+    folder.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PYTHONPATH": str(HERE), "OMP_NUM_THREADS": "1"}
+    named = re.search(r"`(\w+\.py)`:$", before.strip())
+    if named:                                                        # a module the next blocks import
+        (folder / named.group(1)).write_text(code)
+        command = [sys.executable, "-c", f"import {named.group(1)[:-3]}"]
+    elif "torchrun" in code.splitlines()[0]:
+        (folder / "block.py").write_text(code)
+        launcher = re.search(r"--nproc-per-node (\d+)", code.splitlines()[0])
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+                   launcher.group(1), "block.py"]
+    else:
+        (folder / f"block{line}.py").write_text(code)
+        command = [sys.executable, "-c", SHORT_TRAINING.format(here=str(HERE), block=f"block{line}.py")]
+    out = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, f"{doc.name}:{line}\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}"
+
+
+def doc_commands():
+    """Every `python ppo.py ...` and `torchrun ... ppo.py ...` the docs show, in code blocks or inline: (where, argv)."""
+    found = []
+    for doc in DOCS:
+        text = re.sub(r"\\\n\s*", " ", doc.read_text())         # a command continued on the next line: one line
+        lines = [(i + 1, line) for i, line in enumerate(text.splitlines())]
+        candidates = [(n, line) for n, line in lines if re.match(r"\s*(python|torchrun|OMP_NUM_THREADS)", line)]
+        candidates += [(n, m) for n, line in lines for m in re.findall(r"`((?:python|torchrun)[^`]*ppo\.py[^`]*)`", line)]
+        for n, command in candidates:
+            command = command.split(" #")[0].strip().rstrip("\\").strip()
+            words = [w for w in command.split() if w not in ("...", "FLAGS", "[FLAGS]")]   # "and your flags"
+            if "ppo.py" in words:
+                found.append((f"{doc.relative_to(HERE)}:{n}", words[words.index("ppo.py") + 1:]))
+    return found
+
+
+def test_every_command_in_the_docs_parses(tmp_path, monkeypatch, capsys):
+    commands = doc_commands()
+    assert len(commands) >= 20 and any(argv[:1] == ["--evaluate"] for _, argv in commands)
+    checkpoint = ppo.train(ppo.Args(total_timesteps=128, num_envs=2, num_steps=64, runs_dir=str(tmp_path),
+                                    quiet=True, tensorboard=False))["checkpoint"]
+    (tmp_path / "my_envs.py").write_text(CUSTOM_ENV_MODULE)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    placeholders = {"<env>": "CartPole-v1", "ENV": "CartPole-v1", "S": "1", "SEED": "1"}
+    for where, argv in commands:
+        argv = [str(checkpoint) if a.endswith(".pt") else placeholders.get(a, a) for a in argv]
+        if any(a.startswith("ALE/") for a in argv) and importlib.util.find_spec("ale_py") is None:
+            continue                                                 # the optional Atari packages are not here
+        try:
+            ppo.parse_args(argv)
+        except SystemExit as e:                                      # --help prints and exits 0
+            assert e.code == 0 and "--help" in argv, where
+        except ppo.UsageError as e:
+            if "needs a package that is not installed" not in str(e):     # Box2D, say: optional, not in CI
+                pytest.fail(f"{where}: python ppo.py {' '.join(argv)}: {e}")
+    capsys.readouterr()
+
+
+def markdown_links(doc):
+    text = re.sub(r"```.*?```", "", doc.read_text(), flags=re.S)
+    return re.findall(r"\]\(([^)\s]+)\)", text)
+
+
+def heading_anchors(doc):
+    text = doc.read_text()
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-")
+            for h in re.findall(r"^#+ (.*)$", text, flags=re.M)} | set(re.findall(r'<a id="([^"]+)">', text))
+
+
+def test_every_link_and_path_in_the_docs_exists_in_the_repo():
+    for doc in DOCS:
+        for link in markdown_links(doc):
+            if re.match(r"https?://", link):
+                continue
+            path, _, anchor = link.partition("#")
+            target = (doc.parent / path).resolve() if path else doc
+            assert target.exists() and HERE in target.parents or target == HERE, f"{doc.name}: link {link}"
+            if anchor and target.suffix == ".md":
+                assert anchor in heading_anchors(target), f"{doc.name}: link {link}: no such heading"
+        text = doc.read_text()
+        assert "../shared" not in text and "ANCHORS.md" not in text, f"{doc.name} points outside the repo"
+        for path in re.findall(r"`((?:notes|\.ci)/[\w./-]+)`", text):   # paths named in backticks
+            assert (HERE / path).exists(), f"{doc.name}: {path}"
+        assert not re.search(r"\bline \d+ of ppo\.py|ppo\.py:\d+|ppo\.py line \d+", text), f"{doc.name} names lines"
+
+
+# One source of defaults: the same explicit inputs give the same run from Python and from the command line.
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1", "PixelSide-v0", "Taxi-v4"])   # discrete,
+def test_python_and_the_command_line_write_the_same_args_json(env_id, tmp_path, capsys):   # continuous, image, masked
+    given = dict(total_timesteps=2048, seed=3, quiet=True, tensorboard=False, save_every=1000)
+    cli, python = tmp_path / "cli", tmp_path / "python"
+    assert ppo.main(["--env-id", env_id, "--total-timesteps", "2048", "--seed", "3", "--quiet", "--no-tensorboard",
+                     "--save-every", "1000", "--runs-dir", str(cli)]) == 0
+    ppo.train(ppo.Args(env_id=env_id, runs_dir=str(python), **given))
+    capsys.readouterr()
+    saved = [json.loads(next(d.glob("*/args.json")).read_text()) for d in (cli, python)]
+    for s in saved:
+        s.pop("runs_dir")
+    assert saved[0] == saved[1]
+    expected = json.loads(json.dumps(dataclasses.asdict(ppo.default_args(env_id, **given))))
+    expected.pop("runs_dir")
+    assert saved[1] == expected                       # and both are what --help shows for this env
+
+
+def test_args_shows_auto_for_what_depends_on_the_env_and_its_docstring_gives_the_values():
+    # Every field the per-space tables set is AUTO in Args (a learner never reads a default that will not be used),
+    # and its --help text names the values each kind of env gets.
+    tables = {**ppo.DISCRETE_DEFAULTS, **ppo.VECTOR_DEFAULTS, **ppo.CONTINUOUS_DEFAULTS, **ppo.ATARI_DEFAULTS}
+    auto = {f.name for f in dataclasses.fields(ppo.Args) if f.default is ppo.Args.AUTO and f.name in tables}
+    assert set(tables) == auto == set(ppo.DISCRETE_DEFAULTS)
+    source = inspect.getsource(ppo.Args.__mro__[1]) + inspect.getsource(ppo.RunArgs)
+    docs = dict(re.findall(r"\n    (\w+): [^\n]*= (?:Args\.)?AUTO\n    \"\"\"(.*?)\"\"\"", source, flags=re.S))
+    assert set(docs) == auto
+    def numbers(text):                                # "500k", "1M", "2.5e-3", "0.2" -> floats
+        scale = {"k": 1e3, "M": 1e6, "": 1}
+        return {float(n) * scale[k] for n, k in re.findall(r"(?<![\w.])(-?\d+(?:\.\d+)?(?:e-?\d+)?)(k|M|)\b", text)}
+    for name in auto - {"norm_obs", "norm_reward", "eval_stochastic", "clip_vloss", "norm_adv"}:   # said in words
+        for table in (ppo.DISCRETE_DEFAULTS, ppo.CONTINUOUS_DEFAULTS, ppo.ATARI_DEFAULTS):
+            value = table.get(name)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                assert float(value) in numbers(docs[name]), (name, value, docs[name])
+
+
+def test_fill_auto_is_default_args_and_explicit_values_win():
+    assert ppo.fill_auto(ppo.Args(env_id="Pendulum-v1")) == ppo.default_args("Pendulum-v1")
+    assert ppo.fill_auto(ppo.Args(env_id="Pendulum-v1", learning_rate=1e-3)).learning_rate == 1e-3
+    assert ppo.fill_auto(ppo.Args(env_id="MountainCar-v0", preset="mountaincar")) == \
+        ppo.default_args("MountainCar-v0", preset="mountaincar")
+    filled = ppo.default_args("CartPole-v1", seed=5)
+    assert ppo.fill_auto(filled) is filled                                      # once filled, left alone
+
+
+# The acting API: the README's example, run as written, for every kind of checkpoint the file writes.
+def readme_acting_example():
+    code = next(code for _, _, code in fenced_blocks(HERE / "README.md", "python") if "load_policy(" in code)
+    imports = code.splitlines()[0]
+    return imports + "\n" + code[code.index("policy = load_policy("):]
+
+
+@pytest.mark.parametrize("kind, env_id, flags", [
+    ("plain", "CartPole-v1", dict(norm_obs=False, norm_reward=False)),
+    ("normalized", "CartPole-v1", {}),
+    ("frame stack", "CartPole-v1", dict(frame_stack=3)),
+    ("recurrent", "CartPole-v1", dict(recurrent=True, recurrent_size=16)),
+    ("masked", "Taxi-v4", {}),
+    ("image", "PixelSide-v0", {}),
+])
+def test_the_readme_acting_example_runs_for_every_kind_of_checkpoint(kind, env_id, flags, tmp_path, monkeypatch):
+    result = ppo.train(ppo.Args(env_id=env_id, total_timesteps=2048, runs_dir=str(tmp_path), quiet=True,
+                                tensorboard=False, **flags))
+    namespace = {"result": result}
+    exec(readme_acting_example(), namespace)
+    policy, env = namespace["policy"], namespace["env"]
+    assert namespace["done"] and isinstance(policy, ppo.Policy)
+    assert env.observation_space == ppo.make_env(env_id, frame_stack=flags.get("frame_stack", 1)).observation_space
+    if kind == "masked":                              # every action the policy takes is legal where it was taken
+        obs, info = env.reset(seed=1)
+        policy.reset()
+        for _ in range(50):
+            action = policy.act(obs, info)
+            assert info["action_mask"][action] == 1
+            obs, _, terminated, truncated, info = env.step(action)
+            if terminated or truncated:
+                break
+
+
+def test_policy_carries_a_recurrent_memory_and_restarts_it_at_episode_ends_and_lost_lives(tmp_path, monkeypatch):
+    result = ppo.train(ppo.Args(env_id="CartPole-v1", total_timesteps=2048, recurrent=True, recurrent_size=16,
+                                runs_dir=str(tmp_path), quiet=True, tensorboard=False))
+    policy = ppo.load_policy(result["checkpoint"], deterministic=True)
+    env = policy.make_env()
+    observations, actions, starts = [], [], []
+    for episode in range(2):                          # two episodes, acted one step at a time
+        obs, info = env.reset(seed=episode)
+        policy.reset()
+        for t in range(20):
+            observations.append(obs)
+            starts.append(float(t == 0))
+            actions.append(int(policy.act(obs, info)))
+            obs, _, terminated, truncated, info = env.step(actions[-1])
+            if terminated or truncated:
+                break
+    # The same steps in one call of the GRU over the whole sequence, restarting where each episode starts: the same
+    # actions, so act() carried the memory from step to step and reset() restarted it.
+    with torch.no_grad():
+        mem = ppo.MemoryState(torch.zeros(1, 16), torch.tensor(starts))
+        replayed = policy.agent.distribution(torch.as_tensor(np.array(observations)), mem=mem).mode
+    assert replayed.tolist() == actions and sum(starts) == 2 and len(actions) > 20
+    # In an Atari game (here pretended), a lost life restarts the memory as the training's lost-life signal did.
+    monkeypatch.setattr(ppo, "is_atari", lambda env_id: True)
+    obs, info = env.reset(seed=5)
+    policy.reset()
+    policy.act(obs, {"lives": 3})
+    policy.act(obs, {"lives": 3})
+    carried = policy.memory.now.state.clone()
+    policy.act(obs, {"lives": 2})                     # a life lost: this step starts from a zero memory
+    after_loss = policy.memory.now.state.clone()
+    policy.reset()
+    policy.act(obs, {"lives": 2})
+    torch.testing.assert_close(after_loss, policy.memory.now.state)
+    assert not torch.allclose(carried, policy.memory.now.state)
