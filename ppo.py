@@ -18,12 +18,12 @@ Run it:
     python ppo.py --evaluate runs/<run>/checkpoint.pt      # score a saved agent
 README.md has more: other kinds of env, several processes, your own env.
 
-Three parts. Part I, PPO, is the chapter to read and to copy, for vector observations and every action space:
-Hyperparameters (Args) -> Environments -> Normalization -> The agent -> The rollout -> Advantages (GAE) -> The
-clipped update -> train(), whose loop is the five steps above. Part II, beyond vectors: other observations, legal
-actions, memory and several processes, each entering Part I through one named call that changes nothing when its
-feature is off (Part II opens with their list). Part III, running it for real: run directory, logs, checkpoints,
-Ctrl-C, checks, the per-space defaults and presets, evaluation, the command line.
+Three parts. Part I, PPO, is the chapter to read, for vector observations and every action space: Hyperparameters
+(Args) -> Environments -> Normalization -> The agent -> The rollout -> Advantages (GAE) -> The clipped update ->
+train(), whose loop is the five steps above. Part II, beyond vectors: other observations, legal actions, memory and
+several processes, each entering Part I through one named call that changes nothing when its feature is off. Part
+III, running it for real: run directory, logs, checkpoints, Ctrl-C, checks, defaults, evaluation, the command line.
+Part I calls Parts II and III through those calls, so to use PPO in a project, copy the whole file and edit Part I.
 
 To change...              edit...
   a loss term             ppo_loss: its docstring has the recipe, and `terms` hands a loss of your own the

@@ -1626,7 +1626,7 @@ def doc_commands():
     for doc in DOCS:
         text = re.sub(r"\\\n\s*", " ", doc.read_text())         # a command continued on the next line: one line
         lines = [(i + 1, line) for i, line in enumerate(text.splitlines())]
-        candidates = [(n, line) for n, line in lines if re.match(r"\s*(python|torchrun|OMP_NUM_THREADS)", line)]
+        candidates = [(n, line) for n, line in lines if re.match(r"\s*(python|torchrun|\w+=\S+ )", line)]
         candidates += [(n, m) for n, line in lines for m in re.findall(r"`((?:python|torchrun)[^`]*ppo\.py[^`]*)`", line)]
         for n, command in candidates:
             command = command.split(" #")[0].strip().rstrip("\\").strip()
@@ -1644,7 +1644,8 @@ def test_every_command_in_the_docs_parses(tmp_path, monkeypatch, capsys):
     (tmp_path / "my_envs.py").write_text(CUSTOM_ENV_MODULE)
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
-    placeholders = {"<env>": "CartPole-v1", "ENV": "CartPole-v1", "S": "1", "SEED": "1"}
+    monkeypatch.syspath_prepend(str(HERE / "notes"))                # PYTHONPATH=notes: memory_benchmark's envs
+    placeholders = {"<env>": "CartPole-v1", "ENV": "CartPole-v1", "X": "CartPole-v1", "S": "1", "SEED": "1"}
     for where, argv in commands:
         argv = [str(checkpoint) if a.endswith(".pt") else placeholders.get(a, a) for a in argv]
         if any(a.startswith("ALE/") for a in argv) and importlib.util.find_spec("ale_py") is None:
@@ -1802,3 +1803,97 @@ def test_policy_carries_a_recurrent_memory_and_restarts_it_at_episode_ends_and_l
     policy.act(obs, {"lives": 2})
     torch.testing.assert_close(after_loss, policy.memory.now.state)
     assert not torch.allclose(carried, policy.memory.now.state)
+
+
+def doc_error_messages():
+    """(where, flags, message) for every one-line error the docs quote: the bad-input table's rows (flags in the
+    first column) and `error: --flag value: ...` quoted in the text (the flags are the message's start)."""
+    found = []
+    for doc in DOCS:
+        for n, line in enumerate(doc.read_text().splitlines(), 1):
+            row = re.match(r"\| `([^`]*)`(.*?) \| 2 \| `+ ?(error: .*?) ?`+ \|$", line)
+            if row:                                                  # conditional: "(no Box2D)", "under torchrun"
+                found.append((f"{doc.name}:{n}", row.group(1).split(), row.group(3), bool(row.group(2).strip())))
+                continue
+            for message in re.findall(r"`(error: --[\w-]+ [^`:]*: [^`]*)`", line):
+                flags = message.removeprefix("error: ").split(":")[0].split()
+                found.append((f"{doc.name}:{n}", flags, message, False))
+    return found
+
+
+def test_every_error_message_the_docs_quote_is_what_the_command_line_prints(tmp_path, monkeypatch, capsys):
+    # Each quoted message is produced by running its flags, unless the row names a condition (a package missing,
+    # torchrun, a module of the reader's own) or a placeholder: those rows have tests of their own above.
+    messages = doc_error_messages()
+    assert len(messages) >= 25
+    (tmp_path / "corrupt.pt").write_bytes(b"not a checkpoint")
+    ran = 0
+    for where, flags, message, conditional in messages:
+        if conditional or any(c in " ".join(flags) for c in ("<", "…", "my_", "ALE/")):
+            continue
+        if "--cuda" in flags and torch.cuda.is_available():
+            continue
+        flags = [f.replace("/tmp/", f"{tmp_path}/") for f in flags]
+        code = ppo.main([*flags, "--runs-dir", str(tmp_path / "runs")])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and err == message.replace("/tmp/", f"{tmp_path}/"), f"{where}: {flags}\n{err}\n{message}"
+        ran += 1
+    assert ran >= 20 and not (tmp_path / "runs").exists()           # and nothing was made before the error
+
+
+# Names the docs give in backticks that are not ppo.py's own: gymnasium's, torch's, CleanRL's, SB3's, the shell's.
+OUTSIDE_NAMES = {
+    "ChildFailedError", "SignalException", "all_gather_object", "inference_mode", "GLOO_SOCKET_IFNAME",  # torch
+    "NCCL_SOCKET_IFNAME", "log_prob", "SyncVectorEnv", "SyncVectorEnv.step", "envs.step", "ClipAction",  # gymnasium
+    "FrameStackObservation", "max_episode_steps", "mujoco.set_mju_user_warning", "MaskablePPO",          # SB3
+    "ppo_atari.py", "ppo_atari_multigpu.py", "ppo_continuous_action.py", "ppo_multidiscrete_mask.py",    # CleanRL
+    "log_std", "my_envs.py",                          # the usual name of the Gaussian's parameter; the README's module
+}
+OUTSIDE_FLAGS = {"--nproc-per-node", "--nnodes", "--node-rank", "--master-addr", "--master-port", "--standalone",
+                 "--rdzv-backend", "--rdzv-endpoint", "--logdir", "--help",       # torchrun's, tensorboard's, tyro's
+                 "--gama"}                                                        # the typo the bad-input table shows
+
+
+def test_every_name_and_flag_the_docs_give_exists():
+    source, tests = (HERE / "ppo.py").read_text(), (HERE / "test_ppo.py").read_text()
+    scripts = "\n".join(p.read_text() for p in (HERE / "notes").glob("*.py"))
+    flags = {"--" + f.name.replace("_", "-") for f in dataclasses.fields(ppo.Args)}
+    flags |= {"--no-" + f.name.replace("_", "-") for f in dataclasses.fields(ppo.Args)}
+    owners = {"agent": ppo.Agent, "self": ppo.Agent, "rollout": ppo.Rollout, "run": ppo.Run, "args": ppo.Args,
+              "legal": ppo.LegalActions, "policy": ppo.Policy}
+
+    def exists(name):
+        if name.startswith("test_"):
+            return f"def {name}(" in tests
+        if re.search(r"\.(csv|pt|py|txt|json|TXT)$", name):             # a file: in the repo, or one ppo.py writes
+            return (HERE / name).exists() or name in source
+        first, *rest = name.split(".")
+        obj = getattr(ppo, first, owners.get(first))
+        if obj is None:
+            return re.search(rf"\b{re.escape(name)}\b", source) is not None   # a local name, a column, a key
+        for part in rest:                                                # an attribute, method or dataclass field
+            if part in getattr(obj, "__dataclass_fields__", {}) or re.search(rf"self\.{part}\b", source):
+                obj = None
+            elif obj is None or not hasattr(obj, part):
+                return False
+            else:
+                obj = getattr(obj, part)
+        return True
+
+    missing = []
+    for doc in DOCS:
+        text = re.sub(r"```.*?```", "", doc.read_text(), flags=re.S)
+        for token in re.findall(r"`([^`\n]+)`", text):
+            for flag in re.findall(r"(?<![\w-])(--[a-z][\w-]*)", token):
+                script_flag = re.search(rf"\bargs\.{flag[2:].replace('-', '_')}\b", scripts)  # notes/*.py's
+                if flag not in flags | OUTSIDE_FLAGS and not script_flag:
+                    missing.append(f"{doc.name}: flag {flag}")
+            code = re.fullmatch(r"([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)(\(\))?", token.strip())
+            if not code:
+                continue
+            name = code.group(1)
+            looks_like_code = ("_" in name or "." in name or code.group(2) or name.isupper()
+                               or re.search(r"[a-z][A-Z]", name))
+            if looks_like_code and name not in OUTSIDE_NAMES and not exists(name):
+                missing.append(f"{doc.name}: {name}")
+    assert not missing, "\n".join(sorted(set(missing)))
