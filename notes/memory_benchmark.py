@@ -10,8 +10,8 @@ one of three configs (flags on top of the defaults):
 
     plain        no memory
     stack        --frame-stack 4
-    recurrent    --recurrent --num-minibatches 4     (one setting for every such env: minibatches of whole env
-                                                       sequences must divide the envs, 16 or 8 here)
+    recurrent    --recurrent --num-minibatches 4     (one setting for every such env: 4 must divide the number
+                                                       of 32-step sequences, 16 * 64 / 32 or 8 * 256 / 32 here)
 
 `table` prints the mean return of the last 100 training episodes per run, the first step at which that running
 mean reached the goal (CartPoleNoVel 475, PendulumNoVel -300), the steps/s, and the mean per config;
