@@ -274,7 +274,7 @@ class Agent(nn.Module):
     obs is a batch of *raw* observations, (B, *obs_shape), as the env returns them; the agent normalizes them
     itself (--norm-obs) and encodes them, so every caller passes what the env gave. action is (B,) for Discrete,
     (B, K) for MultiDiscrete with K sub-actions, (B, action_dim) for Box. pi.log_prob(action) and pi.entropy() are
-    (B,), summed over an action's parts, so the rest of the file never asks which kind of action space it has.
+    (B,), summed over an action's parts, so the rollout and the update never ask which kind of action space it is.
     Each call also takes `mask`, the legal actions, and `mem`, a recurrent policy's memory (Part II; None: none)."""
 
     def __init__(self, obs_space: gym.spaces.Box, action_space: gym.Space, hidden_sizes=(64, 64),
@@ -552,7 +552,7 @@ def ppo_update(agent: Agent, optimizer: torch.optim.Optimizer, batch: dict[str, 
         if epoch > 0 and recompute is not None:
             batch = recompute()
         parts = []                       # kept per minibatch as tensors; summarized once per epoch (fewer syncs)
-        for mb_inds in memory.minibatches(args):    # shuffled transitions (Part II: whole env sequences)
+        for mb_inds in memory.minibatches(args):    # shuffled transitions (Part II: sets of sequences)
             loss, mb_parts = loss_fn(agent, {k: b_v[mb_inds] for k, b_v in batch.items()}, args)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -735,7 +735,12 @@ def adapted_env(env_id: str, render_mode: str | None = None, frame_stack: int = 
         # A structured state, such as Blackjack's (player's sum, dealer's card, usable ace) or a goal-conditioned
         # env's {observation, desired_goal}, becomes one vector: the parts end to end, each Discrete part one-hot.
         env = gym.wrappers.FlattenObservation(env)
-    if frame_stack > 1:
+    if frame_stack > 1 and is_image(env.observation_space):
+        # Images: the last K frames' channels stacked, (K * C, H, W), so the CNN still sees one image (as Atari's 4).
+        channels, height, width = env.observation_space.shape
+        env = gym.wrappers.ReshapeObservation(gym.wrappers.FrameStackObservation(env, frame_stack),
+                                              (frame_stack * channels, height, width))
+    elif frame_stack > 1:
         # The cheapest memory: the last K observations side by side, one vector (the first state repeated at a reset).
         env = gym.wrappers.FlattenObservation(gym.wrappers.FrameStackObservation(env, frame_stack))
     return env
@@ -1287,6 +1292,7 @@ class Run:
             raise UsageError(f"--norm-obs: {args.env_id} gives images, which the agent scales to [0, 1] itself; "
                              "drop --norm-obs")
         self.rank, self.world = init_distributed(args)
+        self.caller_threads = torch.get_num_threads()          # given back at the end: train() may be one call of many
         torch.set_num_threads(args.torch_threads)
         seed = args.seed + self.rank            # each rank its own random streams: actions sampled, minibatches
         random.seed(seed)
@@ -1345,7 +1351,21 @@ class Run:
         return self
 
     def _check_resumable(self, checkpoint: dict) -> None:
-        args, saved_env = self.args, checkpoint["args"]["env_id"]
+        args, saved_env, saved = self.args, checkpoint["args"]["env_id"], args_from_checkpoint(checkpoint)
+        path = Path(args.resume)
+        if path.name != "checkpoint.pt" or not (path.parent / "episodes.csv").is_file():
+            raise UsageError(f"--resume {path}: a resumed run continues the logs beside its checkpoint, and this is "
+                             "not a run directory's checkpoint.pt; give runs/<run>/checkpoint.pt (copy the whole "
+                             "run directory to move a run)")
+        for name, why in RESUME_KEEPS.items():
+            if getattr(args, name) != getattr(saved, name):
+                raise UsageError(f"{flag(name, getattr(args, name))}: --resume continues the run as it was made, with "
+                                 f"{flag(name, getattr(saved, name))}, which {why}; drop {flag(name)}, or start a "
+                                 "new run without --resume")
+        if checkpoint["global_step"] + self.world * args.batch_size > args.total_timesteps:
+            raise UsageError(f"--resume {path}: the run has trained {checkpoint['global_step']:,} steps, and "
+                             f"--total-timesteps {args.total_timesteps:,} leaves no whole iteration of "
+                             f"{self.world * args.batch_size:,} more; give a larger --total-timesteps to train on")
         if saved_env.split(":")[-1] != args.env_id.split(":")[-1]:   # my_envs:GoRight-v0 is GoRight-v0
             raise UsageError(f"--resume {args.resume}: the checkpoint was trained on {saved_env}, not {args.env_id}; "
                              "resume it without --env-id or start a new run")
@@ -1447,6 +1467,7 @@ class Run:
     def __exit__(self, exc_type, exc, tb) -> bool:
         for s, handler in self.previous_handlers.items():
             signal.signal(s, handler)
+        torch.set_num_threads(self.caller_threads)
         stopped = exc_type is StopRequested                         # a stop mid-rollout: the rollout is dropped
         # A finished or stopped run saves; a crashed one keeps its last good save. Under torchrun rank 0 saves for
         # all: every rank holds the same agent and optimizer.
@@ -1477,7 +1498,8 @@ class Run:
                 f"iteration {self.iteration}: the loss, gradients or parameters became NaN/inf ({diagnostics}). "
                 f"Likely causes: a learning rate too high, unnormalized large rewards or observations "
                 f"(try --norm-obs --norm-reward), or an env returning extreme values. "
-                f"The last good checkpoint is {self.checkpoint_path} (if one was written)")
+                + (f"The last good checkpoint is {self.checkpoint_path}" if self.checkpoint_path.is_file() else
+                   "No checkpoint was written before it"))
         if distributed():   # every rank's episodes, in step order, and the explained variance averaged over ranks
             gathered = all_gather((episodes, explained_var))
             episodes = sorted((ep for rank_episodes, _ in gathered for ep in rank_episodes),
@@ -1661,6 +1683,8 @@ def open_tensorboard(run_dir: Path):
         from torch.utils.tensorboard import SummaryWriter  # optional: pip install tensorboard
         return SummaryWriter(str(run_dir))
     except ImportError:
+        print("warning: --tensorboard: the optional package tensorboard is not installed, so no event files are "
+              "written (pip install tensorboard, or --no-tensorboard to silence this)", file=sys.stderr)
         return None
 
 
@@ -1714,10 +1738,19 @@ def load_checkpoint(path: str | Path, flag: str = "--resume") -> dict:
     try:
         checkpoint = torch.load(path, map_location="cpu")
         args_from_checkpoint(checkpoint)                            # its arguments must still make an Args
-        return checkpoint
     except Exception as e:
         raise UsageError(f"{flag} {path}: not a readable ppo.py checkpoint ({type(e).__name__}); "
                          "give a checkpoint.pt written by ppo.py")
+    needed = CHECKPOINT_KEYS if flag == "--resume" else CHECKPOINT_KEYS[:4]   # playing needs the agent alone
+    missing = [key for key in needed if key not in checkpoint]
+    if missing:
+        raise UsageError(f"{flag} {path}: the checkpoint lacks {', '.join(missing)}; give a checkpoint.pt written by "
+                         f"ppo.py{' (to play it, --evaluate needs only the agent)' if flag == '--resume' else ''}")
+    return checkpoint
+
+
+CHECKPOINT_KEYS = ("agent", "args", "observation_space", "action_space", "optimizer", "global_step", "iteration",
+                   "wall_time", "rng")
 
 
 def args_from_checkpoint(checkpoint: dict) -> Args:
@@ -1768,6 +1801,7 @@ def import_env_module(checkpoint: dict, where: str) -> None:
 def check_args(args: Args) -> None:
     """Catch impossible settings before any environment step, with the flag and what would be valid."""
     args = fill_auto(args)
+    check_limits_and_combinations(args)
     def require(ok: bool, flag: str, value, problem: str) -> None:
         if not ok:
             raise UsageError(f"--{flag}{f' {value}' if value != '' else ''}: {problem}")
@@ -1778,9 +1812,10 @@ def check_args(args: Args) -> None:
         require(value > 0, name.replace("_", "-"), value, "must be a positive integer")
     require(all(h > 0 for h in args.hidden_sizes), "hidden-sizes", " ".join(map(str, args.hidden_sizes)),
             "layer sizes must be positive, e.g. 64 64 (none: one linear layer per head)")
+    units = args.num_envs * args.num_steps // args.recurrent_seq_len if args.recurrent else args.batch_size
     require(args.batch_size % args.num_minibatches == 0, "num-minibatches", args.num_minibatches,
             f"must divide the batch of num-envs * num-steps = {args.batch_size} transitions; "
-            f"valid: {', '.join(str(d) for d in range(1, min(args.batch_size, 64) + 1) if args.batch_size % d == 0)}")
+            f"valid: {', '.join(str(d) for d in range(1, min(units, 64) + 1) if units % d == 0)}")
     require(args.minibatch_size > 1 or not args.norm_adv, "num-minibatches", args.num_minibatches,
             "leaves minibatches of 1 transition, whose advantages cannot be normalized (the std of one number); "
             "use fewer minibatches, or --no-norm-adv")
@@ -1791,7 +1826,6 @@ def check_args(args: Args) -> None:
         require(sequences % args.num_minibatches == 0, "num-minibatches", args.num_minibatches, "with --recurrent, "
                 f"minibatches are sets of the {sequences} sequences (num-envs * num-steps / recurrent-seq-len): it "
                 f"must divide {sequences}")
-        require(not args.recompute_adv, "recompute-adv", "", "is not available with --recurrent; drop one of them")
     world = rank_and_world()[1]                                     # processes under torchrun, 1 without
     if args.evaluate is None:
         processes = f"{world} processes x " if world > 1 else ""
@@ -1824,6 +1858,72 @@ def check_args(args: Args) -> None:
             f"{gpus}, or drop --cuda")
     if args.capture_video:
         check_video(args.env_id)
+
+
+# Which flags apply where, in one place; check_args, run_evaluation and Run.start enforce it, and the tests are
+# generated from it. A flag given where it would have no effect is refused in one line, never dropped in silence.
+# --evaluate plays the agent as it was saved: it reads these flags and no other.
+EVALUATE_FLAGS = ("evaluate", "env_id", "seed", "eval_episodes", "eval_stochastic", "eval_video_episodes",
+                  "capture_video", "quiet", "torch_threads")
+# --resume continues a run as it was made. These it cannot change: the run's folder is named by the first three, and
+# the saved agent was built by the rest. Every other flag applies from the resumed step on (args.json says so).
+RESUME_KEEPS = dict(seed="names the run's folder", exp_name="names the run's folder", runs_dir="holds the run's folder",
+                    hidden_sizes="built the saved agent", activation="built the saved agent",
+                    recurrent="built the saved agent", recurrent_size="built the saved agent",
+                    frame_stack="shaped the saved agent's input", norm_obs="built the saved agent",
+                    log_std_init="started the saved agent, whose log std is loaded",
+                    ortho_init="started the saved agent, whose weights are loaded")
+# Features that do not combine, and why. Every other pair of features does: a test trains each pair.
+EXCLUSIVE = {("recurrent", "recompute_adv"): "recomputing the advantages would re-run the GRU over the whole rollout "
+                                             "each epoch; drop one of them"}
+# The largest values that make sense: beyond them a run cannot fit in memory (or is a typo).
+LIMITS = dict(num_envs=1024, num_steps=1_000_000, frame_stack=1024, recurrent_size=65_536, recurrent_seq_len=1_000_000,
+              torch_threads=1024, hidden_sizes=65_536)
+
+
+def given_flags(argv: list[str]) -> set[str]:
+    """The Args fields that the command line names: `--gae-lambda 0.9` and `--no-norm-obs` give gae_lambda, norm_obs."""
+    names = {arg.split("=")[0][2:].replace("-", "_") for arg in argv if arg.startswith("--")}
+    fields = {f.name for f in dataclasses.fields(Args)}
+    return {n if n in fields else n.removeprefix("no_") for n in names} & fields
+
+
+def flag(name: str, value=None) -> str:
+    """How the command line writes a setting: --num-envs 8, --recurrent, --no-norm-obs, --hidden-sizes 64 64."""
+    if isinstance(value, bool):
+        return f"--{'' if value else 'no-'}{name.replace('_', '-')}"
+    shown = "" if value is None else " " + (" ".join(map(str, value)) if isinstance(value, tuple) else str(value))
+    return f"--{name.replace('_', '-')}{shown}"
+
+
+def check_limits_and_combinations(args: Args) -> None:
+    """check_args, continued: finite numbers, sizes that fit, names and folders that can be made, and EXCLUSIVE."""
+    for field in dataclasses.fields(Args):
+        value = getattr(args, field.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UsageError(f"{flag(field.name, value)}: must be a finite number")
+        if field.name in LIMITS and max(np.atleast_1d(value), default=0) > LIMITS[field.name]:
+            raise UsageError(f"{flag(field.name, value)}: at most {LIMITS[field.name]:,}")
+    if not 0 <= args.seed < 2**31:                          # numpy takes seeds below 2**32: room for seed + rank
+        raise UsageError(f"--seed {args.seed}: must be in [0, 2**31)")
+    for (a, b), why in EXCLUSIVE.items():
+        if getattr(args, a) and getattr(args, b):
+            raise UsageError(f"{flag(a)} and {flag(b)} do not combine: {why}")
+    if args.recurrent and args.frame_stack > 1 and args.evaluate is None:
+        print(f"note: --recurrent --frame-stack {args.frame_stack}: both apply, the GRU reads stacks of "
+              f"{args.frame_stack} observations", file=sys.stderr)
+    if args.eval_video_episodes < -1 or (args.capture_video and args.evaluate and args.eval_video_episodes == 0):
+        raise UsageError(f"{flag('eval_video_episodes', args.eval_video_episodes)}: films the first N episodes; give "
+                         "1 or more, or -1 for all (and drop --capture-video to film none)")
+    if not re.fullmatch(r"[\w.-]+", args.exp_name):
+        raise UsageError(f"--exp-name {args.exp_name!r}: one plain name (letters, digits, '.', '_', '-'), as it is "
+                         "part of the run directory's name")
+    if args.evaluate is None and args.resume is None:
+        folder = Path(args.runs_dir)
+        existing = next(p for p in [folder, *folder.parents] if p.exists())   # the folders below it will be made
+        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+            problem = "is a file" if existing == folder else f"cannot be made: {existing} is not a writable folder"
+            raise UsageError(f"--runs-dir {args.runs_dir}: {problem}; give a folder this user can write to")
 
 
 def check_spaces(obs_space: gym.Space, action_space: gym.Space, env_id: str) -> None:
@@ -1908,7 +2008,7 @@ def gym_make(env_id: str, render_mode: str | None = None) -> gym.Env:
                         **({"frameskip": 1} if atari else {}))
     except gym.error.DependencyNotInstalled as e:    # the id is right, a package is missing: say only what to install
         raise UsageError(f"--env-id {env_id}: needs a package that is not installed: {e}")
-    except (gym.error.Error, ModuleNotFoundError, ImportError) as e:
+    except (gym.error.Error, ImportError, ValueError) as e:       # ValueError: ":Id-v0", an empty module name
         known = list(gym.registry)
         close = difflib.get_close_matches(env_id.split(":")[-1], known, n=3, cutoff=0.6)
         hint = f"did you mean {', '.join(close)}?" if close else "see gymnasium.pprint_registry() for the ids"
@@ -1940,6 +2040,9 @@ def load_agent(path: str | Path, env_id: str | None = None) -> tuple[Agent, Args
                                                                checkpoint["action_space"]):
         raise UsageError(f"--env-id {args.env_id}: its observation or action space differs from those of "
                          f"{checkpoint['args']['env_id']}, which the agent in {path} was trained on")
+    if not all(torch.is_tensor(v) and torch.isfinite(v).all() for v in checkpoint["agent"].values()):
+        raise UsageError(f"--evaluate {path}: the saved agent holds NaN or infinite weights (a diverged run); "
+                         "evaluate an earlier checkpoint")
     agent = build_agent(args, env.observation_space, env.action_space)
     agent.load_state_dict(checkpoint["agent"])
     return agent.eval(), args
@@ -2061,6 +2164,10 @@ class EvaluationStop:
 def run_evaluation(args: Args, argv: list[str]) -> bool:
     """--evaluate: play the checkpoint's agent, a line per episode, then the mean return and how it was played.
     Returns whether every episode was played (not stopped by Ctrl-C)."""
+    for name in sorted(given_flags(argv) - set(EVALUATE_FLAGS)):
+        written = next(a.split("=")[0] for a in argv if a.split("=")[0][2:].replace("-", "_") in (name, "no_" + name))
+        raise UsageError(f"{written}: has no effect with --evaluate, which plays the saved agent as it was "
+                         f"trained; drop it (--evaluate takes {', '.join(map(flag, EVALUATE_FLAGS[1:]))})")
     check_args(args)
     video_dir = None
     if args.capture_video:                  # each evaluation films into a folder of its own, beside the checkpoint
@@ -2172,8 +2279,10 @@ def fill_auto(args: Args) -> Args:
     if all(getattr(args, name) is not Args.AUTO for name in auto):
         return args
     defaults = {f.name: f.default for f in dataclasses.fields(Args)}
-    return dataclasses.replace(args, **{k: v for k, v in env_defaults(args.env_id, args.preset).items()
-                                        if getattr(args, k) == defaults[k]})
+    table = (dataclasses.asdict(args_from_checkpoint(load_checkpoint(args.resume))) if args.resume else
+             env_defaults(args.env_id, args.preset))                 # --resume: the run's own settings
+    return dataclasses.replace(args, **{k: v for k, v in table.items()
+                                        if getattr(args, k) == defaults[k] and k != "resume"})
 
 
 def _flag_value(argv: list[str], flag: str) -> str | None:
@@ -2215,11 +2324,24 @@ def check_flag_names(argv: list[str]) -> None:
                                  f"e.g. --hidden-sizes {' '.join(values).replace(',', ' ').strip()}")
 
 
+def whole_numbers_written_as_floats(argv: list[str]) -> list[str]:
+    """`--total-timesteps 1e6` means 1000000: an integer flag's value written as a whole float is taken as that
+    integer (tyro's int() would refuse it). `--num-envs 2.5` is still refused."""
+    ints = {"--" + f.name.replace("_", "-") for f in dataclasses.fields(Args) if f.type in ("int", int)}
+    out = list(argv)
+    for i, arg in enumerate(argv[:-1]):
+        value = argv[i + 1]
+        if arg in ints and re.fullmatch(r"\d+(\.\d*)?[eE]\+?\d+", value) and float(value).is_integer():
+            out[i + 1] = str(int(float(value)))
+    return out
+
+
 def parse_args(argv: list[str]) -> Args:
     """Parse flags on top of the defaults for the chosen env (or the resumed run), so --help shows real values."""
     import tyro
 
     check_flag_names(argv)
+    argv = whole_numbers_written_as_floats(argv)
     if _flag_value(argv, "--resume") and _flag_value(argv, "--evaluate"):
         raise UsageError("--evaluate: plays a checkpoint, --resume trains one further; give one of them")
 

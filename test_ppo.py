@@ -9,6 +9,7 @@ import csv
 import importlib
 import importlib.util
 import inspect
+import itertools
 import json
 import math
 import os
@@ -1296,8 +1297,8 @@ gym.register("Cue-v0", entry_point=CueEnv)
 
 def test_recurrent_first_update_has_ratio_one_across_episode_ends():
     # CartPole under a fresh policy ends an episode every ~20 steps: 64 steps of 4 envs hold many episode ends. The
-    # update re-runs the GRU over whole env sequences from the stored state, restarting at episode starts, so before
-    # any gradient step every log-probability is the one the action was sampled with.
+    # update re-runs the GRU over sequences of --recurrent-seq-len steps, each from its stored state, restarting at
+    # episode starts, so before any gradient step every log-probability is the one the action was sampled with.
     torch.manual_seed(0)
     args = ppo.default_args("CartPole-v1", num_envs=4, num_steps=64, num_minibatches=2, recurrent=True,
                             recurrent_size=16)
@@ -1645,7 +1646,8 @@ def test_every_command_in_the_docs_parses(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.syspath_prepend(str(HERE / "notes"))                # PYTHONPATH=notes: memory_benchmark's envs
-    placeholders = {"<env>": "CartPole-v1", "ENV": "CartPole-v1", "X": "CartPole-v1", "S": "1", "SEED": "1"}
+    placeholders = {"<env>": "CartPole-v1", "ENV": "CartPole-v1", "X": "CartPole-v1", "S": "1", "SEED": "1",
+                    "$seed": "1"}
     for where, argv in commands:
         argv = [str(checkpoint) if a.endswith(".pt") else placeholders.get(a, a) for a in argv]
         if any(a.startswith("ALE/") for a in argv) and importlib.util.find_spec("ale_py") is None:
@@ -1826,6 +1828,8 @@ def test_every_error_message_the_docs_quote_is_what_the_command_line_prints(tmp_
     # torchrun, a module of the reader's own) or a placeholder: those rows have tests of their own above.
     messages = doc_error_messages()
     assert len(messages) >= 25
+    for env_id in ("CartPoleNoVel-v1", "PendulumNoVel-v1"):       # registered by another test: not in "did you mean"
+        monkeypatch.delitem(gym.registry, env_id, raising=False)
     (tmp_path / "corrupt.pt").write_bytes(b"not a checkpoint")
     ran = 0
     for where, flags, message, conditional in messages:
@@ -1897,3 +1901,180 @@ def test_every_name_and_flag_the_docs_give_exists():
             if looks_like_code and name not in OUTSIDE_NAMES and not exists(name):
                 missing.append(f"{doc.name}: {name}")
     assert not missing, "\n".join(sorted(set(missing)))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Every input and every combination: generated from ppo.py's own tables (EVALUATE_FLAGS, RESUME_KEEPS, EXCLUSIVE)
+# ---------------------------------------------------------------------------------------------------------------------
+def a_valid_value(field):
+    """A value each flag accepts on its own, to give it where it does not belong: (the flag's words)."""
+    name = "--" + field.name.replace("_", "-")
+    value = getattr(ppo.default_args("CartPole-v1"), field.name)
+    if isinstance(value, bool):
+        return [name] if not value else ["--no-" + field.name.replace("_", "-")]
+    if isinstance(value, tuple):
+        return [name, "8"]
+    return [name, {"env_id": "CartPole-v1", "preset": "mountaincar", "resume": "x.pt", "evaluate": "x.pt"}.get(
+        field.name, str(value) if value is not None else "1")]
+
+
+def one_error_line(err, *names):
+    lines = err.strip().splitlines()
+    return len(lines) == 1 and lines[0].startswith("error: ") and all(n in lines[0] for n in names)
+
+
+@pytest.fixture(scope="module")
+def small_checkpoint(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("small")
+    result = ppo.train(ppo.Args(total_timesteps=128, num_envs=2, num_steps=64, runs_dir=str(folder), quiet=True,
+                                tensorboard=False))
+    return Path(result["checkpoint"])
+
+
+def test_evaluate_refuses_every_flag_it_would_ignore(small_checkpoint, capsys):
+    for field in dataclasses.fields(ppo.Args):
+        if field.name in ppo.EVALUATE_FLAGS or field.name in ("resume", "preset"):
+            continue
+        words = a_valid_value(field)
+        assert ppo.main(["--evaluate", str(small_checkpoint), *words]) == 2, words
+        assert one_error_line(capsys.readouterr().err, words[0], "has no effect with --evaluate"), words
+
+
+def test_resume_refuses_to_change_what_made_the_run(small_checkpoint, capsys):
+    before = {p.name: p.read_bytes() for p in small_checkpoint.parent.iterdir() if p.is_file()}
+    saved = ppo.args_from_checkpoint(torch.load(small_checkpoint))
+    for name in ppo.RESUME_KEEPS:
+        value = getattr(saved, name)
+        other = (not value if isinstance(value, bool) else (32,) if isinstance(value, tuple) else
+                 {"activation": "relu", "exp_name": "other", "runs_dir": "elsewhere"}.get(name, value) if
+                 isinstance(value, str) else value + 1)
+        words = ppo.flag(name, other).split()
+        assert ppo.main(["--resume", str(small_checkpoint), "--total-timesteps", "4096", *words]) == 2, words
+        assert one_error_line(capsys.readouterr().err, words[0], "--resume continues the run as it was made"), words
+    assert before == {p.name: p.read_bytes() for p in small_checkpoint.parent.iterdir() if p.is_file()}
+
+
+def test_resume_past_its_target_or_outside_a_run_directory_is_refused(small_checkpoint, tmp_path, capsys):
+    assert ppo.main(["--resume", str(small_checkpoint)]) == 2             # a finished run: nothing left to train
+    assert one_error_line(capsys.readouterr().err, "has trained 128 steps", "give a larger --total-timesteps")
+    elsewhere = tmp_path / "model.pt"
+    elsewhere.write_bytes(small_checkpoint.read_bytes())
+    assert ppo.main(["--resume", str(elsewhere), "--total-timesteps", "4096"]) == 2
+    assert one_error_line(capsys.readouterr().err, "not a run directory's checkpoint.pt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]
+
+
+FEATURES = {"recurrent": ["--recurrent", "--recurrent-size", "8", "--recurrent-seq-len", "16"],
+            "frame_stack": ["--frame-stack", "2"], "recompute_adv": ["--recompute-adv"]}
+ENVS_OF_EACH_KIND = {"vector": "CartPole-v1", "image": "PixelSide-v0", "masked": "Taxi-v4", "continuous": "Pendulum-v1"}
+
+
+@pytest.mark.parametrize("kind", ENVS_OF_EACH_KIND)
+def test_every_pair_of_features_trains_or_is_refused_naming_both(kind, tmp_path, capsys):
+    # Generated from EXCLUSIVE: each feature alone and each pair, on each kind of env; a pair EXCLUSIVE names is
+    # refused in one line naming both flags before anything is made, every other one trains an iteration.
+    for size in (1, 2):
+        for combination in itertools.combinations(FEATURES, size):
+            flags = [w for feature in combination for w in FEATURES[feature]]
+            runs = tmp_path / "-".join(combination)
+            code = ppo.main(["--env-id", ENVS_OF_EACH_KIND[kind], *flags, "--num-envs", "2", "--num-steps", "32",
+                             "--num-minibatches", "2", "--total-timesteps", "64", "--runs-dir", str(runs), "--quiet",
+                             "--no-tensorboard"])
+            err = capsys.readouterr().err
+            refused = any(set(pair) <= set(combination) for pair in ppo.EXCLUSIVE)
+            if refused:
+                assert code == 2 and one_error_line(err, *(ppo.flag(f) for f in combination)), (combination, err)
+                assert not runs.exists()
+            else:
+                assert code == 0, (combination, err)
+                assert len(read_csv(next(runs.glob("*/updates.csv")))) == 1, combination
+
+
+# Property-based: every numeric and string flag, every path and checkpoint field, with values drawn by hypothesis
+# (NaN, inf, negative, zero, huge, wrong type, empty). The invariant: the run is accepted (it reaches Run.start, where
+# the run directory would be made), or it exits 2 with one `error:` line naming the flag, having made nothing.
+class Accepted(Exception):
+    pass
+
+
+def accepted_or_refused_in_one_line(argv, runs, capsys, monkeypatch, flag_name):
+    monkeypatch.setattr(ppo.Run, "start", lambda self, agent, optimizer: (_ for _ in ()).throw(Accepted()))
+    existed = runs.exists()
+    try:
+        code = ppo.main([*argv, "--runs-dir", str(runs), "--quiet", "--no-tensorboard"])
+    except Accepted:
+        capsys.readouterr()
+        return "accepted"
+    err = capsys.readouterr().err
+    assert code == 2 and one_error_line(err, flag_name), (argv, code, err)
+    assert runs.exists() == existed, argv
+    return "refused"
+
+
+NUMBERS = {f.name for f in dataclasses.fields(ppo.Args) if f.type in ("int", "float", "float | None", int, float)}
+WEIRD = ["nan", "inf", "-inf", "0", "-1", "-0.0", "1e30", "1e6", str(10**20), "", "abc", "0x10", "1,5", "2.5", "True"]
+
+
+def test_numeric_and_string_flags_are_accepted_or_refused_in_one_line(tmp_path_factory, capsys):
+    hypothesis = pytest.importorskip("hypothesis")
+    st = hypothesis.strategies
+
+    @hypothesis.settings(max_examples=120, deadline=None, derandomize=True,
+                         suppress_health_check=list(hypothesis.HealthCheck))
+    @hypothesis.given(name=st.sampled_from(sorted(NUMBERS | {"exp_name", "env_id", "activation", "hidden_sizes"})),
+                      value=st.one_of(st.sampled_from(WEIRD), st.integers(-10**20, 10**20).map(str),
+                                      st.floats(allow_nan=True, allow_infinity=True).map(repr),
+                                      st.text(min_size=0, max_size=6)))
+    def check(name, value):
+        with pytest.MonkeyPatch.context() as monkeypatch:
+            runs = tmp_path_factory.mktemp("runs") / "runs"
+            argv = ["--" + name.replace("_", "-"), value]
+            if name != "total_timesteps":
+                argv += ["--total-timesteps", "2048"]
+            accepted_or_refused_in_one_line(argv, runs, capsys, monkeypatch, name.replace("_", "-"))
+    check()
+
+
+def test_paths_and_checkpoints_are_accepted_or_refused_in_one_line(small_checkpoint, tmp_path, capsys, monkeypatch):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("mine")
+    for runs in (a_file, a_file / "below"):                        # a file, and a folder that cannot be made
+        assert accepted_or_refused_in_one_line([], runs, capsys, monkeypatch, "--runs-dir") == "refused"
+    assert a_file.read_text() == "mine"
+    checkpoint = torch.load(small_checkpoint)
+    for key in ppo.CHECKPOINT_KEYS:                                # a checkpoint without each of its fields
+        broken = {k: v for k, v in checkpoint.items() if k != key}
+        path = tmp_path / key / "checkpoint.pt"
+        path.parent.mkdir()
+        torch.save(broken, path)
+        (path.parent / "episodes.csv").write_text("global_step,wall_time,episodic_return,episodic_length\n")
+        for mode in ("--resume", "--evaluate"):
+            argv = [mode, str(path)] + (["--total-timesteps", "4096"] if mode == "--resume" else [])
+            outcome = accepted_or_refused_in_one_line(argv, tmp_path / "runs", capsys, monkeypatch, mode) \
+                if mode == "--resume" else None
+            if mode == "--resume":
+                assert outcome == "refused", key
+            else:
+                code = ppo.main([*argv, "--eval-episodes", "1"])
+                err = capsys.readouterr().err
+                assert (code == 0) == (key not in ppo.CHECKPOINT_KEYS[:4]), (key, err)
+                assert code == 0 or one_error_line(err, "--evaluate"), (key, err)
+    nan = dict(checkpoint, agent={k: torch.full_like(v, float("nan")) if v.is_floating_point() else v
+                                  for k, v in checkpoint["agent"].items()})
+    torch.save(nan, tmp_path / "nan.pt")
+    assert ppo.main(["--evaluate", str(tmp_path / "nan.pt")]) == 2
+    assert one_error_line(capsys.readouterr().err, "NaN or infinite weights")
+    other = dict(checkpoint, observation_space="Box(-1.0, 1.0, (7,), float32)")
+    torch.save(other, tmp_path / "other.pt")                       # made for another env
+    assert ppo.main(["--evaluate", str(tmp_path / "other.pt")]) == 2
+    assert one_error_line(capsys.readouterr().err, "differs")
+
+
+def test_train_gives_back_the_callers_torch_threads(tmp_path):
+    torch.set_num_threads(2)
+    try:
+        ppo.train(ppo.Args(total_timesteps=128, num_envs=2, num_steps=64, runs_dir=str(tmp_path), quiet=True,
+                           tensorboard=False, torch_threads=1))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)
