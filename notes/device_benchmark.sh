@@ -20,6 +20,8 @@
 #   ATARI_CORES  [0-7; tiny 0]                          SCALE_CORES  [8-15; tiny 1]
 #   KS           process counts [1 2 4 8; tiny 1 2]     RUNS         run directories [/tmp/devbench_runs]
 #   CUDA         the Atari run's --cuda or --no-cuda [full --cuda; tiny --no-cuda]
+#   ATARI_RUN    0: no Atari run [1]                    AR           0: no all-reduce benchmark [1]
+#   SKIP         torchrun runs to leave out, by name, e.g. "cartpole-k1 cheetah-k2" (a second call finishing a plan)
 # Writes to OUT_DIR (at most 8 files, as the device tool returns them): log.txt (everything, as it happens),
 # summary.txt (the tables), machine.txt, gpu.csv, runs.tgz (each run's args.json, episodes.csv, updates.csv).
 set -u
@@ -33,7 +35,7 @@ if [ "$TINY" = 1 ]; then
     CUDA=${CUDA:---no-cuda}; CP_STEPS=8192; HC_STEPS=4096; CP_BIG_STEPS=16384; HC_BIG_STEPS=8192; AR_REPS=100
 else
     BUDGET_S=${BUDGET_S:-470}; ATARI_CORES=${ATARI_CORES:-0-7}; SCALE_CORES=${SCALE_CORES:-8-15}; KS=${KS:-"1 2 4 8"}
-    CUDA=${CUDA:---cuda}; CP_STEPS=500000; HC_STEPS=200000; CP_BIG_STEPS=1000000; HC_BIG_STEPS=524288; AR_REPS=1000
+    CUDA=${CUDA:---cuda}; CP_STEPS=500000; HC_STEPS=200000; CP_BIG_STEPS=500000; HC_BIG_STEPS=200000; AR_REPS=1000
 fi
 RUNS=${RUNS:-/tmp/devbench_runs}
 KMAX=${KS##* }
@@ -54,11 +56,12 @@ pack() {   # every run's small files into one tarball, again after each run, so 
 }
 
 # ---- 2. Atari, in the background on its own cores ----------------------------------------------------------------
+ATARI_RUN=${ATARI_RUN:-1}; AR=${AR:-1}; SKIP=${SKIP:-}
 ATARI_S=$((BUDGET_S - 35))                  # leaves time to save the checkpoint and write the summary
 ATARI_FLAGS=(--env-id ALE/Breakout-v5 $CUDA --async-envs --seed 1 --quiet --no-tensorboard --runs-dir "$RUNS/atari"
              --exp-name defaults)
-log "atari: $PY $PPO ${ATARI_FLAGS[*]}  (stopped with SIGINT after ${ATARI_S}s)"
-( pin "$ATARI_CORES" timeout -s INT -k 30 "$ATARI_S" "$PY" "$PPO" "${ATARI_FLAGS[@]}" > "$RUNS/atari.log" 2>&1
+[ "$ATARI_RUN" = 1 ] && log "atari: $PY $PPO ${ATARI_FLAGS[*]}  (stopped with SIGINT after ${ATARI_S}s)"
+[ "$ATARI_RUN" = 1 ] && ( pin "$ATARI_CORES" timeout -s INT -k 30 "$ATARI_S" "$PY" "$PPO" "${ATARI_FLAGS[@]}" > "$RUNS/atari.log" 2>&1
   rc=$?; echo "atari exit code $rc after $(($(date +%s) - T0))s (124: stopped by the clock)" >> "$RUNS/atari.log"
   # If the GPU run failed early, the rest of the time goes to the same run on the CPU (4 torch threads).
   rest=$((ATARI_S - ($(date +%s) - T0)))
@@ -68,7 +71,7 @@ log "atari: $PY $PPO ${ATARI_FLAGS[*]}  (stopped with SIGINT after ${ATARI_S}s)"
           --exp-name cpu-fallback >> "$RUNS/atari.log" 2>&1
       echo "atari (CPU) exit code $? after $(($(date +%s) - T0))s" >> "$RUNS/atari.log"
   fi ) &
-ATARI=$!
+ATARI=$!; [ "$ATARI_RUN" = 1 ] || ATARI=
 
 # ---- the machine -------------------------------------------------------------------------------------------------
 {
@@ -107,7 +110,7 @@ for n in (1, 9_000, 60_000):       # one float; CartPole's agent (~9k parameters
     if dist.get_rank() == 0: print(f"allreduce K={dist.get_world_size()} floats={n} us={us:.1f}", flush=True)
 dist.destroy_process_group()
 EOF
-for k in 2 $KMAX; do
+[ "$AR" = 1 ] && for k in 2 $KMAX; do
     pin "$SCALE_CORES" timeout 60 "$PY" -m torch.distributed.run --standalone --nproc-per-node "$k" "$RUNS/ar.py" \
         "$AR_REPS" 2>&1 | grep allreduce | tee -a "$LOG"
 done
@@ -115,6 +118,7 @@ done
 # ---- 1b. torchrun: K processes, the same total steps -------------------------------------------------------------
 scale() {   # scale NAME K ENV STEPS [FLAGS...]: one torchrun run, if at least NEED seconds are left
     local name=$1 k=$2 env=$3 steps=$4; shift 4
+    case " $SKIP " in *" $name-k$k "*) log "left out $name K=$k (SKIP)"; return;; esac
     local budget=$(( $(left) - 40 ))
     if [ "$budget" -lt "${NEED:-20}" ]; then log "skipped $name K=$k: ${budget}s left"; return; fi
     local cmd=(torchrun --standalone --nproc-per-node "$k" ppo.py --env-id "$env" --total-timesteps "$steps" "$@")
@@ -137,8 +141,7 @@ for k in 1 "$KMAX"; do NEED=40 scale cheetah32 "$k" HalfCheetah-v5 "$HC_BIG_STEP
 
 # ---- the end: wait for Atari, summarize --------------------------------------------------------------------------
 log "torchrun runs done; waiting for Atari"
-wait "$ATARI"
-cat "$RUNS/atari.log" >> "$LOG"
+if [ -n "$ATARI" ]; then wait "$ATARI"; cat "$RUNS/atari.log" >> "$LOG"; fi
 [ -n "${GPUMON:-}" ] && kill "$GPUMON" 2>/dev/null
 pack
 "$PY" - "$RUNS" > "$OUT/summary.txt" 2>&1 <<'EOF'
