@@ -1352,6 +1352,12 @@ class Run:
 
     def _check_resumable(self, checkpoint: dict) -> None:
         args, saved_env, saved = self.args, checkpoint["args"]["env_id"], args_from_checkpoint(checkpoint)
+        if saved_env.split(":")[-1] != args.env_id.split(":")[-1]:   # my_envs:GoRight-v0 is GoRight-v0
+            raise UsageError(f"--resume {args.resume}: the checkpoint was trained on {saved_env}, not {args.env_id}; "
+                             "resume it without --env-id or start a new run")
+        if (checkpoint["observation_space"], checkpoint["action_space"]) != tuple(map(str, self.spaces)):
+            raise UsageError(f"--resume {args.resume}: the checkpoint's spaces ({checkpoint['observation_space']}, "
+                             f"{checkpoint['action_space']}) differ from this env's; start a new run")
         path = Path(args.resume)
         if path.name != "checkpoint.pt" or not (path.parent / "episodes.csv").is_file():
             raise UsageError(f"--resume {path}: a resumed run continues the logs beside its checkpoint, and this is "
@@ -1366,12 +1372,6 @@ class Run:
             raise UsageError(f"--resume {path}: the run has trained {checkpoint['global_step']:,} steps, and "
                              f"--total-timesteps {args.total_timesteps:,} leaves no whole iteration of "
                              f"{self.world * args.batch_size:,} more; give a larger --total-timesteps to train on")
-        if saved_env.split(":")[-1] != args.env_id.split(":")[-1]:   # my_envs:GoRight-v0 is GoRight-v0
-            raise UsageError(f"--resume {args.resume}: the checkpoint was trained on {saved_env}, not {args.env_id}; "
-                             "resume it without --env-id or start a new run")
-        if (checkpoint["observation_space"], checkpoint["action_space"]) != tuple(map(str, self.spaces)):
-            raise UsageError(f"--resume {args.resume}: the checkpoint's spaces ({checkpoint['observation_space']}, "
-                             f"{checkpoint['action_space']}) differ from this env's; start a new run")
 
     # --- the envs: made for the run, watched by it, reset with the run's seeds ---
     def env_maker(self) -> Callable[[int], Callable[[], gym.Env]]:

@@ -743,13 +743,18 @@ def test_atari_smoke(tmp_path, capsys):
     assert len(returns) == 1 and returns[0] >= 0
     with pytest.raises(SystemExit):
         ppo.parse_args(["--env-id", "ALE/Breakout-v5", "--help"])
-    help_text = capsys.readouterr().out                              # --help shows the values Atari will use
+    help_text = unboxed(capsys.readouterr().out)                     # --help shows the values Atari will use
     assert "(default: 10000000)" in help_text and "(default: 0.00025)" in help_text
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Command line
 # ---------------------------------------------------------------------------------------------------------------------
+def unboxed(help_text):
+    """--help's text without tyro's box and line breaks: "(default: │ 1000000)" reads "(default: 1000000)"."""
+    return re.sub(r"[\s│|]+", " ", help_text)
+
+
 def test_import_has_no_side_effects(tmp_path):
     out = subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(HERE)!r}); import ppo"],
                          cwd=tmp_path, capture_output=True, text=True)
@@ -765,8 +770,8 @@ def test_help_lists_flags_with_the_defaults_that_will_be_used():
                  "--clip-vloss", "--ent-coef", "--vf-coef", "--max-grad-norm", "--target-kl", "--cuda",
                  "--capture-video", "--exp-name", "--seed", "--torch-deterministic"):
         assert flag in out.stdout, flag
-    continuous = run_cli("--env-id", "Pendulum-v1", "--help")
-    assert "(default: 1000000)" in continuous.stdout and "(default: 1000000)" not in out.stdout
+    continuous = unboxed(run_cli("--env-id", "Pendulum-v1", "--help").stdout)
+    assert "(default: 1000000)" in continuous and "(default: 1000000)" not in unboxed(out.stdout)
 
 
 def test_help_lists_each_preset_on_its_own_line(monkeypatch, capsys):
@@ -2078,3 +2083,31 @@ def test_train_gives_back_the_callers_torch_threads(tmp_path):
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(1)
+
+
+def test_pictures_draw_from_ppo_functions(tmp_path, monkeypatch):
+    """notes/pictures.py draws the walkthrough's ideas by calling ppo.py: the fast figures come from
+    clipped_policy_loss and compute_gae as they are now, so a change to either shows here."""
+    pytest.importorskip("matplotlib")
+    monkeypatch.syspath_prepend(str(HERE / "notes"))
+    pictures = importlib.import_module("pictures")
+    eps = 0.2
+    for advantage in (1.0, -1.0):         # flat (gradient 0) exactly beyond the edge the advantage favours
+        c = pictures.clip_curves(eps, advantage)
+        r, flat = c["ratio"], np.isclose(c["gradient"], 0.0)
+        beyond = r > 1 + eps if advantage > 0 else r < 1 - eps
+        assert np.array_equal(flat, beyond), advantage
+        assert np.allclose(c["objective"], np.minimum(r * advantage, np.clip(r, 1 - eps, 1 + eps) * advantage))
+        assert np.allclose(c["gradient"][~flat], advantage)         # elsewhere the full slope, the wrong way too
+    n = np.arange(1, 30)
+    for lam in (0.0, 0.5, 0.95, 1.0):     # GAE puts (1 - lam) lam^(n-1) on the n-step estimate, the rest on the last
+        for gamma in (0.9, 0.99):
+            w = pictures.gae_weights(lam, gamma, steps=30)
+            assert np.allclose(w[:-1], (1 - lam) * lam ** (n - 1)) and np.isclose(w[-1], lam ** 29), (lam, gamma)
+            assert np.isclose(w.sum(), 1.0)
+    assert pictures.main(["--fast", "--out", str(tmp_path)]) == 0
+    for name in pictures.FAST:
+        png = (tmp_path / f"idea-{name}.png").read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000, name
+    assert {f"img/idea-{name}.png" for name in pictures.ALL} <= set(
+        re.findall(r"\]\((img/idea-[\w-]+\.png)\)", (HERE / "notes" / "walkthrough.md").read_text()))
