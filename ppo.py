@@ -1876,6 +1876,9 @@ RESUME_KEEPS = dict(seed="names the run's folder", exp_name="names the run's fol
 # Features that do not combine, and why. Every other pair of features does: a test trains each pair.
 EXCLUSIVE = {("recurrent", "recompute_adv"): "recomputing the advantages would re-run the GRU over the whole rollout "
                                              "each epoch; drop one of them"}
+# Flags that act only through another: given (a value other than its default) without it, they are refused.
+REQUIRES = dict(recurrent_size="recurrent", recurrent_seq_len="recurrent", wandb_project_name="track",
+                wandb_entity="track")
 # The largest values that make sense: beyond them a run cannot fit in memory (or is a typo).
 LIMITS = dict(num_envs=1024, num_steps=1_000_000, frame_stack=1024, recurrent_size=65_536, recurrent_seq_len=1_000_000,
               torch_threads=1024, hidden_sizes=65_536)
@@ -1906,6 +1909,11 @@ def check_limits_and_combinations(args: Args) -> None:
             raise UsageError(f"{flag(field.name, value)}: at most {LIMITS[field.name]:,}")
     if not 0 <= args.seed < 2**31:                          # numpy takes seeds below 2**32: room for seed + rank
         raise UsageError(f"--seed {args.seed}: must be in [0, 2**31)")
+    defaults = {f.name: f.default for f in dataclasses.fields(Args)}
+    for name, needed in REQUIRES.items():
+        if getattr(args, name) != defaults[name] and not getattr(args, needed):
+            raise UsageError(f"{flag(name, getattr(args, name))}: has no effect without {flag(needed, True)}; "
+                             f"add {flag(needed, True)}, or drop {flag(name)}")
     for (a, b), why in EXCLUSIVE.items():
         if getattr(args, a) and getattr(args, b):
             raise UsageError(f"{flag(a)} and {flag(b)} do not combine: {why}")

@@ -2111,3 +2111,13 @@ def test_pictures_draw_from_ppo_functions(tmp_path, monkeypatch):
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000, name
     assert {f"img/idea-{name}.png" for name in pictures.ALL} <= set(
         re.findall(r"\]\((img/idea-[\w-]+\.png)\)", (HERE / "notes" / "walkthrough.md").read_text()))
+
+
+def test_a_flag_that_acts_only_through_another_is_refused_without_it(tmp_path, capsys):
+    for name, needed in ppo.REQUIRES.items():                     # generated from REQUIRES
+        words = {"recurrent_size": ["--recurrent-size", "64"], "recurrent_seq_len": ["--recurrent-seq-len", "16"],
+                 "wandb_project_name": ["--wandb-project-name", "mine"],
+                 "wandb_entity": ["--wandb-entity", "me"]}[name]
+        assert ppo.main([*words, "--runs-dir", str(tmp_path / "runs")]) == 2, name
+        assert one_error_line(capsys.readouterr().err, words[0], ppo.flag(needed, True)), name
+    assert not (tmp_path / "runs").exists()
