@@ -2121,3 +2121,15 @@ def test_a_flag_that_acts_only_through_another_is_refused_without_it(tmp_path, c
         assert ppo.main([*words, "--runs-dir", str(tmp_path / "runs")]) == 2, name
         assert one_error_line(capsys.readouterr().err, words[0], ppo.flag(needed, True)), name
     assert not (tmp_path / "runs").exists()
+
+
+def test_frame_stack_on_images_stacks_channels_and_keeps_the_cnn():
+    plain, stacked = ppo.make_env("PixelSide-v0"), ppo.make_env("PixelSide-v0", frame_stack=3)
+    channels, height, width = plain.observation_space.shape
+    assert stacked.observation_space.shape == (3 * channels, height, width) and stacked.observation_space.dtype == np.uint8
+    agent = ppo.build_agent(ppo.default_args("PixelSide-v0", frame_stack=3), *ppo.env_spaces("PixelSide-v0",
+                                                                                            frame_stack=3))
+    assert isinstance(agent.encoder, ppo.NatureCNN) and agent.encoder[0].in_channels == 3 * channels
+    first, _ = stacked.reset(seed=0)
+    second, *_ = stacked.step(0)
+    np.testing.assert_array_equal(second[:-channels], first[channels:])   # the oldest frame leaves, the newest enters
