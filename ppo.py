@@ -2264,7 +2264,8 @@ def warn_if_preset_is_for_another_env(args: Args) -> None:
 
 def env_defaults(env_id: str, preset: str | None = None) -> dict:
     """The settings `env_id`'s observation and action space call for (DISCRETE_, VECTOR_, CONTINUOUS_,
-    ATARI_DEFAULTS, each later one winning), then the preset's. An unknown preset adds nothing; check_args refuses it."""
+    ATARI_DEFAULTS, each later one winning), then the preset's. An unknown preset adds nothing (check_args refuses
+    it)."""
     with contextlib.closing(make_env(env_id)) as env:
         continuous, image = isinstance(env.action_space, gym.spaces.Box), is_image(env.observation_space)
         raw = env.unwrapped.observation_space              # before any flattening: one-hot parts are not "real"

@@ -1627,13 +1627,15 @@ def test_every_python_block_in_the_docs_runs(doc, line, before, code, tmp_path_f
 
 
 def doc_commands():
-    """Every `python ppo.py ...` and `torchrun ... ppo.py ...` the docs show, in code blocks or inline: (where, argv)."""
+    """Every `python ppo.py ...` and `torchrun ... ppo.py ...` the docs show, in code blocks or inline:
+    [(where, argv)]."""
     found = []
     for doc in DOCS:
         text = re.sub(r"\\\n\s*", " ", doc.read_text())         # a command continued on the next line: one line
         lines = [(i + 1, line) for i, line in enumerate(text.splitlines())]
         candidates = [(n, line) for n, line in lines if re.match(r"\s*(python|torchrun|\w+=\S+ )", line)]
-        candidates += [(n, m) for n, line in lines for m in re.findall(r"`((?:python|torchrun)[^`]*ppo\.py[^`]*)`", line)]
+        inline = r"`((?:python|torchrun)[^`]*ppo\.py[^`]*)`"
+        candidates += [(n, m) for n, line in lines for m in re.findall(inline, line)]
         for n, command in candidates:
             command = command.split(" #")[0].strip().rstrip("\\").strip()
             words = [w for w in command.split() if w not in ("...", "FLAGS", "[FLAGS]")]   # "and your flags"
@@ -2126,7 +2128,8 @@ def test_a_flag_that_acts_only_through_another_is_refused_without_it(tmp_path, c
 def test_frame_stack_on_images_stacks_channels_and_keeps_the_cnn():
     plain, stacked = ppo.make_env("PixelSide-v0"), ppo.make_env("PixelSide-v0", frame_stack=3)
     channels, height, width = plain.observation_space.shape
-    assert stacked.observation_space.shape == (3 * channels, height, width) and stacked.observation_space.dtype == np.uint8
+    assert stacked.observation_space.shape == (3 * channels, height, width)
+    assert stacked.observation_space.dtype == np.uint8
     agent = ppo.build_agent(ppo.default_args("PixelSide-v0", frame_stack=3), *ppo.env_spaces("PixelSide-v0",
                                                                                             frame_stack=3))
     assert isinstance(agent.encoder, ppo.NatureCNN) and agent.encoder[0].in_channels == 3 * channels
