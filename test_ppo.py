@@ -2136,3 +2136,17 @@ def test_frame_stack_on_images_stacks_channels_and_keeps_the_cnn():
     first, _ = stacked.reset(seed=0)
     second, *_ = stacked.step(0)
     np.testing.assert_array_equal(second[:-channels], first[channels:])   # the oldest frame leaves, the newest enters
+
+
+def test_memory_benchmark_table_names_the_commit_and_shows_unfinished_runs(tmp_path, monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(HERE / "notes"))
+    benchmark = importlib.import_module("memory_benchmark")
+    run = tmp_path / "CartPoleNoVel-v1__recurrent__1__1796406890"          # a run stopped at 4,096 of 20,000 steps
+    run.mkdir()
+    (run / "args.json").write_text(json.dumps({"total_timesteps": 20_000}))
+    (run / "episodes.csv").write_text("global_step,wall_time,episodic_return,episodic_length\n100,1.0,20.0,20\n")
+    (run / "updates.csv").write_text("global_step,wall_time\n4096,2.0\n")
+    (run / "commit.txt").write_text("abc1234\n")
+    benchmark.table(str(tmp_path))
+    out = capsys.readouterr().out
+    assert "ppo.py commit of the runs: abc1234" in out and "unfinished: 4,096 of 20,000" in out
