@@ -1355,9 +1355,6 @@ class Run:
         if saved_env.split(":")[-1] != args.env_id.split(":")[-1]:   # my_envs:GoRight-v0 is GoRight-v0
             raise UsageError(f"--resume {args.resume}: the checkpoint was trained on {saved_env}, not {args.env_id}; "
                              "resume it without --env-id or start a new run")
-        if (checkpoint["observation_space"], checkpoint["action_space"]) != tuple(map(str, self.spaces)):
-            raise UsageError(f"--resume {args.resume}: the checkpoint's spaces ({checkpoint['observation_space']}, "
-                             f"{checkpoint['action_space']}) differ from this env's; start a new run")
         path = Path(args.resume)
         if path.name != "checkpoint.pt" or not (path.parent / "episodes.csv").is_file():
             raise UsageError(f"--resume {path}: a resumed run continues the logs beside its checkpoint, and this is "
@@ -1368,6 +1365,9 @@ class Run:
                 raise UsageError(f"{flag(name, getattr(args, name))}: --resume continues the run as it was made, with "
                                  f"{flag(name, getattr(saved, name))}, which {why}; drop {flag(name)}, or start a "
                                  "new run without --resume")
+        if (checkpoint["observation_space"], checkpoint["action_space"]) != tuple(map(str, self.spaces)):
+            raise UsageError(f"--resume {args.resume}: the checkpoint's spaces ({checkpoint['observation_space']}, "
+                             f"{checkpoint['action_space']}) differ from this env's; start a new run")
         if checkpoint["global_step"] + self.world * args.batch_size > args.total_timesteps:
             raise UsageError(f"--resume {path}: the run has trained {checkpoint['global_step']:,} steps, and "
                              f"--total-timesteps {args.total_timesteps:,} leaves no whole iteration of "
@@ -1873,9 +1873,9 @@ RESUME_KEEPS = dict(seed="names the run's folder", exp_name="names the run's fol
                     frame_stack="shaped the saved agent's input", norm_obs="built the saved agent",
                     log_std_init="started the saved agent, whose log std is loaded",
                     ortho_init="started the saved agent, whose weights are loaded")
-# Features that do not combine, and why. Every other pair of features does: a test trains each pair.
-EXCLUSIVE = {("recurrent", "recompute_adv"): "recomputing the advantages would re-run the GRU over the whole rollout "
-                                             "each epoch; drop one of them"}
+# Features that do not combine, and why: none today (--recurrent with --recompute-adv re-values each state from
+# the memory it was acted on). A test trains every pair of features, and refuses any pair listed here.
+EXCLUSIVE: dict[tuple[str, str], str] = {}
 # Flags that act only through another: given (a value other than its default) without it, they are refused.
 REQUIRES = dict(recurrent_size="recurrent", recurrent_seq_len="recurrent", wandb_project_name="track",
                 wandb_entity="track")
