@@ -18,7 +18,7 @@ its picture (and test_ppo.py draws the fast ones, so a broken function fails the
   idea-entropy.png    the policy's entropy over training, with and without the entropy bonus (Acrobot-v1, train())
 
 Training runs go to a temporary folder, deleted at the end; seeds are fixed, so the figures come out the same on
-every run on the CPU. Needs matplotlib (pip install matplotlib); nothing else in the project does.
+every run on the CPU. Needs matplotlib (pip install matplotlib), as notes/plot.py does; ppo.py does not.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from the lowest to the highest run. A curve ends where the shortest of its runs 
 legend and the output say so, and name that run, when its runs differ in length. Several groups give one panel
 each, laid out in a grid of up to 3 columns; --overlay draws them on one axis instead (to compare settings, give
 each its own --exp-name when training). Without -o the PNG goes beside the runs: learning_curve.png in the folder
-that holds them. Needs matplotlib (pip install matplotlib); nothing else in the project does.
+that holds them. Needs matplotlib (pip install matplotlib), as notes/pictures.py does; ppo.py does not.
 """
 
 import argparse
