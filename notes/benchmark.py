@@ -38,7 +38,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 PPO = HERE.parent / "ppo.py"
 CLEANRL_SETTINGS = ["--num-envs", "4", "--num-steps", "128", "--update-epochs", "4", "--num-minibatches", "4",
-                    "--learning-rate", "2.5e-4", "--ent-coef", "0.01", "--clip-vloss"]
+                    "--learning-rate", "2.5e-4", "--ent-coef", "0.01", "--clip-vloss", "--no-norm-obs",
+                    "--no-norm-reward"]
 
 
 def timed(cmd: list[str], core: int, cwd: Path | None = None) -> dict:
