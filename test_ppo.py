@@ -883,6 +883,7 @@ def test_every_env_id_the_docs_name_runs(tmp_path, monkeypatch):
         named_as_examples |= {env_id for env_id in env_ids if "NoFrameskip" in env_id}
     monkeypatch.syspath_prepend(str(HERE / "notes"))
     importlib.import_module("memory_benchmark")  # registers CartPoleNoVel-v1 and PendulumNoVel-v1, which the docs name
+    importlib.import_module("recurrent_lr_screen")  # registers CueDelay-v0
     for env_id in sorted(env_ids - named_as_examples):
         env = ppo.make_env(env_id)
         env.reset(seed=0)

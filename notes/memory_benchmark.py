@@ -35,8 +35,9 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-ENVS = {"cartpole": ("CartPoleNoVel-v1", 200_000), "pendulum": ("PendulumNoVel-v1", 500_000)}
-GOALS = {"CartPoleNoVel-v1": 475.0, "PendulumNoVel-v1": -300.0}     # last-100 mean to reach within the budget
+ENVS = {"cartpole": ("CartPoleNoVel-v1", 200_000), "pendulum": ("PendulumNoVel-v1", 500_000),
+        "acrobot": ("AcrobotNoVel-v1", 500_000)}
+GOALS = {"CartPoleNoVel-v1": 475.0, "PendulumNoVel-v1": -300.0, "AcrobotNoVel-v1": -100.0}   # last-100 mean
 ENVS_BY_ID = {env_id: steps for env_id, steps in ENVS.values()}
 CONFIGS = {"plain": {}, "stack": dict(frame_stack=4), "recurrent": dict(recurrent=True, num_minibatches=4)}
 
@@ -64,6 +65,7 @@ def pendulum_novel(**kwargs):
 
 gym.register("CartPoleNoVel-v1", entry_point=cartpole_novel)
 gym.register("PendulumNoVel-v1", entry_point=pendulum_novel)
+gym.register("AcrobotNoVel-v1", entry_point=lambda **kwargs: HideIndices(gym.make("Acrobot-v1", **kwargs), (4, 5)))
 
 
 def commit() -> str:
