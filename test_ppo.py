@@ -204,6 +204,12 @@ def test_readme_defaults_table_matches_default_args():
             assert f"start std {math.exp(args.log_std_init):.1f}" in lr and f"value weight {args.vf_coef}" in lr
         if "clip" in lr:
             assert f"clip {args.clip_coef}" in lr, row
+    envs_steps, epochs_minibatches, lr, *rest = rows["With `--recurrent` (not images; notes/recurrent_screen.md)"]
+    discrete, continuous = (ppo.default_args(env_id, recurrent=True) for env_id in ("CartPole-v1", "Pendulum-v1"))
+    assert epochs_minibatches.startswith(f"{discrete.num_minibatches} minibatches")
+    assert discrete.num_minibatches == continuous.num_minibatches
+    assert lr == f"discrete {discrete.learning_rate:.0e}; continuous {continuous.learning_rate:.0e}".replace("e-0", "e-")
+    assert ppo.default_args("CartPole-v1").learning_rate != discrete.learning_rate     # the row changes something
 
 
 def test_presets_layer_on_defaults_and_flags_win():
@@ -1719,7 +1725,8 @@ def test_python_and_the_command_line_write_the_same_args_json(env_id, tmp_path, 
 def test_args_shows_auto_for_what_depends_on_the_env_and_its_docstring_gives_the_values():
     # Every field the per-space tables set is AUTO in Args (a learner never reads a default that will not be used),
     # and its --help text names the values each kind of env gets.
-    tables = {**ppo.DISCRETE_DEFAULTS, **ppo.VECTOR_DEFAULTS, **ppo.CONTINUOUS_DEFAULTS, **ppo.ATARI_DEFAULTS}
+    tables = {**ppo.DISCRETE_DEFAULTS, **ppo.VECTOR_DEFAULTS, **ppo.CONTINUOUS_DEFAULTS, **ppo.ATARI_DEFAULTS,
+              **ppo.RECURRENT_DEFAULTS, **ppo.RECURRENT_CONTINUOUS_DEFAULTS}
     auto = {f.name for f in dataclasses.fields(ppo.Args) if f.default is ppo.Args.AUTO and f.name in tables}
     assert set(tables) == auto == set(ppo.DISCRETE_DEFAULTS)
     source = inspect.getsource(ppo.Args.__mro__[1]) + inspect.getsource(ppo.RunArgs)
@@ -1729,7 +1736,8 @@ def test_args_shows_auto_for_what_depends_on_the_env_and_its_docstring_gives_the
         scale = {"k": 1e3, "M": 1e6, "": 1}
         return {float(n) * scale[k] for n, k in re.findall(r"(?<![\w.])(-?\d+(?:\.\d+)?(?:e-?\d+)?)(k|M|)\b", text)}
     for name in auto - {"norm_obs", "norm_reward", "eval_stochastic", "clip_vloss", "norm_adv"}:   # said in words
-        for table in (ppo.DISCRETE_DEFAULTS, ppo.CONTINUOUS_DEFAULTS, ppo.ATARI_DEFAULTS):
+        for table in (ppo.DISCRETE_DEFAULTS, ppo.CONTINUOUS_DEFAULTS, ppo.ATARI_DEFAULTS, ppo.RECURRENT_DEFAULTS,
+                      ppo.RECURRENT_CONTINUOUS_DEFAULTS):
             value = table.get(name)
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 assert float(value) in numbers(docs[name]), (name, value, docs[name])
@@ -1742,6 +1750,9 @@ def test_fill_auto_is_default_args_and_explicit_values_win():
         ppo.default_args("MountainCar-v0", preset="mountaincar")
     filled = ppo.default_args("CartPole-v1", seed=5)
     assert ppo.fill_auto(filled) is filled                                      # once filled, left alone
+    for env_id in ("CartPole-v1", "Pendulum-v1"):                  # the --recurrent row, from Python and the CLI
+        assert ppo.fill_auto(ppo.Args(env_id=env_id, recurrent=True)) == \
+            ppo.parse_args(["--env-id", env_id, "--recurrent"]) == ppo.default_args(env_id, recurrent=True)
 
 
 # The acting API: the README's example, run as written, for every kind of checkpoint the file writes.
