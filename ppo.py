@@ -1263,6 +1263,7 @@ class RunArgs(Args):
 
 
 Args = RunArgs  # noqa: F811
+ARGS_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Args)}   # Args's own defaults (AUTO where env-made)
 
 
 # ======================================================================================================================
@@ -1884,11 +1885,16 @@ LIMITS = dict(num_envs=1024, num_steps=1_000_000, frame_stack=1024, recurrent_si
               torch_threads=1024, hidden_sizes=65_536)
 
 
-def given_flags(argv: list[str]) -> set[str]:
-    """The Args fields that the command line names: `--gae-lambda 0.9` and `--no-norm-obs` give gae_lambda, norm_obs."""
-    names = {arg.split("=")[0][2:].replace("-", "_") for arg in argv if arg.startswith("--")}
-    fields = {f.name for f in dataclasses.fields(Args)}
-    return {n if n in fields else n.removeprefix("no_") for n in names} & fields
+def given_flags(argv: list[str]) -> dict[str, str]:
+    """The Args fields the command line names, each with the flag as written: `--gae-lambda=0.9 --no-norm-obs` gives
+    {"gae_lambda": "--gae-lambda", "norm_obs": "--no-norm-obs"}."""
+    given = {}
+    for written in (arg.split("=")[0] for arg in argv if arg.startswith("--")):
+        name = written[2:].replace("-", "_")
+        name = name if name in ARGS_DEFAULTS else name.removeprefix("no_")
+        if name in ARGS_DEFAULTS:
+            given[name] = written
+    return given
 
 
 def flag(name: str, value=None) -> str:
@@ -1909,9 +1915,8 @@ def check_limits_and_combinations(args: Args) -> None:
             raise UsageError(f"{flag(field.name, value)}: at most {LIMITS[field.name]:,}")
     if not 0 <= args.seed < 2**31:                          # numpy takes seeds below 2**32: room for seed + rank
         raise UsageError(f"--seed {args.seed}: must be in [0, 2**31)")
-    defaults = {f.name: f.default for f in dataclasses.fields(Args)}
     for name, needed in REQUIRES.items():
-        if getattr(args, name) != defaults[name] and not getattr(args, needed):
+        if getattr(args, name) != ARGS_DEFAULTS[name] and not getattr(args, needed):
             raise UsageError(f"{flag(name, getattr(args, name))}: has no effect without {flag(needed, True)}; "
                              f"add {flag(needed, True)}, or drop {flag(name)}")
     for (a, b), why in EXCLUSIVE.items():
@@ -2090,8 +2095,10 @@ class Policy:
         self.memory.step(0, np.ones(1))
         self.lives = None
 
-    def act(self, obs: np.ndarray, info: dict | None = None) -> np.ndarray:
-        """The action for one observation, as env.step takes it (a numpy integer for Discrete, an array else)."""
+    def act(self, obs: np.ndarray, info: dict | None = None, where: str = "given to act") -> np.ndarray:
+        """The action for one observation, as env.step takes it (a numpy integer for Discrete, an array else).
+        The most likely action, too, is chosen among the legal ones only, as in training; `where` names the step in
+        the error if the mask leaves none."""
         info = info or {}
         if is_atari(self.args.env_id) and "lives" in info:
             if self.lives is not None and info["lives"] < self.lives:
@@ -2099,7 +2106,7 @@ class Policy:
             self.lives = info["lives"]
         mask = np.array([info["action_mask"]], bool) if self.args.action_mask and "action_mask" in info else None
         if mask is not None:
-            check_some_action_legal(mask, gym.spaces.MultiDiscrete(self.agent.nvec), self.args.env_id, "given to act")
+            check_some_action_legal(mask, gym.spaces.MultiDiscrete(self.agent.nvec), self.args.env_id, where)
         with torch.inference_mode():
             action = self.agent.act(torch.as_tensor(np.asarray(obs)[None]), mask, self.deterministic,
                                     self.memory.at_step(0))[0][0].numpy()
@@ -2134,11 +2141,8 @@ def evaluate(path: str | Path, episodes: int = 10, deterministic: bool = True, s
             policy.reset()                                          # a new episode: the memory starts from 0
             done = False
             while not done:
-                # The most likely action, too, is chosen among the legal ones only: as in training.
-                if policy.args.action_mask and "action_mask" in info:
-                    check_some_action_legal(np.array([info["action_mask"]], bool), env.action_space,
-                                            policy.args.env_id, f"in evaluation episode {episode + 1}")
-                obs, reward, terminated, truncated, info = env.step(policy.act(obs, info))
+                action = policy.act(obs, info, f"in evaluation episode {episode + 1}")
+                obs, reward, terminated, truncated, info = env.step(action)
                 total, length, done = total + float(reward), length + 1, terminated or truncated
             returns.append(total)
             if verbose:
@@ -2172,8 +2176,9 @@ class EvaluationStop:
 def run_evaluation(args: Args, argv: list[str]) -> bool:
     """--evaluate: play the checkpoint's agent, a line per episode, then the mean return and how it was played.
     Returns whether every episode was played (not stopped by Ctrl-C)."""
-    for name in sorted(given_flags(argv) - set(EVALUATE_FLAGS)):
-        written = next(a.split("=")[0] for a in argv if a.split("=")[0][2:].replace("-", "_") in (name, "no_" + name))
+    for name, written in sorted(given_flags(argv).items()):
+        if name in EVALUATE_FLAGS:
+            continue
         raise UsageError(f"{written}: has no effect with --evaluate, which plays the saved agent as it was "
                          f"trained; drop it (--evaluate takes {', '.join(map(flag, EVALUATE_FLAGS[1:]))})")
     check_args(args)
@@ -2294,14 +2299,12 @@ def fill_auto(args: Args) -> Args:
     """train's first step: an Args with AUTO fields (`Args(env_id="Hopper-v5")`) gets them from env_defaults, as the
     command line's default_args would, so Python and the command line run the same. A preset also sets the fields
     still at Args's own default (the preset's gamma over 0.99). Args without AUTO fields are returned as they are."""
-    auto = [f.name for f in dataclasses.fields(Args) if f.default is Args.AUTO and f.name in DISCRETE_DEFAULTS]
-    if all(getattr(args, name) is not Args.AUTO for name in auto):
+    if all(getattr(args, name) is not Args.AUTO for name in DISCRETE_DEFAULTS):   # its keys are the AUTO fields
         return args
-    defaults = {f.name: f.default for f in dataclasses.fields(Args)}
     table = (dataclasses.asdict(args_from_checkpoint(load_checkpoint(args.resume))) if args.resume else
              env_defaults(args.env_id, args.preset, args.recurrent))  # --resume: the run's own settings
     return dataclasses.replace(args, **{k: v for k, v in table.items()
-                                        if getattr(args, k) == defaults[k] and k != "resume"})
+                                        if getattr(args, k) == ARGS_DEFAULTS[k] and k != "resume"})
 
 
 def _flag_value(argv: list[str], flag: str) -> str | None:
