@@ -2151,6 +2151,26 @@ def test_frame_stack_on_images_stacks_channels_and_keeps_the_cnn():
     np.testing.assert_array_equal(second[:-channels], first[channels:])   # the oldest frame leaves, the newest enters
 
 
+def test_memory_benchmark_replays_the_starts_a_vector_env_drew(monkeypatch):
+    """same_starts replays training's episode starts: sub-env i's k-th episode starts where reset_to_start(env,
+    seed + i, k) puts a fresh env, because the vector env seeds sub-env i with seed + i and its later resets draw
+    from that generator alone (Pendulum's steps draw nothing)."""
+    monkeypatch.syspath_prepend(str(HERE / "notes"))
+    benchmark = importlib.import_module("memory_benchmark")
+    envs = gym.vector.SyncVectorEnv([lambda: gym.make("PendulumNoVel-v1", max_episode_steps=5)] * 2,
+                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    obs, _ = envs.reset(seed=7)
+    starts = [[obs[0]], [obs[1]]]
+    for _ in range(3 * 5):
+        obs, _, terminated, truncated, _ = envs.step(np.zeros((2, 1), np.float32))
+        for i in np.flatnonzero(terminated | truncated):
+            starts[i].append(obs[i])                             # the same step's reset: the next episode's start
+    env = gym.make("PendulumNoVel-v1", max_episode_steps=5)
+    for i, k in itertools.product(range(2), range(4)):
+        np.testing.assert_array_equal(benchmark.reset_to_start(env, 7 + i, k)[0], starts[i][k])
+    assert not np.array_equal(starts[0][1], starts[0][2]) and not np.array_equal(starts[0][1], starts[1][1])
+
+
 def test_memory_benchmark_table_names_the_commit_and_shows_unfinished_runs(tmp_path, monkeypatch, capsys):
     monkeypatch.syspath_prepend(str(HERE / "notes"))
     benchmark = importlib.import_module("memory_benchmark")

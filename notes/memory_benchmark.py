@@ -1,27 +1,32 @@
-"""Memory benchmark: velocity-masked classic control, the standard test for a recurrent PPO.
+"""Memory benchmark: envs with their velocities hidden, the standard test for a recurrent PPO.
 
     python notes/memory_benchmark.py run --env cartpole --config recurrent --seed 1 --runs-dir runs-memory
     python notes/memory_benchmark.py table --runs-dir runs-memory
     python notes/memory_benchmark.py run --env cartpole --short      # a tenth of the steps, to try it in a minute
 
-CartPoleNoVel-v1 is CartPole-v1 with observation indices 1 and 3 (the velocities) zeroed; PendulumNoVel-v1 is
-Pendulum-v1 with index 2 (the angular velocity) zeroed. One observation then shows where the pole is but not where
-it is going, so a policy without memory cannot balance it. Each run trains with ppo.py's defaults for the env and
-one of three configs (flags on top of the defaults):
+Each env here is a gymnasium env with its velocities zeroed in the observation (HideIndices): CartPoleNoVel-v1
+(CartPole-v1 without indices 1 and 3), PendulumNoVel-v1 (Pendulum-v1 without index 2), AcrobotNoVel-v1,
+LunarLanderNoVel-v3 (needs gymnasium[box2d]), HopperNoVel-v5 and HalfCheetahNoVel-v5. One observation then shows
+where things are but not where they are going, so a policy without memory cannot act well. Each run trains with
+ppo.py's defaults for the env and one of three configs (flags on top of the defaults):
 
     plain        no memory
     stack        --frame-stack 4
-    recurrent    --recurrent --num-minibatches 4     (one setting for every such env: 4 must divide the number
-                                                       of 32-step sequences, 16 * 64 / 32 or 8 * 256 / 32 here)
+    recurrent    --recurrent        (with ppo.py's recurrent defaults: 4 minibatches of 32-step sequences, ...)
 
 A run shows ppo.py's progress line as it trains and records the ppo.py commit it ran (commit.txt in its run
-directory). `table` names those commits, lists a run that has not reached its steps as unfinished, and prints the
-mean return of the last 100 training episodes per run, the first step at which that running mean reached the goal
-(CartPoleNoVel 475, PendulumNoVel -300), the steps/s, and the mean per config over finished runs; `plot` draws the
-learning curves with notes/plot.py (needs matplotlib).
+directory). `table` reads every run directory in --runs-dir (these, or ppo.py's own runs of the same envs with any
+--exp-name, which it shows as the config), names the commits, lists a run that has not reached its steps as
+unfinished, and prints per run the mean return of the last 100 training episodes, the best that running mean was
+during the run, whether the run holds (ends within 10% of its best: at least 0.9 x best, or for a negative best
+at least 1.1 x best), the first step at which it reached the env's goal where there is one, and the steps/s; then
+the median per config over finished runs. `plot` draws the learning curves with notes/plot.py (needs matplotlib).
+`starts --env pendulum` asks of each PendulumNoVel run whether its drop from its best window to its last was the
+policy or the episodes' starting states (same_starts).
 """
 
 import argparse
+import contextlib
 import csv
 import json
 import statistics
@@ -36,10 +41,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 ENVS = {"cartpole": ("CartPoleNoVel-v1", 200_000), "pendulum": ("PendulumNoVel-v1", 500_000),
-        "acrobot": ("AcrobotNoVel-v1", 500_000)}
+        "acrobot": ("AcrobotNoVel-v1", 500_000), "lunarlander": ("LunarLanderNoVel-v3", 1_000_000),
+        "hopper": ("HopperNoVel-v5", 500_000), "halfcheetah": ("HalfCheetahNoVel-v5", 500_000)}
 GOALS = {"CartPoleNoVel-v1": 475.0, "PendulumNoVel-v1": -300.0, "AcrobotNoVel-v1": -100.0}   # last-100 mean
-ENVS_BY_ID = {env_id: steps for env_id, steps in ENVS.values()}
-CONFIGS = {"plain": {}, "stack": dict(frame_stack=4), "recurrent": dict(recurrent=True, num_minibatches=4)}
+CONFIGS = {"plain": {}, "stack": dict(frame_stack=4), "recurrent": dict(recurrent=True)}
 
 
 class HideIndices(gym.ObservationWrapper):
@@ -48,6 +53,8 @@ class HideIndices(gym.ObservationWrapper):
     def __init__(self, env: gym.Env, indices: tuple[int, ...]):
         super().__init__(env)
         self.indices = list(indices)
+        space = env.observation_space
+        self.observation_space = gym.spaces.Box(space.low.astype(np.float32), space.high.astype(np.float32))
 
     def observation(self, obs):
         obs = np.array(obs, dtype=np.float32)
@@ -66,6 +73,13 @@ def pendulum_novel(**kwargs):
 gym.register("CartPoleNoVel-v1", entry_point=cartpole_novel)
 gym.register("PendulumNoVel-v1", entry_point=pendulum_novel)
 gym.register("AcrobotNoVel-v1", entry_point=lambda **kwargs: HideIndices(gym.make("Acrobot-v1", **kwargs), (4, 5)))
+# Beyond classic control: the same cut on Box2D and MuJoCo. LunarLander-v3 shows (x, y, vx, vy, angle, angular
+# velocity, two leg contacts); Hopper-v5 and HalfCheetah-v5 show joint positions, then joint velocities.
+gym.register("LunarLanderNoVel-v3",
+             entry_point=lambda **kwargs: HideIndices(gym.make("LunarLander-v3", **kwargs), (2, 3, 5)))
+gym.register("HopperNoVel-v5", entry_point=lambda **kwargs: HideIndices(gym.make("Hopper-v5", **kwargs), range(5, 11)))
+gym.register("HalfCheetahNoVel-v5",
+             entry_point=lambda **kwargs: HideIndices(gym.make("HalfCheetah-v5", **kwargs), range(8, 17)))
 
 
 def commit() -> str:
@@ -89,43 +103,109 @@ def run(env: str, config: str, seed: int, runs_dir: str, steps: int | None = Non
           f"{result['global_step'] / result['wall_time']:.0f} steps/s; {result['run_dir']}", flush=True)
 
 
+def holds(end: float, best: float) -> bool:
+    """The issue's no-collapse test: the run ends within 10% of the best running mean it reached."""
+    return end >= (0.9 * best if best >= 0 else 1.1 * best)
+
+
+def run_summary(run_dir: Path) -> dict:
+    """One run directory: env id, config (its --exp-name), seed, steps done and asked, and the returns' story."""
+    env_id, config, seed = run_dir.name.split("__")[:3]
+    episodes = list(csv.DictReader(open(run_dir / "episodes.csv")))
+    updates = list(csv.DictReader(open(run_dir / "updates.csv")))
+    row = dict(env_id=env_id.removeprefix("memory_benchmark_"), config=config, seed=int(seed),
+               target=json.loads((run_dir / "args.json").read_text())["total_timesteps"],
+               steps=int(updates[-1]["global_step"]) if updates else 0)
+    row["finished"] = row["steps"] + 2048 >= row["target"] and len(episodes) >= 100    # else running, or stopped
+    if not row["finished"]:
+        return row
+    returns = np.array([float(r["episodic_return"]) for r in episodes])
+    cumulative = np.concatenate([[0.0], np.cumsum(returns)])
+    running = (cumulative[100:] - cumulative[:-100]) / 100                  # last-100 mean after episode 100, ...
+    goal = GOALS.get(row["env_id"])
+    reached = np.flatnonzero(running >= goal) if goal is not None else []
+    row.update(end=running[-1], best=running.max(), best_step=int(episodes[99 + running.argmax()]["global_step"]),
+               first=f"{int(episodes[99 + reached[0]]['global_step']):,}" if len(reached) else
+               "not reached" if goal is not None else "-",
+               sps=row["steps"] / float(updates[-1]["wall_time"]))
+    row["holds"] = holds(row["end"], row["best"])
+    return row
+
+
 def table(runs_dir: str) -> None:
-    rows = []
-    for run_dir in sorted(Path(runs_dir).glob("*__*__*__*")):
-        env_id, config, seed = run_dir.name.split("__")[:3]
-        episodes = list(csv.DictReader(open(run_dir / "episodes.csv")))
-        updates = list(csv.DictReader(open(run_dir / "updates.csv")))
-        target = json.loads((run_dir / "args.json").read_text())["total_timesteps"]
-        done = int(updates[-1]["global_step"]) if updates else 0
-        if done + 2048 < target or not episodes:                   # still running, or stopped early: say so
-            rows.append((env_id, config, int(seed), float("nan"), 0.0, done, f"unfinished: {done:,} of {target:,}"))
-            continue
-        returns = np.array([float(r["episodic_return"]) for r in episodes])
-        running = np.array([returns[max(0, i - 99):i + 1].mean() for i in range(len(returns))])
-        reached = np.flatnonzero((running >= GOALS[env_id]) & (np.arange(len(returns)) >= 99))
-        first = f"{int(episodes[reached[0]]['global_step']):,}" if len(reached) else "not reached"
-        sps = int(updates[-1]["global_step"]) / float(updates[-1]["wall_time"])
-        rows.append((env_id, config, int(seed), returns[-100:].mean(), sps, int(updates[-1]["global_step"]), first))
+    dirs = sorted(Path(runs_dir).glob("*__*__*__*"))
+    rows = sorted((run_summary(d) for d in dirs), key=lambda r: (r["env_id"], r["config"], r["seed"]))
     commits = sorted({(d / "commit.txt").read_text().strip() if (d / "commit.txt").exists() else "not recorded"
-                      for d in Path(runs_dir).glob("*__*__*__*")})
+                      for d in dirs})
     print(f"ppo.py commit of the runs: {', '.join(commits) or 'no runs'}; now {commit()}\n")
-    print("| env | config | seed | steps | last-100 mean return at the end | goal first reached at step | steps/s |\n"
-          "|---|---|---|---|---|---|---|")
-    for env_id, config, seed, last, sps, steps, first in sorted(rows):
-        print(f"| {env_id} | {config} | {seed} | {steps:,} | {last:.1f} | {first} | {sps:,.0f} |")
-    print("\n| env | config | seeds | mean of the seeds' last-100 means (each seed) | median steps/s |\n|---|---|---|---|---|")
-    for env_id in sorted({r[0] for r in rows}):
-        for config in CONFIGS:
-            sel = [r for r in rows if r[0] == env_id and r[1] == config and not np.isnan(r[3])]   # finished
-            if sel:
-                each = ", ".join(f"{r[3]:.1f}" for r in sorted(sel, key=lambda r: r[2]))
-                print(f"| {env_id} | {config} | {len(sel)} | {np.mean([r[3] for r in sel]):.1f} ({each}) | "
-                      f"{statistics.median(r[4] for r in sel):,.0f} |")
+    print("| env | config | seed | steps | last-100 mean at the end | best last-100 mean (step) | holds | "
+          "goal first reached at step | steps/s |\n|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        if not r["finished"]:
+            why = f"unfinished: {r['steps']:,} of {r['target']:,}" if r["steps"] + 2048 < r["target"] else \
+                "fewer than 100 episodes"
+            print(f"| {r['env_id']} | {r['config']} | {r['seed']} | {why} | | | | | |")
+            continue
+        print(f"| {r['env_id']} | {r['config']} | {r['seed']} | {r['steps']:,} | {r['end']:.1f} | {r['best']:.1f} "
+              f"({r['best_step']:,}) | {'yes' if r['holds'] else 'no'} | {r['first']} | {r['sps']:,.0f} |")
+    print("\n| env | config | seeds | last-100 mean at the end: median (each seed) | seeds that hold | median steps/s |"
+          "\n|---|---|---|---|---|---|")
+    done = [r for r in rows if r["finished"]]
+    for env_id, config in sorted({(r["env_id"], r["config"]) for r in done}):
+        sel = [r for r in done if (r["env_id"], r["config"]) == (env_id, config)]
+        each = ", ".join(f"{r['end']:.1f}" for r in sel)
+        print(f"| {env_id} | {config} | {len(sel)} | {statistics.median(r['end'] for r in sel):.1f} ({each}) | "
+              f"{sum(r['holds'] for r in sel)}/{len(sel)} | {statistics.median(r['sps'] for r in sel):,.0f} |")
+
+
+def reset_to_start(env: gym.Env, seed: int, k: int):
+    """Reset `env` to the state its k-th episode started from in training, as a vector env's sub-env seeded with
+    `seed` drew it (its first reset seeded, every later one not), for an env whose steps draw no random numbers."""
+    obs, info = env.reset(seed=seed)
+    for _ in range(k):
+        obs, info = env.reset()
+    return obs, info
+
+
+def same_starts(run_dir: Path, repeats: int = 3) -> dict:
+    """Is a run's drop from its best last-100 mean to its last one the policy, or the episodes' starting states?
+
+    Pendulum's return depends on where the pendulum starts (hanging down costs far more than near the top), and
+    every episode lasts 200 steps, so episode k of sub-env i always starts from the k-th draw of that env's seeded
+    generator (reset_to_start), whatever the policy. This replays those starts: the run's
+    final policy, sampling its actions as in training, plays the 100 starts of the run's best window and the 100
+    of its last one (`repeats` times each). If the final policy scores about as much lower on the last window's
+    starts as training did, the drop was the starts, not a worse policy."""
+    import torch
+    import ppo
+    args = json.loads((run_dir / "args.json").read_text())
+    episodes = list(csv.DictReader(open(run_dir / "episodes.csv")))
+    n = args["num_envs"]
+    if len({r["episodic_length"] for r in episodes}) != 1 or len(episodes) % n:
+        raise SystemExit(f"error: {run_dir}: episodes of different lengths; the starts cannot be replayed")
+    returns = np.array([float(r["episodic_return"]) for r in episodes])
+    cumulative = np.concatenate([[0.0], np.cumsum(returns)])
+    running = (cumulative[100:] - cumulative[:-100]) / 100
+    windows = {"best": range(running.argmax(), running.argmax() + 100), "last": range(len(returns) - 100, len(returns))}
+    policy = ppo.load_policy(run_dir / "checkpoint.pt", deterministic=False)
+    torch.manual_seed(0)
+    played = {name: [] for name in windows}
+    with contextlib.closing(policy.make_env()) as env:
+        for name, window in windows.items():
+            for j in [j for j in window for _ in range(repeats)]:     # episode j: sub-env j % n's (j // n)-th
+                obs, _ = reset_to_start(env, args["seed"] + j % n, j // n)
+                policy.reset()
+                total, done = 0.0, False
+                while not done:
+                    obs, reward, terminated, truncated, _ = env.step(policy.act(obs))
+                    total, done = total + float(reward), terminated or truncated
+                played[name].append(total)
+    return {name: (returns[list(window)].mean(), np.mean(played[name])) for name, window in windows.items()}
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", choices=["run", "table", "plot"])
+    parser.add_argument("what", choices=["run", "table", "plot", "starts"])
     parser.add_argument("--env", choices=list(ENVS), default="cartpole")
     parser.add_argument("--config", choices=list(CONFIGS), default="recurrent")
     parser.add_argument("--seed", type=int, default=1)
@@ -137,6 +217,12 @@ def main(argv: list[str]) -> int:
         run(args.env, args.config, args.seed, args.runs_dir, ENVS[args.env][1] // 10 if args.short else None)
     elif args.what == "table":
         table(args.runs_dir)
+    elif args.what == "starts":
+        print("| run | best window: training, final policy on its starts | last window: training, final policy on its "
+              "starts |\n|---|---|---|")
+        for run_dir in sorted(Path(args.runs_dir).glob(f"*{ENVS[args.env][0]}__*__*__*")):
+            (best, best_now), (last, last_now) = same_starts(run_dir).values()
+            print(f"| {run_dir.name} | {best:.1f}, {best_now:.1f} | {last:.1f}, {last_now:.1f} |", flush=True)
     else:
         env_id = ENVS[args.env][0]
         runs = sorted(str(p) for p in Path(args.runs_dir).glob(f"{env_id}__*"))
