@@ -43,7 +43,8 @@ sys.path.insert(0, str(HERE.parent))
 ENVS = {"cartpole": ("CartPoleNoVel-v1", 200_000), "pendulum": ("PendulumNoVel-v1", 500_000),
         "acrobot": ("AcrobotNoVel-v1", 500_000), "lunarlander": ("LunarLanderNoVel-v3", 1_000_000),
         "hopper": ("HopperNoVel-v5", 500_000), "halfcheetah": ("HalfCheetahNoVel-v5", 500_000)}
-GOALS = {"CartPoleNoVel-v1": 475.0, "PendulumNoVel-v1": -300.0, "AcrobotNoVel-v1": -100.0}   # last-100 mean
+GOALS = {"CartPoleNoVel-v1": 475.0, "PendulumNoVel-v1": -300.0, "AcrobotNoVel-v1": -100.0,   # last-100 mean
+         "CueDelay-v0": 0.95}
 CONFIGS = {"plain": {}, "stack": dict(frame_stack=4), "recurrent": dict(recurrent=True)}
 
 
@@ -111,9 +112,11 @@ def holds(end: float, best: float) -> bool:
 def run_summary(run_dir: Path) -> dict:
     """One run directory: env id, config (its --exp-name), seed, steps done and asked, and the returns' story."""
     env_id, config, seed = run_dir.name.split("__")[:3]
-    episodes = list(csv.DictReader(open(run_dir / "episodes.csv")))
-    updates = list(csv.DictReader(open(run_dir / "updates.csv")))
-    row = dict(env_id=env_id.removeprefix("memory_benchmark_"), config=config, seed=int(seed),
+    episodes, updates = ([*csv.DictReader(open(run_dir / name))] if (run_dir / name).exists() else []
+                         for name in ("episodes.csv", "updates.csv"))      # a run just started has neither yet
+    for module in ("memory_benchmark_", "recurrent_lr_screen_"):                # --env-id module:EnvName
+        env_id = env_id.removeprefix(module)
+    row = dict(env_id=env_id, config=config, seed=int(seed),
                target=json.loads((run_dir / "args.json").read_text())["total_timesteps"],
                steps=int(updates[-1]["global_step"]) if updates else 0)
     row["finished"] = row["steps"] + 2048 >= row["target"] and len(episodes) >= 100    # else running, or stopped
