@@ -285,7 +285,7 @@ class Agent(nn.Module):
         # weights, so the policy and the value stay two separate MLPs (an MLP this small costs little twice, and
         # separate networks do not pull one set of weights two ways). Part II chooses others for other inputs.
         self.encoder, n_features = encoder_for(obs_space)
-        self.core, n_features = memory.core(n_features, memory_size)    # Part II: GRUs with --recurrent
+        self.core, n_features = memory.core(n_features, memory_size)    # Part II: a GRU with --recurrent
         # The policy head's size depends on the action space; after this the rest of the file never asks.
         if isinstance(action_space, gym.spaces.Box):               # continuous: the mean of a Gaussian per dim
             self.nvec = None
@@ -303,11 +303,10 @@ class Agent(nn.Module):
         self.obs_rms = RunningMeanStd(tuple(obs_space.shape))     # observation statistics (--norm-obs)
         self.reward_rms = RunningMeanStd()      # statistics of the discounted return, used by RewardScaler
 
-    def features(self, obs: torch.Tensor, mem=None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, *obs_shape) raw observations -> what the policy head reads and what the value head reads, (B,
-        n_features) each: the same features, unless Part II's memory gives each head a GRU of its own. The
-        normalization statistics are not changed here: training updates them once per rollout, so within one
-        rollout the policy always sees the same scaling."""
+    def normalize(self, obs: torch.Tensor, mem=None) -> torch.Tensor:
+        """(B, *obs_shape) raw observations -> (B, n_features), what the policy and value heads read. The statistics
+        are not changed here: training updates them once per rollout, so within one rollout the policy always sees
+        the same scaling."""
         obs = obs.to(torch.float32)
         if self.norm_obs:
             obs = self.obs_rms.normalize(obs)
@@ -327,8 +326,8 @@ class Agent(nn.Module):
         return Independent(Categorical(logits=logits, validate_args=False), 1)
 
     def forward(self, obs: torch.Tensor, mask=None, mem=None) -> tuple[Distribution, torch.Tensor]:
-        x_pi, x_v = self.features(obs, mem)                          # one encoding feeds both heads
-        return self.policy(x_pi, mask), self.critic(x_v).squeeze(-1)
+        x = self.normalize(obs, mem)                                 # one encoding feeds both heads
+        return self.policy(x, mask), self.critic(x).squeeze(-1)
 
     def act(self, obs: torch.Tensor, mask=None, deterministic: bool = False, mem=None):
         """One call per env step: sample a ~ pi(.|s) (or take the most likely action), log pi(a|s), and V(s).
@@ -338,10 +337,10 @@ class Agent(nn.Module):
         return action, dist.log_prob(action), value
 
     def distribution(self, obs: torch.Tensor, mask=None, mem=None) -> Distribution:
-        return self.policy(self.features(obs, mem)[0], mask)
+        return self.policy(self.normalize(obs, mem), mask)
 
     def value(self, obs: torch.Tensor, mem=None) -> torch.Tensor:   # (B, *obs_shape) -> (B,)
-        return self.critic(self.features(obs, mem)[1]).squeeze(-1)
+        return self.critic(self.normalize(obs, mem)).squeeze(-1)
 
 
 def build_agent(args: Args, obs_space: gym.Space, action_space: gym.Space) -> Agent:
@@ -904,31 +903,25 @@ class NoMemory:
     holds no weights (a checkpoint's keys are those of an agent without a core) and costs nothing to call."""
     size = 0
 
-    def __call__(self, x: torch.Tensor, mem=None) -> tuple[torch.Tensor, torch.Tensor]:
-        return x, x                                                  # both heads read the encoder's features
+    def __call__(self, x: torch.Tensor, mem=None) -> torch.Tensor:
+        return x
 
 
 class GRUCore(nn.Module):
-    """The recurrent core between the encoder and the heads: two GRUs of `size` units, one whose features the policy
-    head reads and one for the value head. (T * n, n_features) features of n sequences in time order (row t * n + i
-    is sequence i at step t) and their memory -> (policy's, value's) features that have seen the past, (T * n, size)
-    each. mem.state (n, 2 * size) is both GRUs' h before the first step, side by side, and is left holding h after
-    the last; mem.starts (T * n,) says which rows start an episode, where h restarts from 0.
-
-    Why two: the value loss then cannot pull the policy's memory toward what predicts returns, as without memory
-    the policy and the value are two networks. One GRU shared by both heads learned LunarLander-v3 with its
-    velocities hidden far less well (notes/recurrent_screen.md, section 4)."""
+    """The recurrent core between the encoder and the heads: (T * n, n_features) features of n sequences in time
+    order (row t * n + i is sequence i at step t) and their memory -> (T * n, size) features that have seen the past.
+    mem.state (n, size) is h before the first step, and is left holding h after the last; mem.starts (T * n,) says
+    which rows start an episode, where h restarts from 0."""
 
     def __init__(self, n_features: int, size: int):
         super().__init__()
-        self.size, self.state_size = size, 2 * size
-        self.gru, self.value_gru = nn.GRU(n_features, size), nn.GRU(n_features, size)
-        for name, param in self.named_parameters():               # orthogonal weights, zero biases, as CleanRL's LSTM
+        self.size, self.gru = size, nn.GRU(n_features, size)
+        for name, param in self.gru.named_parameters():           # orthogonal weights, zero biases, as CleanRL's LSTM
             if "weight" in name:
                 nn.init.orthogonal_(param)
             else:
                 nn.init.zeros_(param)
-        self.register_load_state_dict_pre_hook(self.load_older_checkpoints)
+        self.register_load_state_dict_pre_hook(self.rename_gru_cell_weights)
 
     def forward(self, x: torch.Tensor, mem: MemoryState) -> torch.Tensor:
         n = len(mem.state)
@@ -941,29 +934,23 @@ class GRUCore(nn.Module):
         cuts = [0, *(starts[1:].any(1).nonzero().flatten() + 1).tolist(), len(steps)]
         h, out = mem.state, []
         for a, b in zip(cuts[:-1], cuts[1:]):
-            h0 = (h * (1.0 - starts[a, :, None]))[None]              # (1, n, 2 * size): both GRUs' h
-            out.append(torch.cat([self.gru(steps[a:b], h0[..., :self.size].contiguous())[0],
-                                  self.value_gru(steps[a:b], h0[..., self.size:].contiguous())[0]], -1))
+            out.append(self.gru(steps[a:b], (h * (1.0 - starts[a, :, None]))[None])[0])    # (b - a, n, size)
             h = out[-1][-1]                                          # h after step b - 1
         mem.state = h
-        return torch.cat(out).view(-1, 2, self.size).unbind(1)      # (T * n, size) for the policy, for the value
+        return torch.cat(out).view(-1, self.size)                    # (T * n, size)
 
     @staticmethod
-    def load_older_checkpoints(module, state_dict, prefix, *_) -> None:
-        """Older checkpoints still load. Before the core was an nn.GRU (it stepped an nn.GRUCell) it held the same four
-        tensors as cell.weight_ih, ...; nn.GRU calls them gru.weight_ih_l0, ...: renamed. Before the value had a
-        GRU of its own, both heads read the one GRU: a copy of it as the value's GRU computes exactly that."""
+    def rename_gru_cell_weights(module, state_dict, prefix, *_) -> None:
+        """Checkpoints saved before the core was an nn.GRU (it stepped an nn.GRUCell) hold the same four tensors as
+        cell.weight_ih, ...; nn.GRU calls them gru.weight_ih_l0, ...: renamed as they load, they still load."""
         for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
             if f"{prefix}cell.{name}" in state_dict:
                 state_dict[f"{prefix}gru.{name}_l0"] = state_dict.pop(f"{prefix}cell.{name}")
-            if f"{prefix}value_gru.{name}_l0" not in state_dict and f"{prefix}gru.{name}_l0" in state_dict:
-                state_dict[f"{prefix}value_gru.{name}_l0"] = state_dict[f"{prefix}gru.{name}_l0"].clone()
 
 
 @dataclass
 class MemoryState:
-    """What the core reads and writes: state (n, core.state_size) before the first step; starts (T * n,) 1.0 at
-    episode starts."""
+    """What the core reads and writes: state (n, size) before the first step; starts (T * n,) 1.0 at episode starts."""
     state: torch.Tensor
     starts: torch.Tensor
 
@@ -973,7 +960,7 @@ class MemoryStore:
     update. Without --recurrent (core None or NoMemory) every call returns None or nothing, and nothing is kept."""
 
     def __init__(self, T: int, N: int, core: nn.Module | None):
-        self.size = getattr(core, "state_size", 0)                 # h's width: both GRUs' side by side
+        self.size = getattr(core, "size", 0)
         if self.size:
             device = next(core.parameters()).device
             self.now = MemoryState(torch.zeros(N, self.size, device=device), torch.ones(N, device=device))
@@ -1022,7 +1009,7 @@ class MemoryStore:
         return MemoryState(torch.from_numpy(h).to(device), torch.zeros(len(h), device=device))
 
     def stored(self) -> dict[str, np.ndarray]:
-        """For the update's batch: {"memory_states": (T, N, state_size), "memory_starts": (T, N)}, or nothing."""
+        """For the update's batch: {"memory_states": (T, N, size), "memory_starts": (T, N)}, or nothing."""
         return dict(memory_states=self.states, memory_starts=self.starts) if self.size else {}
 
 
@@ -1328,11 +1315,6 @@ class Run:
                 agent.load_state_dict(checkpoint["agent"])
                 optimizer.load_state_dict(checkpoint["optimizer"])
             except (RuntimeError, ValueError) as e:
-                if any(k.startswith("core.gru.") for k in checkpoint["agent"]) and not any(
-                        k.startswith("core.value_gru.") for k in checkpoint["agent"]):
-                    raise UsageError(f"--resume {args.resume}: this --recurrent run was saved when the policy and the "
-                                     "value shared one GRU, and its optimizer state does not fit two; --evaluate it, "
-                                     "or start a new run") from None
                 raise UsageError(f"--resume {args.resume}: the saved agent does not fit this agent's shape "
                                  f"({str(e).splitlines()[0]}); resume without changing --hidden-sizes")
             self.global_step, self.iteration, wall_offset = (checkpoint[k] for k in ("global_step", "iteration",

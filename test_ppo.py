@@ -1401,25 +1401,15 @@ def test_recurrent_checkpoint_resume_and_evaluate_round_trip(tmp_path, capsys):
 
 
 def test_recurrent_checkpoints_from_before_nn_gru_still_load():
-    # Older recurrent checkpoints hold one GRU that both heads read, named gru.weight_ih_l0, ... (nn.GRU), or before
-    # that cell.weight_ih, ... (an nn.GRUCell stepped by hand). They load into the two-GRU core: renamed, and copied
-    # as the value's GRU, so that both heads read the one GRU's features, exactly as that agent computed them.
+    # The core once stepped an nn.GRUCell, whose four tensors, the same as nn.GRU's, are named cell.weight_ih, ...
+    # instead of gru.weight_ih_l0, ...: such checkpoints load, renamed, into the same function.
     def agent():
         return ppo.Agent(gym.spaces.Box(-1.0, 1.0, (3,)), gym.spaces.Discrete(2), memory_size=8)
-    saved = agent()
-    one_gru = {k: v for k, v in saved.state_dict().items() if not k.startswith("core.value_gru.")}
-    cell = {k.replace("core.gru.", "core.cell.").replace("_l0", ""): v for k, v in one_gru.items()}
-    assert "core.cell.weight_ih" in cell and not any(k.startswith("core.gru.") for k in cell)
-    obs, starts = torch.randn(5 * 2, 3), torch.tensor([1.0, 1.0] + [0.0] * 6 + [1.0, 0.0])
-    for old in (one_gru, cell):
-        loaded = agent()
-        loaded.load_state_dict(old)
-        for name, param in loaded.core.gru.named_parameters():
-            assert torch.equal(param, saved.core.gru.get_parameter(name))
-            assert torch.equal(loaded.core.value_gru.get_parameter(name), param)
-        x_pi, x_v = loaded.features(obs, ppo.MemoryState(torch.zeros(2, 16), starts))
-        assert torch.equal(x_pi, x_v)
-        assert torch.equal(loaded.actor.state_dict()["0.weight"], saved.actor.state_dict()["0.weight"])
+    saved, loaded = agent(), agent()
+    old = {k.replace("core.gru.", "core.cell.").replace("_l0", ""): v for k, v in saved.state_dict().items()}
+    assert "core.cell.weight_ih" in old and not any(k.startswith("core.gru.") for k in old)
+    loaded.load_state_dict(old)
+    assert all(torch.equal(a, b) for a, b in zip(saved.state_dict().values(), loaded.state_dict().values()))
 
 
 def test_frame_stack_puts_the_last_observations_side_by_side():
@@ -1818,7 +1808,7 @@ def test_policy_carries_a_recurrent_memory_and_restarts_it_at_episode_ends_and_l
     # The same steps in one call of the GRU over the whole sequence, restarting where each episode starts: the same
     # actions, so act() carried the memory from step to step and reset() restarted it.
     with torch.no_grad():
-        mem = ppo.MemoryState(torch.zeros(1, policy.agent.core.state_size), torch.tensor(starts))   # both GRUs
+        mem = ppo.MemoryState(torch.zeros(1, 16), torch.tensor(starts))
         replayed = policy.agent.distribution(torch.as_tensor(np.array(observations)), mem=mem).mode
     assert replayed.tolist() == actions and sum(starts) == 2 and len(actions) > 20
     # In an Atari game (here pretended), a lost life restarts the memory as the training's lost-life signal did.
