@@ -107,7 +107,7 @@ class Args:
 
     # --- the PPO update ---
     learning_rate: float = AUTO
-    """Adam step size (2.5e-3; --recurrent 1e-3; continuous 3e-4; images 2.5e-4). Too high: collapse; too low: slow"""
+    """Adam step size (2.5e-3; discrete --recurrent 1e-3; continuous 3e-4; images 2.5e-4); too high collapses"""
     anneal_lr: bool = True
     """decay the learning rate linearly to 0 over the run; steadies the end of training"""
     gamma: float = 0.99
@@ -1214,7 +1214,7 @@ class RunArgs(Args):
     """with --recurrent: the update re-runs the GRU over sequences of this many steps (it must divide num-steps).
     Each starts from the state it had when acting, so the gradient reaches at most this far back"""
     frame_stack: int = 1
-    """vector observations: feed the agent the last K observations side by side, the cheap memory to try first"""
+    """feed the agent the last K observations side by side (images: their channels), the cheap memory to try first"""
     action_mask: bool = True
     """where the env says which actions are legal, the policy chooses only among them.
     The env says so in info["action_mask"] or in an "action_mask" key of a Dict observation.
@@ -1248,7 +1248,7 @@ class RunArgs(Args):
     Image (Atari) agents save this as on: a deterministic policy can stall a game"""
     eval_video_episodes: int = 1
     """with --evaluate --capture-video: film the first this many episodes (-1: all of them).
-    Filming is slow on a CPU: a MuJoCo frame takes ~0.3 s off-screen, ~5 minutes per 1000-step episode"""
+    Filming is slow on a CPU: a MuJoCo frame takes ~0.1 s off-screen, ~2 minutes per 1000-step episode"""
     tensorboard: bool = True
     """also write TensorBoard event files, if the optional `tensorboard` package is installed"""
     track: bool = False
