@@ -2185,3 +2185,11 @@ def test_memory_benchmark_table_names_the_commit_and_shows_unfinished_runs(tmp_p
     benchmark.table(str(tmp_path))
     out = capsys.readouterr().out
     assert "ppo.py commit of the runs: abc1234" in out and "unfinished: 4,096 of 20,000" in out
+
+
+def test_memory_benchmark_holds_means_within_ten_percent_of_the_best(monkeypatch):
+    monkeypatch.syspath_prepend(str(HERE / "notes"))
+    benchmark = importlib.import_module("memory_benchmark")
+    assert benchmark.holds(450.0, 500.0) and not benchmark.holds(449.0, 500.0)
+    assert benchmark.holds(-220.0, -200.0) and not benchmark.holds(-221.0, -200.0)   # negative: at most 10% below
+    np.testing.assert_allclose(benchmark.last_100_means(np.arange(101.0)), [49.5, 50.5])

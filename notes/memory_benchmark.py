@@ -109,6 +109,12 @@ def holds(end: float, best: float) -> bool:
     return end >= (0.9 * best if best >= 0 else 1.1 * best)
 
 
+def last_100_means(returns: np.ndarray) -> np.ndarray:
+    """The mean of the last 100 episodes after each episode from the 100th on: entry i ends at episode 99 + i."""
+    cumulative = np.concatenate([[0.0], np.cumsum(returns)])
+    return (cumulative[100:] - cumulative[:-100]) / 100
+
+
 def run_summary(run_dir: Path) -> dict:
     """One run directory: env id, config (its --exp-name), seed, steps done and asked, and the returns' story."""
     env_id, config, seed = run_dir.name.split("__")[:3]
@@ -119,12 +125,11 @@ def run_summary(run_dir: Path) -> dict:
     row = dict(env_id=env_id, config=config, seed=int(seed),
                target=json.loads((run_dir / "args.json").read_text())["total_timesteps"],
                steps=int(updates[-1]["global_step"]) if updates else 0)
-    row["finished"] = row["steps"] + 2048 >= row["target"] and len(episodes) >= 100    # else running, or stopped
-    if not row["finished"]:
+    row["unfinished"] = (f"unfinished: {row['steps']:,} of {row['target']:,}" if row["steps"] + 2048 < row["target"]
+                         else "fewer than 100 episodes" if len(episodes) < 100 else None)   # running, or stopped
+    if row["unfinished"]:
         return row
-    returns = np.array([float(r["episodic_return"]) for r in episodes])
-    cumulative = np.concatenate([[0.0], np.cumsum(returns)])
-    running = (cumulative[100:] - cumulative[:-100]) / 100                  # last-100 mean after episode 100, ...
+    running = last_100_means(np.array([float(r["episodic_return"]) for r in episodes]))
     goal = GOALS.get(row["env_id"])
     reached = np.flatnonzero(running >= goal) if goal is not None else []
     row.update(end=running[-1], best=running.max(), best_step=int(episodes[99 + running.argmax()]["global_step"]),
@@ -144,16 +149,14 @@ def table(runs_dir: str) -> None:
     print("| env | config | seed | steps | last-100 mean at the end | best last-100 mean (step) | holds | "
           "goal first reached at step | steps/s |\n|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        if not r["finished"]:
-            why = f"unfinished: {r['steps']:,} of {r['target']:,}" if r["steps"] + 2048 < r["target"] else \
-                "fewer than 100 episodes"
-            print(f"| {r['env_id']} | {r['config']} | {r['seed']} | {why} | | | | | |")
+        if r["unfinished"]:
+            print(f"| {r['env_id']} | {r['config']} | {r['seed']} | {r['unfinished']} | | | | | |")
             continue
         print(f"| {r['env_id']} | {r['config']} | {r['seed']} | {r['steps']:,} | {r['end']:.1f} | {r['best']:.1f} "
               f"({r['best_step']:,}) | {'yes' if r['holds'] else 'no'} | {r['first']} | {r['sps']:,.0f} |")
     print("\n| env | config | seeds | last-100 mean at the end: median (each seed) | seeds that hold | median steps/s |"
           "\n|---|---|---|---|---|---|")
-    done = [r for r in rows if r["finished"]]
+    done = [r for r in rows if not r["unfinished"]]
     for env_id, config in sorted({(r["env_id"], r["config"]) for r in done}):
         sel = [r for r in done if (r["env_id"], r["config"]) == (env_id, config)]
         each = ", ".join(f"{r['end']:.1f}" for r in sel)
@@ -175,9 +178,9 @@ def same_starts(run_dir: Path, repeats: int = 3) -> dict:
 
     Pendulum's return depends on where the pendulum starts (hanging down costs far more than near the top), and
     every episode lasts 200 steps, so episode k of sub-env i always starts from the k-th draw of that env's seeded
-    generator (reset_to_start), whatever the policy. This replays those starts: the run's
-    final policy, sampling its actions as in training, plays the 100 starts of the run's best window and the 100
-    of its last one (`repeats` times each). If the final policy scores about as much lower on the last window's
+    generator (reset_to_start), whatever the policy. This replays those starts: the run's final policy, sampling
+    its actions as in training, plays the 100 starts of the run's best window and the 100 of its last one
+    (`repeats` times each). If the final policy scores about as much lower on the last window's
     starts as training did, the drop was the starts, not a worse policy."""
     import torch
     import ppo
@@ -187,8 +190,7 @@ def same_starts(run_dir: Path, repeats: int = 3) -> dict:
     if len({r["episodic_length"] for r in episodes}) != 1 or len(episodes) % n:
         raise SystemExit(f"error: {run_dir}: episodes of different lengths; the starts cannot be replayed")
     returns = np.array([float(r["episodic_return"]) for r in episodes])
-    cumulative = np.concatenate([[0.0], np.cumsum(returns)])
-    running = (cumulative[100:] - cumulative[:-100]) / 100
+    running = last_100_means(returns)
     windows = {"best": range(running.argmax(), running.argmax() + 100), "last": range(len(returns) - 100, len(returns))}
     policy = ppo.load_policy(run_dir / "checkpoint.pt", deterministic=False)
     torch.manual_seed(0)
@@ -228,7 +230,7 @@ def main(argv: list[str]) -> int:
             print(f"| {run_dir.name} | {best:.1f}, {best_now:.1f} | {last:.1f}, {last_now:.1f} |", flush=True)
     else:
         env_id = ENVS[args.env][0]
-        runs = sorted(str(p) for p in Path(args.runs_dir).glob(f"{env_id}__*"))
+        runs = sorted(str(p) for p in Path(args.runs_dir).glob(f"*{env_id}__*"))   # also memory_benchmark_{env_id}
         return subprocess.call([sys.executable, str(HERE / "plot.py"), *runs, "--overlay", "--title",
                                 f"{env_id}: no memory, --frame-stack 4, --recurrent",
                                 *(["-o", args.out] if args.out else [])])
