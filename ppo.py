@@ -89,7 +89,7 @@ class Args:
     async_envs: bool = False
     """run each environment in its own process (AsyncVectorEnv). Pays off only when one env step is slow"""
     num_steps: int = AUTO
-    """steps taken in each environment per rollout (T: 64; continuous 256; images 128); one update uses T * N"""
+    """steps in each env per rollout (T: 64; discrete --recurrent 128; continuous 256; images 128); T * N per update"""
     norm_obs: bool = AUTO
     """normalize observations with running mean and std, kept in the agent (on for real-valued vectors, else off)"""
     norm_reward: bool = AUTO
@@ -2232,12 +2232,15 @@ CONTINUOUS_DEFAULTS = dict(
 )
 # --recurrent, for envs that are not images: a GRU policy moves further per update than an MLP at the same learning
 # rate (approximate KL per update 0.008 against 0.004 at 1e-3, CartPole with its velocities hidden), so discrete
-# actions learn at 1e-3 instead of 2.5e-3: as good on three memory tasks, with half the KL. Minibatches are 4 sets of
-# sequences for every action space (the continuous defaults' 32 would replay the GRU 8 times as often per epoch).
-# Continuous actions keep 3e-4: 1e-3 did better, but only on Pendulum and with rough updates. Images: not screened,
-# they keep their own. notes/recurrent_screen.md has the screens (3 to 6 seeds per task, six tasks), and what did
-# not win: 4 epochs, a target KL, other sequence lengths, 16 envs x 128 steps, and a GRU for each head.
-RECURRENT_DEFAULTS = dict(learning_rate=1e-3, num_minibatches=4)
+# actions learn at 1e-3 instead of 2.5e-3, and from rollouts twice as long (16 x 128): every update then learns from
+# 64 sequences of 32 steps, as continuous actions do (8 x 256). Half as many sequences left LunarLander with its
+# velocities hidden near -88 on every seed; twice as many learned it better still but missed the 100k-step cue.
+# Minibatches are 4 sets of sequences for every action space (the continuous defaults' 32 would replay the GRU 8
+# times as often per epoch). Continuous actions keep 3e-4: 1e-3 did better, but only on Pendulum and with rough
+# updates. Images: not screened, they keep their own. notes/recurrent_screen.md has the screens (3 to 6 seeds per
+# task, seven tasks), and what did not win: 4 epochs, a target KL, other sequence lengths, an entropy bonus, a smaller
+# value weight or clip range, and a GRU for each head.
+RECURRENT_DEFAULTS = dict(learning_rate=1e-3, num_steps=128, num_minibatches=4)
 RECURRENT_CONTINUOUS_DEFAULTS = dict(num_minibatches=4)
 # Images (Atari, or any env whose observation is a 3-D Box of uint8) follow the observation instead, and win over
 # the action space's defaults: CleanRL's ppo_atari.py settings for the Nature CNN. A small learning rate and clip

@@ -206,6 +206,9 @@ def test_readme_defaults_table_matches_default_args():
             assert f"clip {args.clip_coef}" in lr, row
     envs_steps, epochs_minibatches, lr, *rest = rows["With `--recurrent` (not images; notes/recurrent_screen.md)"]
     discrete, continuous = (ppo.default_args(env_id, recurrent=True) for env_id in ("CartPole-v1", "Pendulum-v1"))
+    assert envs_steps == f"discrete {discrete.num_envs} × {discrete.num_steps}; continuous as above", envs_steps
+    assert (continuous.num_envs, continuous.num_steps) == (ppo.default_args("Pendulum-v1").num_envs,
+                                                           ppo.default_args("Pendulum-v1").num_steps)
     assert epochs_minibatches.startswith(f"{discrete.num_minibatches} minibatches")
     assert discrete.num_minibatches == continuous.num_minibatches
     assert lr == f"discrete {discrete.learning_rate:.0e}; continuous {continuous.learning_rate:.0e}".replace("e-0", "e-")
@@ -1382,7 +1385,7 @@ def test_recurrent_agent_learns_a_cue_that_a_memoryless_one_cannot(tmp_path):
         args = ppo.default_args("Cue-v0", total_timesteps=steps, runs_dir=str(tmp_path), quiet=True,
                                 tensorboard=False, **flags)
         return np.mean(ppo.train(args)["episode_returns"][-200:])
-    assert last_mean(12_288, recurrent=True) > 0.9                               # remembers the cue
+    assert last_mean(24_576, recurrent=True) > 0.9                               # remembers the cue
     assert last_mean(6_144) < 0.65                                               # can only guess: 0.5
 
 
@@ -1421,8 +1424,8 @@ def test_frame_stack_puts_the_last_observations_side_by_side():
 
 
 @pytest.mark.parametrize("flags, expected", [
-    (["--recurrent", "--num-envs", "6", "--num-minibatches", "8"], "--num-minibatches 8: with --recurrent"),
-    (["--recurrent", "--recurrent-seq-len", "48"], "--recurrent-seq-len 48: must divide --num-steps 64"),
+    (["--recurrent", "--num-envs", "6", "--num-minibatches", "16"], "--num-minibatches 16: with --recurrent"),
+    (["--recurrent", "--recurrent-seq-len", "48"], "--recurrent-seq-len 48: must divide --num-steps 128"),
     (["--frame-stack", "0"], "--frame-stack 0: must be a positive integer"),
 ])
 def test_memory_flags_are_checked(flags, expected, capsys, tmp_path):
