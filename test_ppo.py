@@ -2181,13 +2181,20 @@ def test_memory_benchmark_table_names_the_commit_and_shows_unfinished_runs(tmp_p
     benchmark = importlib.import_module("memory_benchmark")
     run = tmp_path / "CartPoleNoVel-v1__recurrent__1__1796406890"          # a run stopped at 4,096 of 20,000 steps
     run.mkdir()
-    (run / "args.json").write_text(json.dumps({"total_timesteps": 20_000}))
+    (run / "args.json").write_text(json.dumps({"total_timesteps": 20_000, "num_envs": 16, "num_steps": 64}))
     (run / "episodes.csv").write_text("global_step,wall_time,episodic_return,episodic_length\n100,1.0,20.0,20\n")
     (run / "updates.csv").write_text("global_step,wall_time\n4096,2.0\n")
     (run / "commit.txt").write_text("abc1234\n")
+    done = tmp_path / "CartPoleNoVel-v1__recurrent__2__1796406891"  # whole iterations of 4,096: 16,384 is the end
+    done.mkdir()
+    (done / "args.json").write_text(json.dumps({"total_timesteps": 20_000, "num_envs": 16, "num_steps": 256}))
+    (done / "episodes.csv").write_text("global_step,wall_time,episodic_return,episodic_length\n" +
+                                       "".join(f"{100 * i},1.0,{i}.0,20\n" for i in range(1, 121)))
+    (done / "updates.csv").write_text("global_step,wall_time\n16384,2.0\n")
     benchmark.table(str(tmp_path))
     out = capsys.readouterr().out
     assert "ppo.py commit of the runs: abc1234" in out and "unfinished: 4,096 of 20,000" in out
+    assert "| CartPoleNoVel-v1 | recurrent | 2 | 16,384 | 70.5 | 70.5 (12,000) | yes |" in out
 
 
 def test_memory_benchmark_holds_means_within_ten_percent_of_the_best(monkeypatch):

@@ -122,10 +122,11 @@ def run_summary(run_dir: Path) -> dict:
                          for name in ("episodes.csv", "updates.csv"))      # a run just started has neither yet
     for module in ("memory_benchmark_", "recurrent_lr_screen_"):                # --env-id module:EnvName
         env_id = env_id.removeprefix(module)
-    row = dict(env_id=env_id, config=config, seed=int(seed),
-               target=json.loads((run_dir / "args.json").read_text())["total_timesteps"],
+    args = json.loads((run_dir / "args.json").read_text())
+    row = dict(env_id=env_id, config=config, seed=int(seed), target=args["total_timesteps"],
                steps=int(updates[-1]["global_step"]) if updates else 0)
-    row["unfinished"] = (f"unfinished: {row['steps']:,} of {row['target']:,}" if row["steps"] + 2048 < row["target"]
+    batch = args["num_envs"] * args["num_steps"]          # a run stops at the last whole iteration within its target
+    row["unfinished"] = (f"unfinished: {row['steps']:,} of {row['target']:,}" if row["steps"] + batch <= row["target"]
                          else "fewer than 100 episodes" if len(episodes) < 100 else None)   # running, or stopped
     if row["unfinished"]:
         return row
