@@ -107,7 +107,7 @@ class Args:
 
     # --- the PPO update ---
     learning_rate: float = AUTO
-    """Adam step size (2.5e-3; discrete --recurrent 1e-3; continuous 3e-4; images 2.5e-4); too high collapses"""
+    """Adam step size (2.5e-3; continuous 3e-4; images 2.5e-4; --recurrent 1e-3); too high collapses"""
     anneal_lr: bool = True
     """decay the learning rate linearly to 0 over the run; steadies the end of training"""
     gamma: float = 0.99
@@ -2230,18 +2230,19 @@ CONTINUOUS_DEFAULTS = dict(
     total_timesteps=1_000_000, num_envs=8, num_steps=256, learning_rate=3e-4, num_minibatches=32,
     update_epochs=10, ent_coef=0.0, clip_vloss=False, vf_coef=0.25, norm_adv=False, log_std_init=-0.5,
 )
-# --recurrent, for envs that are not images: a GRU policy moves further per update than an MLP at the same learning
-# rate (approximate KL per update 0.008 against 0.004 at 1e-3, CartPole with its velocities hidden), so discrete
-# actions learn at 1e-3 instead of 2.5e-3, and from rollouts twice as long (16 x 128): every update then learns from
-# 64 sequences of 32 steps, as continuous actions do (8 x 256). Half as many sequences left LunarLander with its
-# velocities hidden near -88 on every seed; twice as many learned it better still but missed the 100k-step cue.
-# Minibatches are 4 sets of sequences for every action space (the continuous defaults' 32 would replay the GRU 8
-# times as often per epoch). Continuous actions keep 3e-4: 1e-3 did better, but only on Pendulum and with rough
-# updates. Images: not screened, they keep their own. notes/recurrent_screen.md has the screens (3 to 6 seeds per
-# task, seven tasks), and what did not win: 4 epochs, a target KL, other sequence lengths, an entropy bonus, a smaller
-# value weight or clip range, and a GRU for each head.
+# --recurrent, for envs that are not images: every space learns at 1e-3, in 4 minibatches of sequences (the
+# continuous defaults' 32 would replay the GRU 8 times as often per epoch, and take 8 times the steps). For discrete
+# actions that is lower than their 2.5e-3: a GRU policy moves further per update than an MLP at the same rate
+# (approximate KL 0.008 against 0.004 at 1e-3, CartPole with its velocities hidden). For continuous actions it is
+# higher than their 3e-4, which in 4 minibatches took 40 gradient steps per update instead of 320 and learned
+# Pendulum, Hopper and HalfCheetah with hidden velocities more slowly. Discrete actions also roll out 16 x 128
+# instead of 16 x 64, so that every update learns from 64 sequences of 32 steps, as continuous actions do (8 x 256):
+# half as many left LunarLander with its velocities hidden near -88 on every seed; twice as many learned it better
+# still but missed the 100k-step cue. Images: not screened, they keep their own. notes/recurrent_screen.md has the
+# screens (3 to 6 seeds per task, seven tasks), and what did not win: 4 epochs, a target KL, other sequence lengths,
+# an entropy bonus, a smaller value weight or clip range, 16 minibatches, and a GRU for each head.
 RECURRENT_DEFAULTS = dict(learning_rate=1e-3, num_steps=128, num_minibatches=4)
-RECURRENT_CONTINUOUS_DEFAULTS = dict(num_minibatches=4)
+RECURRENT_CONTINUOUS_DEFAULTS = dict(learning_rate=1e-3, num_minibatches=4)
 # Images (Atari, or any env whose observation is a 3-D Box of uint8) follow the observation instead, and win over
 # the action space's defaults: CleanRL's ppo_atari.py settings for the Nature CNN. A small learning rate and clip
 # range, because one shared network now serves both the policy and the value; an entropy bonus, because a game's
