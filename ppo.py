@@ -2230,19 +2230,16 @@ CONTINUOUS_DEFAULTS = dict(
     total_timesteps=1_000_000, num_envs=8, num_steps=256, learning_rate=3e-4, num_minibatches=32,
     update_epochs=10, ent_coef=0.0, clip_vloss=False, vf_coef=0.25, norm_adv=False, log_std_init=-0.5,
 )
-# --recurrent, for envs that are not images: every space learns at 1e-3, in 4 minibatches of sequences (the
-# continuous defaults' 32 would replay the GRU 8 times as often per epoch, and take 8 times the steps). For discrete
-# actions that is lower than their 2.5e-3: a GRU policy moves further per update than an MLP (approximate KL 0.014 at
-# 1e-3 against 0.006 without memory at 2.5e-3, LunarLander with its velocities hidden). For continuous actions it is
-# higher than their 3e-4, which in 4 minibatches took 40 gradient steps per update instead of 320 and learned
-# Pendulum, Hopper and HalfCheetah with hidden velocities more slowly. Discrete actions also roll out 16 x 128
-# instead of 16 x 64, so that every update learns from 64 sequences of 32 steps, as continuous actions do (8 x 256):
-# half as many left LunarLander with its velocities hidden near -88 on every seed; twice as many learned it better
-# still but missed the 100k-step cue. Images: not screened, they keep their own. notes/recurrent_screen.md has the
-# screens (3 to 6 seeds per task, seven tasks), and what did not win: 4 epochs, a target KL, other sequence lengths,
-# an entropy bonus, a smaller value weight or clip range, 16 minibatches, and a GRU for each head.
-RECURRENT_DEFAULTS = dict(learning_rate=1e-3, num_steps=128, num_minibatches=4)
-RECURRENT_CONTINUOUS_DEFAULTS = dict(learning_rate=1e-3, num_minibatches=4)
+# --recurrent, for envs that are not images (images keep their own: not screened). Every action space learns at 1e-3
+# in 4 minibatches of sequences: the continuous defaults' 32 would replay the GRU 8 times as often per epoch. For
+# discrete actions 1e-3 is below their 2.5e-3, because a GRU policy moves further per update than an MLP (approximate
+# KL 0.014 at 1e-3 against 0.006 without memory at 2.5e-3, LunarLander with its velocities hidden); for continuous
+# ones it is above their 3e-4, which in 4 minibatches took 40 gradient steps per update instead of 320 and learned
+# more slowly. Discrete actions also roll out 16 x 128, so that every update learns from 64 sequences of 32 steps as
+# continuous ones do (8 x 256): half as many left that LunarLander near -88 on every seed. notes/recurrent_screen.md
+# has the screens (seven tasks, 3 to 6 seeds each) and what did not win.
+RECURRENT_DEFAULTS = dict(learning_rate=1e-3, num_minibatches=4)
+RECURRENT_DISCRETE_DEFAULTS = dict(num_steps=128)
 # Images (Atari, or any env whose observation is a 3-D Box of uint8) follow the observation instead, and win over
 # the action space's defaults: CleanRL's ppo_atari.py settings for the Nature CNN. A small learning rate and clip
 # range, because one shared network now serves both the policy and the value; an entropy bonus, because a game's
@@ -2288,7 +2285,8 @@ def env_defaults(env_id: str, preset: str | None = None, recurrent: bool = False
         continuous, image = isinstance(env.action_space, gym.spaces.Box), is_image(env.observation_space)
         raw = env.unwrapped.observation_space              # before any flattening: one-hot parts are not "real"
         vector = isinstance(raw, gym.spaces.Box) and np.issubdtype(raw.dtype, np.floating) and not image
-    memory = {} if not recurrent or image else RECURRENT_CONTINUOUS_DEFAULTS if continuous else RECURRENT_DEFAULTS
+    memory = ({} if not recurrent or image else
+              {**RECURRENT_DEFAULTS, **({} if continuous else RECURRENT_DISCRETE_DEFAULTS)})
     return {**DISCRETE_DEFAULTS, **(VECTOR_DEFAULTS if vector else {}), **(CONTINUOUS_DEFAULTS if continuous else {}),
             **(ATARI_DEFAULTS if image else {}), **memory, **PRESETS.get(preset, {})}
 

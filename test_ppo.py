@@ -207,8 +207,8 @@ def test_readme_defaults_table_matches_default_args():
     envs_steps, epochs_minibatches, lr, *rest = rows["With `--recurrent` (not images; notes/recurrent_screen.md)"]
     discrete, continuous = (ppo.default_args(env_id, recurrent=True) for env_id in ("CartPole-v1", "Pendulum-v1"))
     assert envs_steps == f"discrete {discrete.num_envs} × {discrete.num_steps}; continuous as above", envs_steps
-    assert (continuous.num_envs, continuous.num_steps) == (ppo.default_args("Pendulum-v1").num_envs,
-                                                           ppo.default_args("Pendulum-v1").num_steps)
+    plain = ppo.default_args("Pendulum-v1")
+    assert (continuous.num_envs, continuous.num_steps) == (plain.num_envs, plain.num_steps)
     assert epochs_minibatches.startswith(f"{discrete.num_minibatches} minibatches")
     assert discrete.num_minibatches == continuous.num_minibatches
     assert float(lr) == discrete.learning_rate == continuous.learning_rate, lr
@@ -1730,7 +1730,7 @@ def test_args_shows_auto_for_what_depends_on_the_env_and_its_docstring_gives_the
     # Every field the per-space tables set is AUTO in Args (a learner never reads a default that will not be used),
     # and its --help text names the values each kind of env gets.
     tables = {**ppo.DISCRETE_DEFAULTS, **ppo.VECTOR_DEFAULTS, **ppo.CONTINUOUS_DEFAULTS, **ppo.ATARI_DEFAULTS,
-              **ppo.RECURRENT_DEFAULTS, **ppo.RECURRENT_CONTINUOUS_DEFAULTS}
+              **ppo.RECURRENT_DEFAULTS, **ppo.RECURRENT_DISCRETE_DEFAULTS}
     auto = {f.name for f in dataclasses.fields(ppo.Args) if f.default is ppo.Args.AUTO and f.name in tables}
     assert set(tables) == auto == set(ppo.DISCRETE_DEFAULTS)
     source = inspect.getsource(ppo.Args.__mro__[1]) + inspect.getsource(ppo.RunArgs)
@@ -1741,7 +1741,7 @@ def test_args_shows_auto_for_what_depends_on_the_env_and_its_docstring_gives_the
         return {float(n) * scale[k] for n, k in re.findall(r"(?<![\w.])(-?\d+(?:\.\d+)?(?:e-?\d+)?)(k|M|)\b", text)}
     for name in auto - {"norm_obs", "norm_reward", "eval_stochastic", "clip_vloss", "norm_adv"}:   # said in words
         for table in (ppo.DISCRETE_DEFAULTS, ppo.CONTINUOUS_DEFAULTS, ppo.ATARI_DEFAULTS, ppo.RECURRENT_DEFAULTS,
-                      ppo.RECURRENT_CONTINUOUS_DEFAULTS):
+                      ppo.RECURRENT_DISCRETE_DEFAULTS):
             value = table.get(name)
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 assert float(value) in numbers(docs[name]), (name, value, docs[name])
