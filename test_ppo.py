@@ -2195,7 +2195,7 @@ def test_memory_benchmark_table_names_the_commit_and_shows_unfinished_runs(tmp_p
     benchmark.table(str(tmp_path))
     out = capsys.readouterr().out
     assert "ppo.py commit of the runs: abc1234" in out and "unfinished: 4,096 of 20,000" in out
-    assert "| CartPoleNoVel-v1 | recurrent | 2 | 16,384 | 70.5 | 70.5 (12,000) | yes |" in out
+    assert "| CartPoleNoVel-v1 | recurrent | 2 | 16,384 | 70.5 | 70.5 (12,000) | yes | 100% |" in out  # 1..120
 
 
 def test_memory_benchmark_holds_means_within_ten_percent_of_the_best(monkeypatch):
@@ -2204,3 +2204,33 @@ def test_memory_benchmark_holds_means_within_ten_percent_of_the_best(monkeypatch
     assert benchmark.holds(450.0, 500.0) and not benchmark.holds(449.0, 500.0)
     assert benchmark.holds(-220.0, -200.0) and not benchmark.holds(-221.0, -200.0)   # negative: at most 10% below
     np.testing.assert_allclose(benchmark.last_100_means(np.arange(101.0)), [49.5, 50.5])
+    # kept: the share of the gain over the start. Pendulum from random play's -1200 to a best of -200, ending at
+    # -300, kept 900 of 1000; the same run with 1300 added to every reward reads the same, where end / best does not.
+    assert benchmark.kept(-300.0, -200.0, -1200.0) == pytest.approx(0.9)
+    assert benchmark.kept(1000.0, 1100.0, 100.0) == pytest.approx(0.9)
+    assert benchmark.kept(5.0, 5.0, 5.0) is None and benchmark.kept(80.0, 100.0, 0.0) == pytest.approx(0.8)
+    # above_share, every pair: 3 beats 2 and 1, 1 loses to 2 and ties 1 (a half): 2.5 of 4
+    assert benchmark.above_share([3.0, 1.0], [2.0, 1.0]) == 0.625 and benchmark.above_share([1.0], [2.0]) == 0.0
+
+
+def test_memory_benchmark_snapshots_leave_the_run_unchanged_and_play_as_evaluate_does(tmp_path, monkeypatch, capsys):
+    """run --snapshots keeps the agent as it trains without changing the run (checkpoints draw no random numbers);
+    play scores a snapshot as ppo.evaluate does, its episodes side by side; evals reads the snapshots."""
+    monkeypatch.syspath_prepend(str(HERE / "notes"))
+    benchmark = importlib.import_module("memory_benchmark")
+    save = ppo.Run.save
+    for snapshots, runs in ((0, tmp_path / "plain"), (2, tmp_path / "kept")):
+        benchmark.run("cartpole", "recurrent", 1, str(runs), steps=3 * 16 * 128, snapshots=snapshots)
+    assert ppo.Run.save is save                                      # the patch is undone once the run ends
+    plain, run = (next(runs.glob("*__recurrent__1__*")) for runs in (tmp_path / "plain", tmp_path / "kept"))
+    assert not (plain / "snapshots").exists()
+    assert sorted(p.name for p in (run / "snapshots").iterdir()) == [f"step-{s:09d}.pt" for s in (2048, 4096, 6144)]
+    steps_and_returns = [[r.split(",")[0::2] for r in (d / "episodes.csv").read_text().splitlines()] for d in (plain, run)]
+    assert steps_and_returns[0] == steps_and_returns[1]
+    first = run / "snapshots" / "step-000002048.pt"
+    np.testing.assert_allclose(benchmark.play(first, 3), ppo.evaluate(first, 3), atol=1e-4)
+    benchmark.evals(str(tmp_path / "kept"), 3)
+    out = capsys.readouterr().out
+    curve = benchmark.snapshot_returns(run, 3)                       # read back from evaluations-3.csv
+    assert [step for step, _ in curve] == [2048, 4096, 6144] and (run / "evaluations-3.csv").exists()
+    assert f"| CartPoleNoVel-v1 | recurrent | 1 | 3 | {curve[-1][1]:.1f} | {max(r for _, r in curve):.1f} (" in out

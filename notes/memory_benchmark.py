@@ -3,6 +3,8 @@
     python notes/memory_benchmark.py run --env cartpole --config recurrent --seed 1 --runs-dir runs-memory
     python notes/memory_benchmark.py table --runs-dir runs-memory
     python notes/memory_benchmark.py run --env cartpole --short      # a tenth of the steps, to try it in a minute
+    python notes/memory_benchmark.py run --env pendulum --seed 1 --snapshots 20 --runs-dir runs-memory
+    python notes/memory_benchmark.py evals --runs-dir runs-memory    # score every snapshot on the same episodes
 
 Each env here is a gymnasium env with its velocities zeroed in the observation (HideIndices): CartPoleNoVel-v1
 (CartPole-v1 without indices 1 and 3), PendulumNoVel-v1 (Pendulum-v1 without index 2), AcrobotNoVel-v1,
@@ -19,8 +21,19 @@ directory). `table` reads every run directory in --runs-dir (these, or ppo.py's 
 --exp-name, which it shows as the config), names the commits, lists a run that has not reached its steps as
 unfinished, and prints per run the mean return of the last 100 training episodes, the best that running mean was
 during the run, whether the run holds (ends within 10% of its best: at least 0.9 x best, or for a negative best
-at least 1.1 x best), the first step at which it reached the env's goal where there is one, and the steps/s; then
-the median per config over finished runs. `plot` draws the learning curves with notes/plot.py (needs matplotlib).
+at least 1.1 x best), how much of its gain it kept (kept: (end - start) / (best - start), start being the mean of
+its first 100 episodes; unlike end / best, the same whatever constant is added to the rewards), the first step at
+which it reached the env's goal where there is one, and the steps/s; then the median per config over finished runs.
+
+The best of a run's 1,000 or more overlapping 100-episode windows is partly luck: a policy that never changes still
+has a best window above its last. `run --snapshots 20` keeps the agent about 20 times in the run (and at its end,
+in snapshots/; the run is the same without them), and `evals` plays every snapshot on the same 30 evaluation
+episodes (--episodes; the most likely action, starts no training episode had, as ppo.py --evaluate), so snapshots
+differ only by their policies. It prints per run the agent it ended with, its best snapshot, random play on the
+same episodes, and kept = (end - random) / (best - random); a run holds at 90% or more. Then per config: the
+median of the agents it ended with, the chance that one of its runs ends above one without memory (every pair of
+runs, not only those of the same seed: above_share), and the median of kept. A run without snapshots, such as one
+ppo.py trained on its own, shows the agent it ended with alone (its checkpoint.pt). `plot` draws the learning curves with notes/plot.py (needs matplotlib).
 `starts --env pendulum` asks of each PendulumNoVel run whether its drop from its best window to its last was the
 policy or the episodes' starting states (same_starts).
 """
@@ -29,6 +42,7 @@ import argparse
 import contextlib
 import csv
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -91,17 +105,38 @@ def commit() -> str:
     return head + ("+changes" if git("status", "--porcelain", "--", "ppo.py") else "")
 
 
-def run(env: str, config: str, seed: int, runs_dir: str, steps: int | None = None) -> None:
-    """Train one run, ppo.py's progress line showing as it goes; steps: fewer than the env's budget (--short)."""
+def run(env: str, config: str, seed: int, runs_dir: str, steps: int | None = None, snapshots: int = 0) -> None:
+    """Train one run, ppo.py's progress line showing as it goes; steps: fewer than the env's budget (--short).
+    snapshots: keep a copy of the agent about that many times in the run, evenly spaced, and at its end, in the run
+    directory's snapshots/ (for `evals`). Checkpointing draws no random numbers: the run is the same without it."""
     import ppo
     env_id, budget = ENVS[env]
     args = ppo.default_args(env_id, seed=seed, total_timesteps=steps or budget, runs_dir=runs_dir, exp_name=config,
                             tensorboard=False, **CONFIGS[config])
+    if snapshots:
+        args.save_every = max(1, args.total_timesteps // (args.num_envs * args.num_steps) // snapshots)
     print(f"{env_id} {config} seed {seed}: {args.total_timesteps:,} steps, ppo.py at {commit()}", flush=True)
-    result = ppo.train(args)
+    with keep_snapshots(ppo) if snapshots else contextlib.nullcontext():
+        result = ppo.train(args)
     (result["run_dir"] / "commit.txt").write_text(commit() + "\n")
     print(f"{env_id} {config} seed {seed}: last-100 mean {np.mean(result['episode_returns'][-100:]):.1f}; "
           f"{result['global_step'] / result['wall_time']:.0f} steps/s; {result['run_dir']}", flush=True)
+
+
+@contextlib.contextmanager
+def keep_snapshots(ppo):
+    """While it lasts, every checkpoint ppo.py saves also leaves a copy beside it, snapshots/step-<global step>.pt."""
+    save = ppo.Run.save
+
+    def save_and_keep(run) -> None:
+        save(run)
+        (run.dir / "snapshots").mkdir(exist_ok=True)
+        shutil.copyfile(run.checkpoint_path, run.dir / "snapshots" / f"step-{run.global_step:09d}.pt")
+    ppo.Run.save = save_and_keep
+    try:
+        yield
+    finally:
+        ppo.Run.save = save
 
 
 def holds(end: float, best: float) -> bool:
@@ -138,6 +173,7 @@ def run_summary(run_dir: Path) -> dict:
                "not reached" if goal is not None else "-",
                sps=row["steps"] / float(updates[-1]["wall_time"]))
     row["holds"] = holds(row["end"], row["best"])
+    row["kept"] = kept(row["end"], row["best"], running[0])     # of its gain over its first 100 episodes
     return row
 
 
@@ -147,22 +183,136 @@ def table(runs_dir: str) -> None:
     commits = sorted({(d / "commit.txt").read_text().strip() if (d / "commit.txt").exists() else "not recorded"
                       for d in dirs})
     print(f"ppo.py commit of the runs: {', '.join(commits) or 'no runs'}; now {commit()}\n")
-    print("| env | config | seed | steps | last-100 mean at the end | best last-100 mean (step) | holds | "
-          "goal first reached at step | steps/s |\n|---|---|---|---|---|---|---|---|---|")
+    print("| env | config | seed | steps | last-100 mean at the end | best last-100 mean (step) | holds | kept | "
+          "goal first reached at step | steps/s |\n|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         if r["unfinished"]:
-            print(f"| {r['env_id']} | {r['config']} | {r['seed']} | {r['unfinished']} | | | | | |")
+            print(f"| {r['env_id']} | {r['config']} | {r['seed']} | {r['unfinished']} | | | | | | |")
             continue
         print(f"| {r['env_id']} | {r['config']} | {r['seed']} | {r['steps']:,} | {r['end']:.1f} | {r['best']:.1f} "
-              f"({r['best_step']:,}) | {'yes' if r['holds'] else 'no'} | {r['first']} | {r['sps']:,.0f} |")
-    print("\n| env | config | seeds | last-100 mean at the end: median (each seed) | seeds that hold | median steps/s |"
-          "\n|---|---|---|---|---|---|")
+              f"({r['best_step']:,}) | {'yes' if r['holds'] else 'no'} | {share(r['kept'])} | {r['first']} | "
+              f"{r['sps']:,.0f} |")
+    print("\n| env | config | seeds | last-100 mean at the end: median (each seed) | seeds that hold | seeds that kept "
+          "90% | median steps/s |\n|---|---|---|---|---|---|---|")
     done = [r for r in rows if not r["unfinished"]]
     for env_id, config in sorted({(r["env_id"], r["config"]) for r in done}):
         sel = [r for r in done if (r["env_id"], r["config"]) == (env_id, config)]
         each = ", ".join(f"{r['end']:.1f}" for r in sel)
         print(f"| {env_id} | {config} | {len(sel)} | {statistics.median(r['end'] for r in sel):.1f} ({each}) | "
-              f"{sum(r['holds'] for r in sel)}/{len(sel)} | {statistics.median(r['sps'] for r in sel):,.0f} |")
+              f"{sum(r['holds'] for r in sel)}/{len(sel)} | {sum((r['kept'] or 0) >= 0.9 for r in sel)}/{len(sel)} | "
+              f"{statistics.median(r['sps'] for r in sel):,.0f} |")
+
+
+def play(path: Path, episodes: int) -> np.ndarray:
+    """The return of a saved agent in each of `episodes` evaluation episodes, all played at once: episode k starts
+    where ppo.evaluate's episode k does (a start no training episode had), and the agent takes its most likely
+    action, so every snapshot of a run meets the same episodes and differs from another only by its policy."""
+    import torch
+    import ppo
+    agent, args = ppo.load_agent(path)
+    envs = [ppo.make_env(args.env_id, None, args.frame_stack) for _ in range(episodes)]
+    obs = np.stack([env.reset(seed=ppo.EVAL_SEED_OFFSET + k)[0] for k, env in enumerate(envs)])
+    memory = ppo.MemoryStore(1, episodes, agent.core)                  # every memory starts from 0
+    returns, playing = np.zeros(episodes), np.ones(episodes, bool)
+    while playing.any():
+        with torch.inference_mode():
+            actions = agent.act(torch.as_tensor(obs), None, True, memory.at_step(0))[0].numpy()
+        memory.step(0, np.zeros(episodes))
+        for k in np.flatnonzero(playing):                              # an ended episode is not stepped again
+            obs[k], reward, terminated, truncated, _ = envs[k].step(actions[k])
+            returns[k] += float(reward)
+            playing[k] = not (terminated or truncated)
+    return returns
+
+
+def random_return(env_id: str, episodes: int) -> float:
+    """The mean return of uniformly random actions in the same evaluation episodes: where `kept` counts from."""
+    import ppo
+    env, total = gym.make(env_id), 0.0
+    env.action_space.seed(0)
+    for k in range(episodes):
+        env.reset(seed=ppo.EVAL_SEED_OFFSET + k)
+        done = False
+        while not done:
+            _, reward, terminated, truncated, _ = env.step(env.action_space.sample())
+            total, done = total + float(reward), terminated or truncated
+    return total / episodes
+
+
+def kept(end: float, best: float, start: float) -> float:
+    """The share of its best gain over `start` (a random policy, or the run's first 100 episodes) a run ends with:
+    unlike end / best, it means the same whatever constant is added to every reward (Pendulum's are all below 0,
+    LunarLander's cross it). None where the run never rose above its start."""
+    return (end - start) / (best - start) if best > start else None
+
+
+def share(kept: float | None) -> str:
+    return "-" if kept is None else f"{kept:.0%}"
+
+
+def snapshot_returns(run_dir: Path, episodes: int) -> list[tuple[int, float]]:
+    """(step, mean return over `episodes` evaluation episodes) of each snapshot the run kept (run --snapshots), in
+    order, or of its checkpoint.pt alone for a run without snapshots; cached in the run's
+    evaluations-<episodes>.csv, so a second call plays only new snapshots."""
+    import torch
+    cache = run_dir / f"evaluations-{episodes}.csv"
+    done = {int(r["global_step"]): float(r["mean_return"]) for r in csv.DictReader(open(cache))} if cache.exists() \
+        else {}
+    paths = sorted((run_dir / "snapshots").glob("step-*.pt")) or [run_dir / "checkpoint.pt"]
+    for path in paths:
+        step = int(path.stem.removeprefix("step-")) if path.stem.startswith("step-") else \
+            torch.load(path, weights_only=False)["global_step"]
+        if step not in done:
+            done[step] = float(play(path, episodes).mean())
+            with open(cache, "w") as f:
+                f.write("global_step,mean_return\n" + "".join(f"{k},{v}\n" for k, v in sorted(done.items())))
+    return sorted(done.items())
+
+
+def evals(runs_dir: str, episodes: int) -> None:
+    """Per run: the agent it ended with, scored on `episodes` evaluation episodes, random play on the same ones, and
+    for a run with snapshots its best snapshot and the share of the best's gain over random play it kept (holds:
+    90% or more); then per config the median of each."""
+    rows, floors = [], {}
+    for run_dir in sorted(d for d in Path(runs_dir).glob("*__*__*__*") if (d / "checkpoint.pt").is_file()):
+        env_id, config, seed = run_dir.name.split("__")[:3]
+        for module in ("memory_benchmark_", "recurrent_lr_screen_"):            # --env-id module:EnvName
+            env_id = env_id.removeprefix(module)
+        curve = snapshot_returns(run_dir, episodes)
+        if env_id not in floors:                       # as the run named it: module:EnvName imports the module
+            floors[env_id] = random_return(json.loads((run_dir / "args.json").read_text())["env_id"], episodes)
+        floor = floors[env_id]
+        (best_step, best), end = max(curve, key=lambda c: c[1]), curve[-1][1]
+        rows.append(dict(env_id=env_id, config=config, seed=int(seed), end=end, best=best, best_step=best_step,
+                         kept=kept(end, best, floor) if len(curve) > 1 else None, floor=floor,
+                         snapshots=len(curve)))
+    rows.sort(key=lambda r: (r["env_id"], r["config"], r["seed"]))
+    print(f"| env | config | seed | snapshots | the agent it ended with | its best snapshot (step) | random play | "
+          f"kept | holds |\n|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        best, holds_ = ((f"{r['best']:.1f} ({r['best_step']:,})", "yes" if (r["kept"] or 0) >= 0.9 else "no")
+                        if r["snapshots"] > 1 else ("-", "-"))
+        print(f"| {r['env_id']} | {r['config']} | {r['seed']} | {r['snapshots']} | {r['end']:.1f} | {best} | "
+              f"{r['floor']:.1f} | {share(r['kept'])} | {holds_} |")
+    print(f"\n| env | config | seeds | the agent it ended with: median (each seed) | above no memory | kept: median | "
+          f"seeds that hold |\n|---|---|---|---|---|---|---|")
+    for env_id, config in sorted({(r["env_id"], r["config"]) for r in rows}):
+        sel = [r for r in rows if (r["env_id"], r["config"]) == (env_id, config)]
+        plain = [r["end"] for r in rows if (r["env_id"], r["config"]) == (env_id, "plain")]
+        shares = [r["kept"] for r in sel if r["snapshots"] > 1]
+        ends = ", ".join(f"{r['end']:.1f}" for r in sel)
+        above = "-" if config == "plain" or not plain else share(above_share([r["end"] for r in sel], plain))
+        print(f"| {env_id} | {config} | {len(sel)} | {statistics.median(r['end'] for r in sel):.1f} ({ends}) | "
+              f"{above} | {share(statistics.median(shares)) if shares else '-'} | "
+              f"{f'{sum(k >= 0.9 for k in shares)}/{len(shares)}' if shares else '-'} |")
+
+
+def above_share(these: list[float], others: list[float]) -> float:
+    """The chance that a run of these ends above a run of the others, over every pair (a tie counts half): the
+    probability of improvement (Agarwal et al. 2021, "Deep RL at the edge of the statistical precipice"). Runs of
+    two configurations with the same seed share no more than their envs' seeds (the networks differ, so their
+    first weights do), so every pair counts, not only those of the same seed."""
+    return float(np.mean([(a > b) + 0.5 * (a == b) for a in these for b in others]))
 
 
 def reset_to_start(env: gym.Env, seed: int, k: int):
@@ -211,18 +361,24 @@ def same_starts(run_dir: Path, repeats: int = 3) -> dict:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", choices=["run", "table", "plot", "starts"])
+    parser.add_argument("what", choices=["run", "table", "evals", "plot", "starts"])
     parser.add_argument("--env", choices=list(ENVS), default="cartpole")
     parser.add_argument("--config", choices=list(CONFIGS), default="recurrent")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--runs-dir", default="runs-memory")
     parser.add_argument("-o", "--out", default=None, help="plot: the PNG to write")
     parser.add_argument("--short", action="store_true", help="run: a tenth of the env's steps, to try it quickly")
+    parser.add_argument("--steps", type=int, default=None, help="run: this many steps instead of the env's budget")
+    parser.add_argument("--snapshots", type=int, default=0, help="run: keep the agent about this many times (evals)")
+    parser.add_argument("--episodes", type=int, default=30, help="evals: the evaluation episodes each snapshot plays")
     args = parser.parse_args(argv)
     if args.what == "run":
-        run(args.env, args.config, args.seed, args.runs_dir, ENVS[args.env][1] // 10 if args.short else None)
+        run(args.env, args.config, args.seed, args.runs_dir,
+            ENVS[args.env][1] // 10 if args.short else args.steps, args.snapshots)
     elif args.what == "table":
         table(args.runs_dir)
+    elif args.what == "evals":
+        evals(args.runs_dir, args.episodes)
     elif args.what == "starts":
         print("| run | best window: training, final policy on its starts | last window: training, final policy on its "
               "starts |\n|---|---|---|")
