@@ -2234,3 +2234,6 @@ def test_memory_benchmark_snapshots_leave_the_run_unchanged_and_play_as_evaluate
     curve = benchmark.snapshot_returns(run, 3)                       # read back from evaluations-3.csv
     assert [step for step, _ in curve] == [2048, 4096, 6144] and (run / "evaluations-3.csv").exists()
     assert f"| CartPoleNoVel-v1 | recurrent | 1 | 3 | {curve[-1][1]:.1f} | {max(r for _, r in curve):.1f} (" in out
+    if importlib.util.find_spec("matplotlib"):                       # evalplot draws what evals scored
+        benchmark.evals_plot(str(tmp_path / "kept"), 3, str(tmp_path / "evals.png"))
+        assert (tmp_path / "evals.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -33,7 +33,8 @@ differ only by their policies. It prints per run the agent it ended with, its be
 same episodes, and kept = (end - random) / (best - random); a run holds at 90% or more. Then per config: the
 median of the agents it ended with, the chance that one of its runs ends above one without memory (every pair of
 runs, not only those of the same seed: above_share), and the median of kept. A run without snapshots, such as one
-ppo.py trained on its own, shows the agent it ended with alone (its checkpoint.pt). `plot` draws the learning curves with notes/plot.py (needs matplotlib).
+ppo.py trained on its own, shows the agent it ended with alone (its checkpoint.pt). `evalplot -o F.png` draws
+every run's scored snapshots, a panel per env (needs matplotlib). `plot` draws the learning curves with notes/plot.py (needs matplotlib).
 `starts --env pendulum` asks of each PendulumNoVel run whether its drop from its best window to its last was the
 policy or the episodes' starting states (same_starts).
 """
@@ -307,6 +308,46 @@ def evals(runs_dir: str, episodes: int) -> None:
               f"{f'{sum(k >= 0.9 for k in shares)}/{len(shares)}' if shares else '-'} |")
 
 
+def evals_plot(runs_dir: str, episodes: int, out: str) -> None:
+    """Every run's snapshots as `evals` scored them (run evals first): a panel per env, a line per run, coloured by
+    config, with random play's return dashed. Needs matplotlib."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise SystemExit("error: evalplot needs matplotlib; pip install matplotlib") from None
+    curves, make_ids = {}, {}
+    for scores in sorted(Path(runs_dir).glob(f"*__*__*__*/evaluations-{episodes}.csv")):
+        env_id, config, seed = scores.parent.name.split("__")[:3]
+        rows = list(csv.DictReader(open(scores)))
+        if len(rows) > 1:
+            curves.setdefault(env_id, []).append((config, [int(r["global_step"]) for r in rows],
+                                                  [float(r["mean_return"]) for r in rows]))
+            make_ids[env_id] = json.loads((scores.parent / "args.json").read_text())["env_id"]
+    if not curves:
+        raise SystemExit(f"error: {runs_dir}: no run with scored snapshots; run `evals --runs-dir {runs_dir}` first")
+    configs = sorted({config for runs in curves.values() for config, *_ in runs})
+    colours = dict(zip(configs, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    cols = min(3, len(curves))
+    fig, axes = plt.subplots(-(-len(curves) // cols), cols, figsize=(5 * cols, 3.6 * -(-len(curves) // cols)),
+                             squeeze=False)
+    for ax, (env_id, runs) in zip(axes.flat, sorted(curves.items())):
+        for config, steps, returns in runs:
+            ax.plot(steps, returns, color=colours[config], alpha=0.8, lw=1.2)
+        ax.axhline(random_return(make_ids[env_id], episodes), color="grey", ls="--", lw=1)
+        ax.set_title(env_id.removeprefix("memory_benchmark_"), fontsize=10)
+        ax.set_xlabel("environment steps")
+        ax.set_ylabel(f"mean return, {episodes} evaluation episodes")
+    for ax in list(axes.flat)[len(curves):]:
+        ax.axis("off")
+    fig.legend([plt.Line2D([], [], color=colours[c]) for c in configs] + [plt.Line2D([], [], color="grey", ls="--")],
+               configs + ["random play"], loc="lower center", ncol=len(configs) + 1)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    fig.savefig(out, dpi=90)
+    print(f"wrote {out}")
+
+
 def above_share(these: list[float], others: list[float]) -> float:
     """The chance that a run of these ends above a run of the others, over every pair (a tie counts half): the
     probability of improvement (Agarwal et al. 2021, "Deep RL at the edge of the statistical precipice"). Runs of
@@ -361,12 +402,12 @@ def same_starts(run_dir: Path, repeats: int = 3) -> dict:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", choices=["run", "table", "evals", "plot", "starts"])
+    parser.add_argument("what", choices=["run", "table", "evals", "evalplot", "plot", "starts"])
     parser.add_argument("--env", choices=list(ENVS), default="cartpole")
     parser.add_argument("--config", choices=list(CONFIGS), default="recurrent")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--runs-dir", default="runs-memory")
-    parser.add_argument("-o", "--out", default=None, help="plot: the PNG to write")
+    parser.add_argument("-o", "--out", default=None, help="plot, evalplot: the PNG to write")
     parser.add_argument("--short", action="store_true", help="run: a tenth of the env's steps, to try it quickly")
     parser.add_argument("--steps", type=int, default=None, help="run: this many steps instead of the env's budget")
     parser.add_argument("--snapshots", type=int, default=0, help="run: keep the agent about this many times (evals)")
@@ -379,6 +420,8 @@ def main(argv: list[str]) -> int:
         table(args.runs_dir)
     elif args.what == "evals":
         evals(args.runs_dir, args.episodes)
+    elif args.what == "evalplot":
+        evals_plot(args.runs_dir, args.episodes, args.out or "evaluations.png")
     elif args.what == "starts":
         print("| run | best window: training, final policy on its starts | last window: training, final policy on its "
               "starts |\n|---|---|---|")
