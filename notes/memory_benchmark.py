@@ -43,6 +43,7 @@ import argparse
 import contextlib
 import csv
 import json
+import math
 import shutil
 import statistics
 import subprocess
@@ -248,7 +249,8 @@ def kept(end: float, best: float, start: float) -> float:
 
 
 def share(kept: float | None) -> str:
-    return "-" if kept is None else f"{kept:.0%}"
+    """A share as a whole percent, rounded down: 89.99% shows as 89%, so a run shown at 90% holds."""
+    return "-" if kept is None else f"{math.floor(kept * 100 + 1e-9)}%"
 
 
 def snapshot_returns(run_dir: Path, episodes: int) -> list[tuple[int, float]]:
@@ -291,8 +293,8 @@ def evals(runs_dir: str, episodes: int) -> None:
     print(f"| env | config | seed | snapshots | the agent it ended with | its best snapshot (step) | random play | "
           f"kept | holds |\n|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        best, holds_ = ((f"{r['best']:.1f} ({r['best_step']:,})", "yes" if (r["kept"] or 0) >= 0.9 else "no")
-                        if r["snapshots"] > 1 else ("-", "-"))
+        best = f"{r['best']:.1f} ({r['best_step']:,})" if r["snapshots"] > 1 else "-"
+        holds_ = "-" if r["kept"] is None else "yes" if r["kept"] >= 0.9 else "no"   # "-": never above random
         print(f"| {r['env_id']} | {r['config']} | {r['seed']} | {r['snapshots']} | {r['end']:.1f} | {best} | "
               f"{r['floor']:.1f} | {share(r['kept'])} | {holds_} |")
     print(f"\n| env | config | seeds | the agent it ended with: median (each seed) | above no memory | kept: median | "
@@ -300,12 +302,13 @@ def evals(runs_dir: str, episodes: int) -> None:
     for env_id, config in sorted({(r["env_id"], r["config"]) for r in rows}):
         sel = [r for r in rows if (r["env_id"], r["config"]) == (env_id, config)]
         plain = [r["end"] for r in rows if (r["env_id"], r["config"]) == (env_id, "plain")]
-        shares = [r["kept"] for r in sel if r["snapshots"] > 1]
+        scored = [r for r in sel if r["snapshots"] > 1]
+        shares = [r["kept"] for r in scored if r["kept"] is not None]     # a run never above random has none
         ends = ", ".join(f"{r['end']:.1f}" for r in sel)
         above = "-" if config == "plain" or not plain else share(above_share([r["end"] for r in sel], plain))
         print(f"| {env_id} | {config} | {len(sel)} | {statistics.median(r['end'] for r in sel):.1f} ({ends}) | "
               f"{above} | {share(statistics.median(shares)) if shares else '-'} | "
-              f"{f'{sum(k >= 0.9 for k in shares)}/{len(shares)}' if shares else '-'} |")
+              f"{f'{sum(k >= 0.9 for k in shares)}/{len(scored)}' if scored else '-'} |")
 
 
 def evals_plot(runs_dir: str, episodes: int, out: str) -> None:
