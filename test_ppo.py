@@ -2225,7 +2225,8 @@ def test_memory_benchmark_snapshots_leave_the_run_unchanged_and_play_as_evaluate
     plain, run = (next(runs.glob("*__recurrent__1__*")) for runs in (tmp_path / "plain", tmp_path / "kept"))
     assert not (plain / "snapshots").exists()
     assert sorted(p.name for p in (run / "snapshots").iterdir()) == [f"step-{s:09d}.pt" for s in (2048, 4096, 6144)]
-    steps_and_returns = [[r.split(",")[0::2] for r in (d / "episodes.csv").read_text().splitlines()] for d in (plain, run)]
+    steps_and_returns = [[r.split(",")[0::2] for r in (d / "episodes.csv").read_text().splitlines()]
+                         for d in (plain, run)]                      # global_step and episodic_return (not wall_time)
     assert steps_and_returns[0] == steps_and_returns[1]
     first = run / "snapshots" / "step-000002048.pt"
     np.testing.assert_allclose(benchmark.play(first, 3), ppo.evaluate(first, 3), atol=1e-4)

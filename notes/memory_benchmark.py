@@ -34,7 +34,8 @@ same episodes, and kept = (end - random) / (best - random); a run holds at 90% o
 median of the agents it ended with, the chance that one of its runs ends above one without memory (every pair of
 runs, not only those of the same seed: above_share), and the median of kept. A run without snapshots, such as one
 ppo.py trained on its own, shows the agent it ended with alone (its checkpoint.pt). `evalplot -o F.png` draws
-every run's scored snapshots, a panel per env (needs matplotlib). `plot` draws the learning curves with notes/plot.py (needs matplotlib).
+every run's scored snapshots, a panel per env, and `plot` the learning curves with notes/plot.py (both need
+matplotlib).
 `starts --env pendulum` asks of each PendulumNoVel run whether its drop from its best window to its last was the
 policy or the episodes' starting states (same_starts).
 """
@@ -152,15 +153,21 @@ def last_100_means(returns: np.ndarray) -> np.ndarray:
     return (cumulative[100:] - cumulative[:-100]) / 100
 
 
+def run_name(run_dir: Path) -> tuple[str, str, int]:
+    """A run directory's env id (without the module of --env-id module:EnvName), config (its --exp-name) and seed."""
+    env_id, config, seed = run_dir.name.split("__")[:3]
+    for module in ("memory_benchmark_", "recurrent_lr_screen_"):
+        env_id = env_id.removeprefix(module)
+    return env_id, config, int(seed)
+
+
 def run_summary(run_dir: Path) -> dict:
     """One run directory: env id, config (its --exp-name), seed, steps done and asked, and the returns' story."""
-    env_id, config, seed = run_dir.name.split("__")[:3]
+    env_id, config, seed = run_name(run_dir)
     episodes, updates = ([*csv.DictReader(open(run_dir / name))] if (run_dir / name).exists() else []
                          for name in ("episodes.csv", "updates.csv"))      # a run just started has neither yet
-    for module in ("memory_benchmark_", "recurrent_lr_screen_"):                # --env-id module:EnvName
-        env_id = env_id.removeprefix(module)
     args = json.loads((run_dir / "args.json").read_text())
-    row = dict(env_id=env_id, config=config, seed=int(seed), target=args["total_timesteps"],
+    row = dict(env_id=env_id, config=config, seed=seed, target=args["total_timesteps"],
                steps=int(updates[-1]["global_step"]) if updates else 0)
     batch = args["num_envs"] * args["num_steps"]          # a run stops at the last whole iteration within its target
     row["unfinished"] = (f"unfinished: {row['steps']:,} of {row['target']:,}" if row["steps"] + batch <= row["target"]
@@ -241,7 +248,7 @@ def random_return(env_id: str, episodes: int) -> float:
     return total / episodes
 
 
-def kept(end: float, best: float, start: float) -> float:
+def kept(end: float, best: float, start: float) -> float | None:
     """The share of its best gain over `start` (a random policy, or the run's first 100 episodes) a run ends with:
     unlike end / best, it means the same whatever constant is added to every reward (Pendulum's are all below 0,
     LunarLander's cross it). None where the run never rose above its start."""
@@ -278,15 +285,13 @@ def evals(runs_dir: str, episodes: int) -> None:
     90% or more); then per config the median of each."""
     rows, floors = [], {}
     for run_dir in sorted(d for d in Path(runs_dir).glob("*__*__*__*") if (d / "checkpoint.pt").is_file()):
-        env_id, config, seed = run_dir.name.split("__")[:3]
-        for module in ("memory_benchmark_", "recurrent_lr_screen_"):            # --env-id module:EnvName
-            env_id = env_id.removeprefix(module)
+        env_id, config, seed = run_name(run_dir)
         curve = snapshot_returns(run_dir, episodes)
         if env_id not in floors:                       # as the run named it: module:EnvName imports the module
             floors[env_id] = random_return(json.loads((run_dir / "args.json").read_text())["env_id"], episodes)
         floor = floors[env_id]
         (best_step, best), end = max(curve, key=lambda c: c[1]), curve[-1][1]
-        rows.append(dict(env_id=env_id, config=config, seed=int(seed), end=end, best=best, best_step=best_step,
+        rows.append(dict(env_id=env_id, config=config, seed=seed, end=end, best=best, best_step=best_step,
                          kept=kept(end, best, floor) if len(curve) > 1 else None, floor=floor,
                          snapshots=len(curve)))
     rows.sort(key=lambda r: (r["env_id"], r["config"], r["seed"]))
@@ -294,9 +299,9 @@ def evals(runs_dir: str, episodes: int) -> None:
           f"kept | holds |\n|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         best = f"{r['best']:.1f} ({r['best_step']:,})" if r["snapshots"] > 1 else "-"
-        holds_ = "-" if r["kept"] is None else "yes" if r["kept"] >= 0.9 else "no"   # "-": never above random
+        verdict = "-" if r["kept"] is None else "yes" if r["kept"] >= 0.9 else "no"   # "-": never above random
         print(f"| {r['env_id']} | {r['config']} | {r['seed']} | {r['snapshots']} | {r['end']:.1f} | {best} | "
-              f"{r['floor']:.1f} | {share(r['kept'])} | {holds_} |")
+              f"{r['floor']:.1f} | {share(r['kept'])} | {verdict} |")
     print(f"\n| env | config | seeds | the agent it ended with: median (each seed) | above no memory | kept: median | "
           f"seeds that hold |\n|---|---|---|---|---|---|---|")
     for env_id, config in sorted({(r["env_id"], r["config"]) for r in rows}):
@@ -322,7 +327,7 @@ def evals_plot(runs_dir: str, episodes: int, out: str) -> None:
         raise SystemExit("error: evalplot needs matplotlib; pip install matplotlib") from None
     curves, make_ids = {}, {}
     for scores in sorted(Path(runs_dir).glob(f"*__*__*__*/evaluations-{episodes}.csv")):
-        env_id, config, seed = scores.parent.name.split("__")[:3]
+        env_id, config, _ = run_name(scores.parent)
         rows = list(csv.DictReader(open(scores)))
         if len(rows) > 1:
             curves.setdefault(env_id, []).append((config, [int(r["global_step"]) for r in rows],
@@ -339,7 +344,7 @@ def evals_plot(runs_dir: str, episodes: int, out: str) -> None:
         for config, steps, returns in runs:
             ax.plot(steps, returns, color=colours[config], alpha=0.8, lw=1.2)
         ax.axhline(random_return(make_ids[env_id], episodes), color="grey", ls="--", lw=1)
-        ax.set_title(env_id.removeprefix("memory_benchmark_"), fontsize=10)
+        ax.set_title(env_id, fontsize=10)
         ax.set_xlabel("environment steps")
         ax.set_ylabel(f"mean return, {episodes} evaluation episodes")
     for ax in list(axes.flat)[len(curves):]:
