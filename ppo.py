@@ -1249,8 +1249,8 @@ class RunArgs(Args):
     eval_video_episodes: int = 1
     """with --evaluate --capture-video: film the first this many episodes (-1: all of them).
     Filming is slow on a CPU: a MuJoCo frame takes ~0.1 s off-screen, ~2 minutes per 1000-step episode"""
-    tensorboard: bool = True
-    """also write TensorBoard event files, if the optional `tensorboard` package is installed"""
+    tensorboard: bool = Args.AUTO
+    """also write TensorBoard event files (on where the optional package is installed: pip install tensorboard)"""
     track: bool = False
     """also log the TensorBoard scalars to Weights & Biases, as CleanRL does: pip install wandb, then wandb login.
     With WANDB_MODE=offline the W&B logs stay in the run directory (wandb sync uploads them later)"""
@@ -1327,7 +1327,9 @@ class Run:
                           file=sys.stderr)
             self.dir = Path(args.resume).parent
         else:
-            safe_env_id = re.sub(r"[^\w.-]", "_", args.env_id)       # "ale_py:ALE/Pong-v5" -> a folder name
+            # The id without its module (as Python names it once the module is imported): "ale_py:ALE/Pong-v5" ->
+            # "ALE_Pong-v5", the same folder name from the command line and from train().
+            safe_env_id = re.sub(r"[^\w.-]", "_", args.env_id.split(":")[-1])
             self.dir = broadcast_object(new_run_dir(Path(args.runs_dir) / f"{safe_env_id}__{args.exp_name}__"
                                                     f"{args.seed}__{int(time.time())}") if self.rank == 0 else None)
         self.checkpoint_path = self.dir / "checkpoint.pt"
@@ -1679,14 +1681,14 @@ def atomic_write(path: Path, write) -> None:
     os.replace(tmp, path)
 
 
+def tensorboard_installed() -> bool:
+    """--tensorboard's default: on where the optional package is installed, so that a bare install runs quietly."""
+    return importlib.util.find_spec("tensorboard") is not None
+
+
 def open_tensorboard(run_dir: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter  # optional: pip install tensorboard
-        return SummaryWriter(str(run_dir))
-    except ImportError:
-        print("warning: --tensorboard: the optional package tensorboard is not installed, so no event files are "
-              "written (pip install tensorboard, or --no-tensorboard to silence this)", file=sys.stderr)
-        return None
+    from torch.utils.tensorboard import SummaryWriter  # optional (check_args said how to install it)
+    return SummaryWriter(str(run_dir))
 
 
 def open_wandb(args: Args, run_dir: Path):
@@ -1754,9 +1756,19 @@ CHECKPOINT_KEYS = ("agent", "args", "observation_space", "action_space", "optimi
                    "wall_time", "rng")
 
 
-def args_from_checkpoint(checkpoint: dict) -> Args:
+# Settings of the machine a run trained on, not of its agent: --evaluate plays with its own flags for these, never
+# the checkpoint's (a run trained with --cuda or --capture-video evaluates on any CPU, filming only when asked).
+TRAINING_ONLY = ("cuda", "compile", "capture_video", "tensorboard", "track", "quiet")
+
+
+def args_from_checkpoint(checkpoint: dict, evaluate: bool = False) -> Args:
+    """The saved run's settings: for --resume, less TensorBoard where this machine lacks it; for --evaluate, less
+    TRAINING_ONLY."""
     saved = dict(checkpoint["args"])
     saved["hidden_sizes"] = tuple(saved["hidden_sizes"])
+    saved["tensorboard"] = saved.get("tensorboard") and tensorboard_installed()
+    if evaluate:
+        saved.update(dict.fromkeys(TRAINING_ONLY, False))
     return Args(**saved)
 
 
@@ -1853,6 +1865,8 @@ def check_args(args: Args) -> None:
             "drop --cuda to train on the CPU (for these small networks the CPU is as fast)")
     require(not args.track or args.evaluate is not None or importlib.util.find_spec("wandb") is not None, "track",
             "", "needs the optional package wandb; pip install wandb")
+    require(not args.tensorboard or args.evaluate is not None or tensorboard_installed(), "tensorboard", "",
+            "needs the optional package tensorboard; pip install tensorboard, or --no-tensorboard")
     local_processes, gpus = int(os.environ.get("LOCAL_WORLD_SIZE", 1)), torch.cuda.device_count()
     require(not args.cuda or local_processes <= gpus, "cuda", "", f"torchrun started {local_processes} processes "
             f"on this machine but {gpus} GPU(s) are visible, and nccl needs one per process; use --nproc-per-node "
@@ -1882,7 +1896,7 @@ REQUIRES = dict(recurrent_size="recurrent", recurrent_seq_len="recurrent", wandb
                 wandb_entity="track")
 # The largest values that make sense: beyond them a run cannot fit in memory (or is a typo).
 LIMITS = dict(num_envs=1024, num_steps=1_000_000, frame_stack=1024, recurrent_size=65_536, recurrent_seq_len=1_000_000,
-              torch_threads=1024, hidden_sizes=65_536)
+              torch_threads=1024, hidden_sizes=65_536, eval_episodes=1_000_000)
 
 
 def given_flags(argv: list[str]) -> dict[str, str]:
@@ -2013,6 +2027,7 @@ def check_video(env_id: str) -> None:
 
 def gym_make(env_id: str, render_mode: str | None = None) -> gym.Env:
     """gym.make(env_id), or one line saying why it cannot: a missing package, or an id it does not know."""
+    quiet_known_warnings(env_id)                                  # from the command line and from Python alike
     atari = is_atari(env_id)
     try:
         # render_mode is passed only when asked for: many custom envs' constructors do not accept it. An Atari
@@ -2034,13 +2049,19 @@ def gym_make(env_id: str, render_mode: str | None = None) -> gym.Env:
 def load_agent(path: str | Path, env_id: str | None = None) -> tuple[Agent, Args]:
     """Rebuild the agent saved in a checkpoint.pt: `agent, args = load_agent(path)`. env_id replaces the saved
     env id, e.g. `my_envs:GoRight-v0` to name the module that registers it; its spaces must be the saved ones."""
+    return _load_agent(path, env_id)[:2]
+
+
+def _load_agent(path: str | Path, env_id: str | None) -> tuple[Agent, Args, bool]:
+    """load_agent, and whether the env gives action masks (one reset says)."""
     checkpoint = load_checkpoint(path, flag="--evaluate")
-    args = args_from_checkpoint(checkpoint)
+    args = args_from_checkpoint(checkpoint, evaluate=True)
     if env_id in (None, args.env_id):
         import_env_module(checkpoint, f"--evaluate {path}")
     args.env_id = env_id or args.env_id
     try:
         env = make_env(args.env_id, frame_stack=args.frame_stack)
+        masked = "action_mask" in env.reset()[1]
     except UsageError as e:
         if env_id is not None:
             raise
@@ -2058,13 +2079,30 @@ def load_agent(path: str | Path, env_id: str | None = None) -> tuple[Agent, Args
                          "evaluate an earlier checkpoint")
     agent = build_agent(args, env.observation_space, env.action_space)
     agent.load_state_dict(checkpoint["agent"])
-    return agent.eval(), args
+    return agent.eval(), args, masked
 
 
-# Evaluation episode k resets with seed + EVAL_SEED_OFFSET + k. Training seeds only its first reset, env i of
-# process r with seed + r * num_envs + i (a resumed run: + the step it resumes at), so any run of fewer than a
-# billion steps never starts an episode the evaluation plays: the scores are of episodes the agent has not seen.
-EVAL_SEED_OFFSET = 10**9
+# Evaluation episode k with seed s resets with 10^9 + 10^6 * s + k (evaluation_seed). Training seeds only its first
+# reset, env i of process r with s + r * num_envs + i (a resumed run: + the step it resumes at), so any run of fewer
+# than a billion steps never starts an episode the evaluation plays: the scores are of episodes the agent has not
+# seen. Evaluations with different seeds play different episodes (s + k would share all but one of 10).
+EVAL_SEED_OFFSET, EVAL_SEED_STRIDE = 10**9, 10**6      # --eval-episodes is at most 10^6 (LIMITS)
+
+
+def evaluation_seed(seed: int, episode: int) -> int:
+    return EVAL_SEED_OFFSET + EVAL_SEED_STRIDE * seed + episode
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """Run a block with n CPU threads for torch, then give the caller back its own. Acting with these small networks
+    is fastest on one (several cost more to wake than they save: notes/performance.md)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 class Policy:
@@ -2079,10 +2117,13 @@ class Policy:
 
     The normalization statistics are frozen as saved. A --recurrent agent's memory is carried from one act() to the
     next, restarts at reset(), and, in an Atari game, at a lost life, as it did in training (AtariLearningSignals).
-    deterministic: the most likely action (default: as the run saved, i.e. sampled for image agents)."""
+    deterministic: the most likely action (default: as the run saved, i.e. sampled for image agents). threads: torch's
+    CPU threads while acting (default: the run's --torch-threads, 1); the caller's own setting is left as it was.
+    masked: the env gives action masks, so act() needs the info that holds them."""
 
-    def __init__(self, agent: Agent, args: Args, deterministic: bool | None = None):
-        self.agent, self.args = agent, args
+    def __init__(self, agent: Agent, args: Args, deterministic: bool | None = None, threads: int | None = None,
+                 masked: bool = False):
+        self.agent, self.args, self.threads, self.masked = agent, args, threads or args.torch_threads, masked
         self.deterministic = (not args.eval_stochastic) if deterministic is None else deterministic
         self.memory, self.lives = MemoryStore(1, 1, agent.core), None
         self.reset()
@@ -2100,6 +2141,9 @@ class Policy:
         The most likely action, too, is chosen among the legal ones only, as in training; `where` names the step in
         the error if the mask leaves none."""
         info = info or {}
+        if self.masked and self.args.action_mask and "action_mask" not in info:
+            raise UsageError(f"policy.act: {self.args.env_id} gives action masks and the agent was trained with them; "
+                             "pass the info from env.reset or env.step, policy.act(obs, info), so that it acts legally")
         if is_atari(self.args.env_id) and "lives" in info:
             if self.lives is not None and info["lives"] < self.lives:
                 self.memory.step(0, np.ones(1))                      # a lost life restarts the memory, as in training
@@ -2107,27 +2151,31 @@ class Policy:
         mask = np.array([info["action_mask"]], bool) if self.args.action_mask and "action_mask" in info else None
         if mask is not None:
             check_some_action_legal(mask, gym.spaces.MultiDiscrete(self.agent.nvec), self.args.env_id, where)
-        with torch.inference_mode():
+        with torch_threads(self.threads), torch.inference_mode():
             action = self.agent.act(torch.as_tensor(np.asarray(obs)[None]), mask, self.deterministic,
                                     self.memory.at_step(0))[0][0].numpy()
         self.memory.step(0, np.zeros(1))
         return action[()]                # a 0-d array (one Discrete action) as a numpy integer, which toy text indexes
 
 
-def load_policy(path: str | Path, env_id: str | None = None, deterministic: bool | None = None) -> Policy:
+def load_policy(path: str | Path, env_id: str | None = None, deterministic: bool | None = None,
+                threads: int | None = None) -> Policy:
     """The agent saved in a checkpoint.pt, ready to act: see Policy. env_id: as in load_agent."""
-    return Policy(*load_agent(path, env_id), deterministic)
+    agent, args, masked = _load_agent(path, env_id)
+    return Policy(agent, args, deterministic, threads, masked)
 
 
-def evaluate(path: str | Path, episodes: int = 10, deterministic: bool = True, seed: int = 0,
+def evaluate(path: str | Path, episodes: int = 10, deterministic: bool = True, seed: int | None = None,
              video_dir: Path | None = None, env_id: str | None = None, video_episodes: int = 1,
-             verbose: bool = False) -> list[float]:
-    """Play `episodes` episodes with a saved agent (episode k starts from seed + EVAL_SEED_OFFSET + k); returns
-    their returns. Stochastic play samples from torch's generator seeded with `seed`: the same checkpoint and seed
-    give the same returns. With video_dir, the first `video_episodes` episodes are filmed there (-1: all). verbose
-    prints a line per episode. A first Ctrl-C stops after the episode under way (the returns so far come back), a
-    second one at once. env_id: as in load_agent."""
-    policy = load_policy(path, env_id, deterministic)
+             verbose: bool = False, threads: int | None = None) -> list[float]:
+    """Play `episodes` episodes with a saved agent (episode k starts from evaluation_seed(seed, k)); returns their
+    returns. seed: the run's own by default, as `--evaluate` does. Stochastic play samples from torch's generator
+    seeded with `seed`: the same checkpoint and seed give the same returns. With video_dir, the first
+    `video_episodes` episodes are filmed there (-1: all). verbose prints a line per episode. A first Ctrl-C stops
+    after the episode under way (the returns so far come back), a second one at once. env_id: as in load_agent;
+    threads: as in Policy."""
+    policy = load_policy(path, env_id, deterministic, threads)
+    seed = policy.args.seed if seed is None else seed
     torch.manual_seed(seed)
     env = policy.make_env("rgb_array" if video_dir else None)
     if video_dir:
@@ -2137,7 +2185,7 @@ def evaluate(path: str | Path, episodes: int = 10, deterministic: bool = True, s
     with contextlib.closing(env), stop:
         for episode in range(episodes):
             started, total, length = time.time(), 0.0, 0
-            obs, info = env.reset(seed=seed + EVAL_SEED_OFFSET + episode)
+            obs, info = env.reset(seed=evaluation_seed(seed, episode))
             policy.reset()                                          # a new episode: the memory starts from 0
             done = False
             while not done:
@@ -2187,7 +2235,8 @@ def run_evaluation(args: Args, argv: list[str]) -> bool:
         video_dir = new_run_dir(Path(args.evaluate).parent / "videos-eval" / time.strftime("%Y%m%d-%H%M%S"))
         video_dir.rmdir()                   # the name is this evaluation's; RecordVideo makes the folder itself
     returns = evaluate(args.evaluate, args.eval_episodes, not args.eval_stochastic, args.seed, video_dir,
-                       _flag_value(argv, "--env-id"), args.eval_video_episodes, verbose="--quiet" not in argv)
+                       _flag_value(argv, "--env-id"), args.eval_video_episodes, verbose="--quiet" not in argv,
+                       threads=args.torch_threads)
     how = "stochastic" if args.eval_stochastic else "deterministic"
     if args.eval_stochastic and not any(a.startswith("--eval-stochastic") for a in argv):
         how += " (sampled actions: the default saved with this image agent; --no-eval-stochastic for the most likely)"
@@ -2295,14 +2344,17 @@ def default_args(env_id: str, preset: str | None = None, **overrides) -> Args:
     """The defaults for `env_id` (env_defaults), then `overrides`, as the command line builds them from its flags:
     `train(default_args("Hopper-v5", seed=2))`, `default_args("HalfCheetah-v5", preset="halfcheetah-zoo")`."""
     table = env_defaults(env_id, preset, overrides.get("recurrent", False))
-    return dataclasses.replace(Args(env_id=env_id, preset=preset), **{**table, **overrides})
+    return dataclasses.replace(Args(env_id=env_id, preset=preset),
+                               **{**table, "tensorboard": tensorboard_installed(), **overrides})
 
 
 def fill_auto(args: Args) -> Args:
     """train's first step: an Args with AUTO fields (`Args(env_id="Hopper-v5")`) gets them from env_defaults, as the
     command line's default_args would, so Python and the command line run the same. A preset also sets the fields
     still at Args's own default (the preset's gamma over 0.99). Args without AUTO fields are returned as they are."""
-    if all(getattr(args, name) is not Args.AUTO for name in DISCRETE_DEFAULTS):   # its keys are the AUTO fields
+    if args.tensorboard is Args.AUTO:
+        args = dataclasses.replace(args, tensorboard=tensorboard_installed())
+    if all(getattr(args, name) is not Args.AUTO for name in DISCRETE_DEFAULTS):   # its keys are the other AUTO fields
         return args
     table = (dataclasses.asdict(args_from_checkpoint(load_checkpoint(args.resume))) if args.resume else
              env_defaults(args.env_id, args.preset, args.recurrent))  # --resume: the run's own settings
@@ -2377,7 +2429,7 @@ def parse_args(argv: list[str]) -> Args:
         checkpoint = load_checkpoint(_flag_value(argv, flag), flag)
         if not _flag_value(argv, "--env-id"):                      # --env-id module:EnvId-v0 imports it instead
             import_env_module(checkpoint, f"{flag} {_flag_value(argv, flag)}")
-        default = args_from_checkpoint(checkpoint)
+        default = args_from_checkpoint(checkpoint, evaluate=flag == "--evaluate")
     else:
         recurrent = any(a.split("=")[0] == "--recurrent" for a in argv) and "--no-recurrent" not in argv
         default = default_args(_flag_value(argv, "--env-id") or Args.env_id, _flag_value(argv, "--preset"),
@@ -2407,14 +2459,14 @@ def parse_args(argv: list[str]) -> Args:
         raise UsageError(f"{message or 'could not parse the flags'}{hint}; see --help")
 
 
-def quiet_known_warnings(env_id: str | None) -> None:
-    """Keep two known third-party warnings, about nothing the user did, from burying the run's first line.
-    env_id None = not known yet (--resume, --evaluate): then assume it may be a MuJoCo env."""
+def quiet_known_warnings(env_id: str) -> None:
+    """Keep two known third-party warnings, about nothing the user did, from burying the run's first line (gym_make
+    calls it before every env it makes)."""
     # gymnasium warns that a -v4 MuJoCo id is out of date, twice per run; we keep v4 only to compare with
     # published tables, where using v4 is the point.
     warnings.filterwarnings("ignore", r".*The environment \S+-v4 is out of date", DeprecationWarning)
     try:      # importing mujoco costs 20 MB and a few tenths of a second: only for a MuJoCo env, or maybe one
-        maybe_mujoco = env_id is None or "mujoco" in str(gym.spec(env_id).entry_point)
+        maybe_mujoco = "mujoco" in str(gym.spec(env_id).entry_point)
     except Exception:
         maybe_mujoco = True
     if not maybe_mujoco or importlib.util.find_spec("mujoco") is None:
@@ -2451,8 +2503,6 @@ def launch_command(world: int) -> str:
 def main(argv: list[str]) -> int:
     # `--env-id my_envs:MyEnv-v0` imports my_envs: look for it in the current folder too, as `python -m` would.
     sys.path.insert(1, os.getcwd())
-    checkpoint_given = _flag_value(argv, "--resume") or _flag_value(argv, "--evaluate")
-    quiet_known_warnings(_flag_value(argv, "--env-id") or (None if checkpoint_given else Args.env_id))
     # Under torchrun every rank runs main(). A bad flag is the same on every rank: rank 0 alone reports it.
     rank, world = rank_and_world()
     try:
@@ -2478,6 +2528,10 @@ def main(argv: list[str]) -> int:
         if rank == 0:
             print(f"interrupted twice: quit at once; files written so far are intact{hint}", file=sys.stderr)
         return 130
+    except BrokenPipeError:                     # `python ppo.py ... | head -3`: the reader has gone, so stop as
+        with contextlib.suppress(OSError):      # any command in a pipe does (a run keeps its last checkpoint)
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # no second error when Python exits
+        return 141                              # 128 + SIGPIPE, as a shell reports it
     except KeyboardInterrupt:                   # Ctrl-C before training started (ppo.main called from Python)
         print("interrupted: quit before training started", file=sys.stderr)
         return 130

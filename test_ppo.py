@@ -32,6 +32,9 @@ HERE = Path(__file__).resolve().parent
 
 
 def run_cli(*flags, cwd=None, timeout=120, env=None):
+    # PYTHONSAFEPATH: ppo.py's own folder is not searched for modules, so that what a user keeps beside it (the
+    # README's my_envs.py) cannot stand in for a test's module of the same name.
+    env = {**(os.environ if env is None else env), "PYTHONSAFEPATH": "1"}
     return subprocess.run([sys.executable, str(HERE / "ppo.py"), *flags], capture_output=True, text=True,
                           cwd=cwd, timeout=timeout, env=env)
 
@@ -875,6 +878,43 @@ def test_mujoco_starts_quietly_and_writes_no_log_file(tmp_path):
     assert out.returncode == 0 and out.stderr == "", out.stderr
     assert out.stdout.startswith("run directory: runs/HalfCheetah-v4__")
     assert [p.name for p in tmp_path.iterdir()] == ["runs"]
+    # and from Python: train, evaluate and load_policy().make_env() alike
+    script = ("import ppo; r = ppo.train(ppo.default_args('HalfCheetah-v4', total_timesteps=64, num_envs=1, "
+              "num_steps=64, num_minibatches=1, update_epochs=1, runs_dir='py', quiet=True)); "
+              "ppo.evaluate(r['checkpoint'], episodes=1); ppo.load_policy(r['checkpoint']).make_env().reset()")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(HERE)})
+    assert out.returncode == 0 and out.stderr == "", out.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["py", "runs"]
+
+
+def test_without_tensorboard_a_run_is_quiet_and_says_what_it_wrote(tmp_path, capsys, monkeypatch):
+    # The README's own install has no tensorboard: no warning, and args.json says no event files were written.
+    monkeypatch.setattr(ppo, "tensorboard_installed", lambda: False)
+    runs = tmp_path / "runs"
+    small = ["--total-timesteps", "128", "--num-envs", "2", "--num-steps", "64", "--runs-dir", str(runs), "--quiet"]
+    assert ppo.main(small) == 0
+    out, err = capsys.readouterr()
+    assert err == "" and out.startswith("run directory: "), (out, err)
+    (run,) = runs.iterdir()
+    assert json.loads((run / "args.json").read_text())["tensorboard"] is False
+    assert not list(run.glob("events.out.tfevents.*"))
+    assert ppo.main([*small, "--resume", str(run / "checkpoint.pt"), "--total-timesteps", "256"]) == 0
+    assert capsys.readouterr().err == ""
+    assert ppo.main([*small, "--tensorboard"]) == 2                 # asked for by name: refused, nothing made
+    assert capsys.readouterr().err == ("error: --tensorboard: needs the optional package tensorboard; pip install "
+                                       "tensorboard, or --no-tensorboard\n")
+    assert len(list(runs.iterdir())) == 1
+    with pytest.raises(ppo.UsageError, match="--tensorboard: needs the optional package"):
+        ppo.train(ppo.Args(total_timesteps=128, num_envs=2, num_steps=64, runs_dir=str(runs), tensorboard=True))
+    assert ppo.default_args("CartPole-v1").tensorboard is False and ppo.fill_auto(ppo.Args()).tensorboard is False
+    # A checkpoint written where tensorboard was installed resumes here without it (nothing to refuse: not given).
+    checkpoint = torch.load(run / "checkpoint.pt", weights_only=False)
+    checkpoint["args"]["tensorboard"] = True
+    torch.save(checkpoint, run / "checkpoint.pt")
+    assert ppo.main([*small, "--resume", str(run / "checkpoint.pt"), "--total-timesteps", "384"]) == 0
+    assert capsys.readouterr().err == ""
+    assert json.loads((run / "args.json").read_text())["tensorboard"] is False
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")     # the -v4 ids kept for comparison with published tables
@@ -1081,7 +1121,7 @@ def test_custom_env_from_the_command_line(custom_env_path):
     out = run_cli("--env-id", "my_envs:GoRight-v0", "--total-timesteps", "20480", "--runs-dir", str(path / "runs"),
                   "--quiet", env=env, cwd=path)
     assert out.returncode == 0, out.stderr
-    rows = read_csv(next((path / "runs").glob("my_envs_GoRight-v0__*/episodes.csv")))
+    rows = read_csv(next((path / "runs").glob("GoRight-v0__*/episodes.csv")))
     lengths = [int(r["episodic_length"]) for r in rows]
     assert np.mean(lengths[-20:]) < 20 < np.mean(lengths[:20])       # it learned to walk straight to the goal
 
@@ -1092,6 +1132,7 @@ def test_custom_env_trained_from_python_is_evaluated_from_the_command_line(custo
     monkeypatch.delitem(sys.modules, "my_envs", raising=False)
     importlib.import_module("my_envs")                         # registers GoRight-v0, as in the README's example
     result = ppo.train(ppo.default_args("GoRight-v0", total_timesteps=2048, runs_dir=str(path / "runs"), quiet=True))
+    assert result["run_dir"].name.startswith("GoRight-v0__")   # as `--env-id my_envs:GoRight-v0` names it
     checkpoint = torch.load(result["checkpoint"])
     assert checkpoint["env_module"] == "my_envs"
     del checkpoint["env_module"]                               # as in a checkpoint from before it was saved
@@ -1101,7 +1142,8 @@ def test_custom_env_trained_from_python_is_evaluated_from_the_command_line(custo
     for env_id in ("GoRight-v0", "GoRightNaN-v0"):
         monkeypatch.delitem(gym.registry, env_id)
     monkeypatch.delitem(sys.modules, "my_envs")
-    monkeypatch.setattr(sys, "path", [p for p in sys.path if p != str(path)])
+    # (a my_envs.py of the user's own, beside test_ppo.py as the README suggests, must not be found either)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if not (Path(p or ".") / "my_envs.py").exists()])
     monkeypatch.chdir(path / "runs")
     assert ppo.main(["--evaluate", str(result["checkpoint"])]) == 2
     err = capsys.readouterr().err
@@ -1220,8 +1262,60 @@ def test_stochastic_evaluation_is_reproducible_and_plays_episodes_training_never
     make_env = ppo.make_env
     monkeypatch.setattr(ppo, "make_env", lambda *args, **kwargs: RecordSeeds(make_env(*args, **kwargs)))
     ppo.evaluate(result["checkpoint"], episodes=3, seed=1)
+    seeds = [s for s in seeds if s is not None]                     # (loading the agent resets once, unseeded)
     training_seeds = set(range(1, 1 + 16))                          # seed + i for each of the 16 training envs
     assert seeds and not set(seeds) & training_seeds and len(set(seeds)) == 3, seeds
+
+
+def test_evaluate_from_python_plays_what_the_command_line_plays(tmp_path, capsys):
+    # evaluate()'s default seed is the run's own, as --evaluate's is; and two seeds never share an episode
+    result = ppo.train(ppo.default_args("CartPole-v1", total_timesteps=8192, seed=4, runs_dir=str(tmp_path),
+                                        quiet=True))
+    returns = ppo.evaluate(result["checkpoint"], episodes=4)
+    assert returns == ppo.evaluate(result["checkpoint"], episodes=4, seed=4)
+    assert ppo.main(["--evaluate", str(result["checkpoint"]), "--eval-episodes", "4"]) == 0
+    assert f"mean return {np.mean(returns):.2f} +- {np.std(returns):.2f}" in capsys.readouterr().out
+    episodes = lambda seed: {ppo.evaluation_seed(seed, k) for k in (0, 1, 999_999)}   # noqa: E731
+    for a, b in [(0, 1), (1, 2), (4, 5), (2**31 - 2, 2**31 - 1)]:
+        assert not episodes(a) & episodes(b)
+    assert max(episodes(2**31 - 1)) < 2**63                          # numpy and every env take it
+    assert min(episodes(0)) >= 10**9                                # nor any seed training gives its envs
+
+
+def test_every_mode_acts_with_the_thread_setting_and_gives_the_caller_its_own_back(tmp_path, capsys, monkeypatch):
+    # Acting with these small networks is fastest on one thread; a caller's own setting must come back unchanged.
+    checkpoint = ppo.train(ppo.Args(total_timesteps=128, num_envs=2, num_steps=64, runs_dir=str(tmp_path),
+                                    quiet=True))["checkpoint"]
+    seen = []
+    act = ppo.Agent.act
+    monkeypatch.setattr(ppo.Agent, "act", lambda self, *a, **k: seen.append(torch.get_num_threads()) or
+                        act(self, *a, **k))
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        policy = ppo.load_policy(checkpoint)
+        policy.act(policy.make_env().reset(seed=0)[0])
+        ppo.evaluate(checkpoint, episodes=1)
+        assert set(seen) == {1} and torch.get_num_threads() == 2, seen
+        seen.clear()
+        ppo.evaluate(checkpoint, episodes=1, threads=3)
+        assert set(seen) == {3} and torch.get_num_threads() == 2, seen
+        seen.clear()
+        assert ppo.main(["--evaluate", str(checkpoint), "--eval-episodes", "1", "--torch-threads", "3"]) == 0
+        assert set(seen) == {3} and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_a_masked_agent_asked_to_act_without_the_mask_says_so(tmp_path):
+    gym.register("IllegalMovesEnv-v0", entry_point=IllegalMovesEnv, max_episode_steps=10)
+    checkpoint = ppo.train(ppo.Args(env_id="IllegalMovesEnv-v0", total_timesteps=128, num_envs=2, num_steps=64,
+                                    runs_dir=str(tmp_path), quiet=True))["checkpoint"]
+    policy = ppo.load_policy(checkpoint)
+    obs, info = policy.make_env().reset(seed=0)
+    policy.act(obs, info)                                           # with the mask: fine
+    with pytest.raises(ppo.UsageError, match=r"gives action masks .* policy.act\(obs, info\)"):
+        policy.act(obs)
 
 
 def installed(*modules):
@@ -2229,7 +2323,7 @@ def test_memory_benchmark_snapshots_leave_the_run_unchanged_and_play_as_evaluate
                          for d in (plain, run)]                      # global_step and episodic_return (not wall_time)
     assert steps_and_returns[0] == steps_and_returns[1]
     first = run / "snapshots" / "step-000002048.pt"
-    np.testing.assert_allclose(benchmark.play(first, 3), ppo.evaluate(first, 3), atol=1e-4)
+    np.testing.assert_allclose(benchmark.play(first, 3), ppo.evaluate(first, 3, seed=0), atol=1e-4)
     benchmark.evals(str(tmp_path / "kept"), 3)
     out = capsys.readouterr().out
     curve = benchmark.snapshot_returns(run, 3)                       # read back from evaluations-3.csv

@@ -214,13 +214,13 @@ def table(runs_dir: str) -> None:
 
 def play(path: Path, episodes: int) -> np.ndarray:
     """The return of a saved agent in each of `episodes` evaluation episodes, all played at once: episode k starts
-    where ppo.evaluate's episode k does (a start no training episode had), and the agent takes its most likely
+    where ppo.evaluate's episode k with seed 0 does (a start no training episode had), and the agent takes its most likely
     action, so every snapshot of a run meets the same episodes and differs from another only by its policy."""
     import torch
     import ppo
     agent, args = ppo.load_agent(path)
     envs = [ppo.make_env(args.env_id, None, args.frame_stack) for _ in range(episodes)]
-    obs = np.stack([env.reset(seed=ppo.EVAL_SEED_OFFSET + k)[0] for k, env in enumerate(envs)])
+    obs = np.stack([env.reset(seed=ppo.evaluation_seed(0, k))[0] for k, env in enumerate(envs)])
     memory = ppo.MemoryStore(1, episodes, agent.core)                  # every memory starts from 0
     returns, playing = np.zeros(episodes), np.ones(episodes, bool)
     while playing.any():
@@ -240,7 +240,7 @@ def random_return(env_id: str, episodes: int) -> float:
     env, total = gym.make(env_id), 0.0
     env.action_space.seed(0)
     for k in range(episodes):
-        env.reset(seed=ppo.EVAL_SEED_OFFSET + k)
+        env.reset(seed=ppo.evaluation_seed(0, k))
         done = False
         while not done:
             _, reward, terminated, truncated, _ = env.step(env.action_space.sample())
