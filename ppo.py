@@ -1863,10 +1863,6 @@ def check_args(args: Args) -> None:
     require(args.target_kl is None or args.target_kl > 0, "target-kl", args.target_kl, "must be > 0, e.g. 0.015")
     require(not args.cuda or torch.cuda.is_available(), "cuda", "", "no CUDA GPU is visible to torch; "
             "drop --cuda to train on the CPU (for these small networks the CPU is as fast)")
-    require(not args.track or args.evaluate is not None or importlib.util.find_spec("wandb") is not None, "track",
-            "", "needs the optional package wandb; pip install wandb")
-    require(not args.tensorboard or args.evaluate is not None or tensorboard_installed(), "tensorboard", "",
-            "needs the optional package tensorboard; pip install tensorboard, or --no-tensorboard")
     local_processes, gpus = int(os.environ.get("LOCAL_WORLD_SIZE", 1)), torch.cuda.device_count()
     require(not args.cuda or local_processes <= gpus, "cuda", "", f"torchrun started {local_processes} processes "
             f"on this machine but {gpus} GPU(s) are visible, and nccl needs one per process; use --nproc-per-node "
@@ -1920,7 +1916,8 @@ def flag(name: str, value=None) -> str:
 
 
 def check_limits_and_combinations(args: Args) -> None:
-    """check_args, continued: finite numbers, sizes that fit, names and folders that can be made, and EXCLUSIVE."""
+    """check_args, continued: finite numbers, sizes that fit, optional packages, names and folders that can be made,
+    and EXCLUSIVE."""
     for field in dataclasses.fields(Args):
         value = getattr(args, field.name)
         if isinstance(value, float) and not math.isfinite(value):
@@ -1929,6 +1926,9 @@ def check_limits_and_combinations(args: Args) -> None:
             raise UsageError(f"{flag(field.name, value)}: at most {LIMITS[field.name]:,}")
     if not 0 <= args.seed < 2**31:                          # numpy takes seeds below 2**32: room for seed + rank
         raise UsageError(f"--seed {args.seed}: must be in [0, 2**31)")
+    for name, package in (("track", "wandb"), ("tensorboard", "tensorboard")):       # optional packages
+        if getattr(args, name) and args.evaluate is None and importlib.util.find_spec(package) is None:
+            raise UsageError(f"--{name}: needs the optional package {package}; pip install {package}, or --no-{name}")
     for name, needed in REQUIRES.items():
         if getattr(args, name) != ARGS_DEFAULTS[name] and not getattr(args, needed):
             raise UsageError(f"{flag(name, getattr(args, name))}: has no effect without {flag(needed, True)}; "

@@ -1340,7 +1340,7 @@ def test_missing_optional_packages_are_named_in_one_line(monkeypatch, capsys, tm
     assert capsys.readouterr().err == ("error: --capture-video: needs moviepy and pygame, not installed; "
                                        "pip install moviepy pygame\n")
     assert ppo.main(["--track", "--runs-dir", str(tmp_path)]) == 2
-    assert capsys.readouterr().err == "error: --track: needs the optional package wandb; pip install wandb\n"
+    assert capsys.readouterr().err == "error: --track: needs the optional package wandb; pip install wandb, or --no-track\n"
     assert not any(tmp_path.iterdir())
 
 
