@@ -1829,9 +1829,7 @@ def check_args(args: Args) -> None:
     require(args.batch_size % args.num_minibatches == 0, "num-minibatches", args.num_minibatches,
             f"must divide the batch of num-envs * num-steps = {args.batch_size} transitions; "
             f"valid: {', '.join(str(d) for d in range(1, min(units, 64) + 1) if units % d == 0)}")
-    require(args.minibatch_size > 1 or not args.norm_adv, "num-minibatches", args.num_minibatches,
-            "leaves minibatches of 1 transition, whose advantages cannot be normalized (the std of one number); "
-            "use fewer minibatches, or --no-norm-adv")
+    require(args.minibatch_size > 1 or not args.norm_adv, *minibatches_of_one(args, units))
     if args.recurrent:
         require(args.num_steps % args.recurrent_seq_len == 0, "recurrent-seq-len", args.recurrent_seq_len,
                 f"must divide --num-steps {args.num_steps}")
@@ -1951,6 +1949,19 @@ def check_limits_and_combinations(args: Args) -> None:
         if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
             problem = "is a file" if existing == folder else f"cannot be made: {existing} is not a writable folder"
             raise UsageError(f"--runs-dir {args.runs_dir}: {problem}; give a folder this user can write to")
+
+
+def minibatches_of_one(args: Args, units: int) -> tuple[str, str | int, str]:
+    """check_args's (flag, value, problem) for minibatches of 1 transition under --norm-adv, with advice that holds for
+    the values given: fewer minibatches where there are several, else a batch larger than 1 (units: what a minibatch
+    count must divide, transitions or --recurrent's sequences)."""
+    why = "whose advantages cannot be normalized (the std of one number)"
+    fewer = [str(d) for d in range(1, min(units, 64) + 1) if units % d == 0 and args.batch_size // d > 1]
+    if fewer:
+        return ("num-minibatches", args.num_minibatches, f"leaves minibatches of 1 transition, {why}; use fewer "
+                f"minibatches (valid: {', '.join(fewer)}), or --no-norm-adv")
+    return ("num-envs", f"{args.num_envs} --num-steps {args.num_steps}", f"a batch of 1 transition, {why}; raise "
+            "--num-envs or --num-steps, or use --no-norm-adv")
 
 
 def check_spaces(obs_space: gym.Space, action_space: gym.Space, env_id: str) -> None:

@@ -870,6 +870,28 @@ def test_bad_input_through_the_real_cli_has_no_traceback():
     assert "Traceback" not in out.stdout + out.stderr
 
 
+@pytest.mark.parametrize("envs, steps, minibatches, expected", [
+    (1, 1, 1, "--num-envs 1 --num-steps 1: a batch of 1 transition, whose advantages cannot be normalized (the std "
+              "of one number); raise --num-envs or --num-steps, or use --no-norm-adv"),
+    (1, 4, 4, "--num-minibatches 4: leaves minibatches of 1 transition, whose advantages cannot be normalized (the "
+              "std of one number); use fewer minibatches (valid: 1, 2), or --no-norm-adv"),
+])
+def test_minibatches_of_one_transition_get_advice_that_holds(envs, steps, minibatches, expected, capsys, tmp_path):
+    # 1 minibatch is already the fewest: with a batch of 1, only a larger batch (or no normalization) helps.
+    flags = ["--num-envs", str(envs), "--num-steps", str(steps), "--num-minibatches", str(minibatches),
+             "--total-timesteps", "8", "--runs-dir", str(tmp_path)]
+    assert ppo.main(flags) == 2
+    assert capsys.readouterr().err == f"error: {expected}\n"
+    assert not any(tmp_path.iterdir())
+    # What it advises passes the check.
+    args = ppo.default_args("CartPole-v1", num_envs=envs, num_steps=steps, num_minibatches=minibatches,
+                            total_timesteps=8, runs_dir=str(tmp_path))
+    valid = re.search(r"valid: ([\d, ]+)\)", expected)
+    for advice in ([dict(num_minibatches=int(v)) for v in valid[1].split(", ")] if valid else
+                   [dict(num_envs=2), dict(num_steps=2)]) + [dict(norm_adv=False)]:
+        ppo.check_args(dataclasses.replace(args, **advice))
+
+
 def test_mujoco_starts_quietly_and_writes_no_log_file(tmp_path):
     # MuJoCo's 'settotalmass' warning and gymnasium's v4 deprecation used to print ~10 lines before ours, and MuJoCo
     # wrote MUJOCO_LOG.TXT into the current folder
