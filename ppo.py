@@ -2424,6 +2424,18 @@ def whole_numbers_written_as_floats(argv: list[str]) -> list[str]:
     return out
 
 
+def unknown_flags(tokens: list[str]) -> str:
+    """tyro's "Unrecognized options" lists the unknown flags with the values given to them (`--learning-rte, 1e-3`):
+    name the flags alone (else the stray values), each with the known flag closest to it, if one is close."""
+    number = re.compile(r"-(inf|nan|\d+\.?\d*|\.\d+)([eE][-+]?\d+)?", re.IGNORECASE)         # a negative value
+    flags = list(dict.fromkeys(t.split("=", 1)[0] for t in tokens if t.startswith("-") and not number.fullmatch(t)))
+    known = [f"--{prefix}{f.name.replace('_', '-')}" for f in dataclasses.fields(Args)
+             for prefix in ("", *(("no-",) if f.type in ("bool", bool) else ()))]
+    hints = [f"{close[0]}{f' for {name}' if len(flags) > 1 else ''}" for name in flags
+             if (close := difflib.get_close_matches(name, known, n=1))]
+    return f"Unrecognized options: {', '.join(flags or tokens)}{'; did you mean ' if hints else ''}{', '.join(hints)}"
+
+
 def parse_args(argv: list[str]) -> Args:
     """Parse flags on top of the defaults for the chosen env (or the resumed run), so --help shows real values."""
     import tyro
@@ -2467,6 +2479,8 @@ def parse_args(argv: list[str]) -> Args:
         hint = next((lines[i + 1].split()[0].rstrip(",") for i, line in enumerate(lines[:-1])
                      if line == "Perhaps you meant:"), "")
         hint = f"; did you mean {hint}" if hint else ""
+        if message.startswith("Unrecognized options: "):        # tyro lists the values given to them too
+            message, hint = unknown_flags(message.removeprefix("Unrecognized options: ").split(", ")), ""
         raise UsageError(f"{message or 'could not parse the flags'}{hint}; see --help")
 
 

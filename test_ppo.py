@@ -892,6 +892,19 @@ def test_minibatches_of_one_transition_get_advice_that_holds(envs, steps, miniba
         ppo.check_args(dataclasses.replace(args, **advice))
 
 
+def test_an_unknown_flag_is_named_without_its_value(capsys, tmp_path):
+    for flags, expected in [
+            (["--learning-rte", "1e-3"], "Unrecognized options: --learning-rte; did you mean --learning-rate"),
+            (["--learning-rte=1e-3"], "Unrecognized options: --learning-rte; did you mean --learning-rate"),
+            (["--bogus", "-1", "--gamm", "0.9"],
+             "Unrecognized options: --bogus, --gamm; did you mean --gamma for --gamm"),
+            (["--no-norm-ob"], "Unrecognized options: --no-norm-ob; did you mean --no-norm-obs"),
+            (["--num-envs", "4", "5"], "Unrecognized options: 5")]:            # no flag: the stray value is named
+        assert ppo.main([*flags, "--runs-dir", str(tmp_path)]) == 2
+        assert capsys.readouterr().err == f"error: {expected}; see --help\n"
+    assert not any(tmp_path.iterdir())
+
+
 def test_mujoco_starts_quietly_and_writes_no_log_file(tmp_path):
     # MuJoCo's 'settotalmass' warning and gymnasium's v4 deprecation used to print ~10 lines before ours, and MuJoCo
     # wrote MUJOCO_LOG.TXT into the current folder
