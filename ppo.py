@@ -2051,7 +2051,31 @@ def gym_make(env_id: str, render_mode: str | None = None) -> gym.Env:
         known = list(gym.registry)
         close = difflib.get_close_matches(env_id.split(":")[-1], known, n=3, cutoff=0.6)
         hint = f"did you mean {', '.join(close)}?" if close else "see gymnasium.pprint_registry() for the ids"
+        here = [(module, id) for module, id in registered_here(env_id.split(":")[-1]) if f"{module}:{id}" != env_id]
+        if here:                                                 # `--env-id GoRight-v0` beside my_envs.py
+            hint = (f"the current folder's {', '.join(f'{module}.py' for module, _ in here)} register"
+                    f"{'s' * (len(here) == 1)} it: give --env-id {' or '.join(f'{m}:{id}' for m, id in here)}")
         raise UsageError(f"--env-id {env_id}: cannot make this environment ({type(e).__name__}: {e}); {hint}")
+
+
+def registered_here(env_id: str) -> list[tuple[str, str]]:
+    """(module, id) for each module in the current folder whose code registers env_id (or, for an id without its
+    -vN, a version of it), found without importing anything: a .py file that holds the id is parsed, not run."""
+    import ast
+
+    found = []
+    for path in sorted(Path.cwd().glob("*.py")) if env_id not in gym.registry else []:
+        try:
+            text = path.read_text(errors="replace") if path.stat().st_size < 1_000_000 else ""
+            tree = ast.parse(text) if env_id in text and path.stem.isidentifier() else None
+        except (OSError, SyntaxError, ValueError, RecursionError):
+            continue
+        calls = [node for node in ast.walk(tree) if isinstance(node, ast.Call)
+                 and getattr(node.func, "attr", getattr(node.func, "id", None)) == "register"] if tree else []
+        named = [arg for call in calls for arg in [*call.args[:1], *(k.value for k in call.keywords if k.arg == "id")]]
+        ids = [arg.value for arg in named if isinstance(arg, ast.Constant) and isinstance(arg.value, str)]
+        found += [(path.stem, id) for id in dict.fromkeys(ids) if env_id in (id, re.sub(r"-v\d+$", "", id))]
+    return found
 
 
 # ======================================================================================================================

@@ -1195,6 +1195,23 @@ def test_custom_env_trained_from_python_is_evaluated_from_the_command_line(custo
     assert "--env-id CartPole-v1: its observation or action space differs" in capsys.readouterr().err
 
 
+def test_an_unregistered_env_id_names_the_module_here_that_registers_it(custom_env_path, monkeypatch, capsys):
+    path, _ = custom_env_path
+    (path / "notes.py").write_text('EXAMPLE = """gym.register("GoRight-v0")"""   # in a string: registers nothing\n')
+    (path / "broken.py").write_text('gym.register("GoRight-v0"\n')                 # not Python: passed over
+    for env_id in ("GoRight-v0", "GoRightNaN-v0"):                 # registered if another test imported my_envs
+        monkeypatch.delitem(gym.registry, env_id, raising=False)
+    monkeypatch.delitem(sys.modules, "my_envs", raising=False)
+    monkeypatch.chdir(path)
+    for given in ("GoRight-v0", "GoRight", "wrong_module:GoRight-v0"):
+        assert ppo.main(["--env-id", given]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.endswith(
+            "; the current folder's my_envs.py registers it: give --env-id my_envs:GoRight-v0\n"), err
+    assert "my_envs" not in sys.modules                            # found by reading the file, not by running it
+    assert not (path / "runs").exists()
+
+
 def test_non_finite_observation_stops_with_env_and_step(custom_env_path):
     path, env = custom_env_path
     out = run_cli("--env-id", "my_envs:GoRightNaN-v0", "--num-envs", "1", "--runs-dir", str(path / "runs"),
