@@ -1346,9 +1346,11 @@ class Run:
                 self.tb.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(
                     f"|{k}|{v}|" for k, v in settings.items()))
         self.start_time, self.wall_offset, self.start_step = time.time() - wall_offset, wall_offset, self.global_step
-        # Returns of the last 100 episodes; a resumed run starts with those its episodes.csv already holds.
-        kept = self.episode_log.rows if self.episode_log else []     # rank 0 alone keeps the logs
-        self.recent = deque((float(r["episodic_return"]) for r in kept), maxlen=100)
+        # Returns of the last 100 episodes; a resumed run starts with those its episodes.csv already holds, and knows
+        # whether they reached the solve level.
+        self.recent, self.solved, self.solve_level = deque(maxlen=100), None, solve_level(args.env_id)
+        for row in self.episode_log.rows if self.episode_log else []:     # rank 0 alone keeps the logs
+            self._note_return(float(row["episodic_return"]), row)
         self.episode_returns, self.episode_steps = [], []           # this session's episodes, for the caller
         self.last_print, self.tty = 0.0, sys.stdout.isatty()
         return self
@@ -1529,10 +1531,21 @@ class Run:
                    episodic_return=ep["episodic_return"], episodic_length=ep["episodic_length"])
         if self.rank == 0:
             self.episode_log.write(row)
-        self.recent.append(row["episodic_return"])
+        self._note_return(row["episodic_return"], row, announce=self.rank == 0 and not self.args.quiet)
         self.episode_returns.append(row["episodic_return"])
         self.episode_steps.append(row["global_step"])
         self._scalars("charts", row, row["global_step"], ("episodic_return", "episodic_length"))
+
+    def _note_return(self, episodic_return: float, row: dict, announce: bool = False) -> None:
+        """Keep an episode's return among the last 100. The first time their mean reaches the env's solve level,
+        keep the step and the time, and say so in a line (under --quiet, the last line says so)."""
+        self.recent.append(episodic_return)
+        if self.solved or self.solve_level is None or len(self.recent) < 100 or np.mean(self.recent) < self.solve_level:
+            return
+        self.solved = (int(row["global_step"]), float(row["wall_time"]))
+        if announce:                                   # on a terminal, below the progress line, which is kept
+            print(f"{chr(10) if self.tty and self.last_print else ''}solved: mean return of the last 100 episodes >= "
+                  f"{self.solve_level} at step {self.solved[0]:,}, after {self.solved[1]:.1f}s", flush=True)
 
     def _scalars(self, group: str, row: dict, step: int, keys) -> None:
         if self.tb:
@@ -1557,9 +1570,11 @@ class Run:
         if self.tty and not self.args.quiet:
             print()                                                 # end the redrawn progress line
         recent = f"{np.mean(self.recent):.1f}" if self.recent else "n/a"
+        solved = (f"solved (>= {self.solve_level}) at step {self.solved[0]:,} after {self.solved[1]:.1f}s; "
+                  if self.solved else "")
         print(f"{'stopped' if self.stopping else 'done'}: {self.global_step:,} steps in "
               f"{time.time() - self.start_time:.1f}s, mean return of the last {len(self.recent)} episodes {recent}; "
-              f"run directory {self.dir}", flush=True)
+              f"{solved}run directory {self.dir}", flush=True)
 
     # --- checkpoints ---
     def save(self) -> None:
@@ -1576,8 +1591,17 @@ class Run:
     def result(self) -> dict:
         return dict(agent=self.agent, run_dir=self.dir, checkpoint=self.checkpoint_path, global_step=self.global_step,
                     wall_time=time.time() - self.start_time, episode_returns=self.episode_returns,
-                    episode_steps=self.episode_steps,
+                    episode_steps=self.episode_steps, solved=self.solved,
                     stopped_by=signal.Signals(self.signum).name if self.signum else None)
+
+
+def solve_level(env_id: str) -> float | None:
+    """The mean return over 100 episodes at which gymnasium counts the env solved, its spec's reward_threshold (475
+    for CartPole-v1, as the README quotes), or None where the env sets none."""
+    try:
+        return gym.spec(env_id.split(":")[-1]).reward_threshold
+    except gym.error.Error:
+        return None
 
 
 class RunMonitor(gym.vector.VectorWrapper):

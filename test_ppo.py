@@ -1053,6 +1053,31 @@ def test_resumed_run_counts_the_episodes_it_already_has(tmp_path, capsys):
     assert "(last 100 ep)" in next(line for line in lines if line.startswith("step")), lines
 
 
+def test_a_run_says_when_the_mean_of_its_last_100_episodes_reaches_the_envs_solve_level(tmp_path, monkeypatch, capsys):
+    # CartPole with a solve level (reward_threshold) that a short run reaches, and one without any.
+    easy = dataclasses.replace(gym.spec("CartPole-v1"), id="EasyCartPole-v1", reward_threshold=100.0)
+    monkeypatch.setitem(gym.registry, easy.id, easy)
+    monkeypatch.setitem(gym.registry, "NoLevel-v1", dataclasses.replace(easy, id="NoLevel-v1", reward_threshold=None))
+    flags = ["--num-envs", "16", "--num-steps", "32", "--runs-dir", str(tmp_path)]
+    assert ppo.main(["--env-id", "EasyCartPole-v1", "--total-timesteps", "16384", *flags]) == 0
+    out = capsys.readouterr().out.splitlines()
+    run_dir = next(tmp_path.iterdir())
+    rows = read_csv(run_dir / "episodes.csv")
+    returns = [float(r["episodic_return"]) for r in rows]
+    first = next(i for i in range(99, len(returns)) if np.mean(returns[i - 99:i + 1]) >= 100)
+    step, seconds = int(rows[first]["global_step"]), float(rows[first]["wall_time"])
+    assert [line for line in out if "solved" in line] == [
+        f"solved: mean return of the last 100 episodes >= 100.0 at step {step:,}, after {seconds:.1f}s", out[-1]], out
+    summary = f"; solved (>= 100.0) at step {step:,} after {seconds:.1f}s; run directory {run_dir}"
+    assert summary in out[-1], out[-1]
+    # Resumed, it knows from episodes.csv that it was solved: no new line, and --quiet's last line says when.
+    assert ppo.main(["--resume", str(run_dir / "checkpoint.pt"), "--total-timesteps", "16896", "--quiet"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 2 and summary in out[1], out
+    assert ppo.main(["--env-id", "NoLevel-v1", "--total-timesteps", "512", *flags]) == 0   # no level: nothing said
+    assert "solved" not in capsys.readouterr().out
+
+
 def test_second_ctrl_c_quits_at_once_with_files_intact(tmp_path):
     import signal
     proc = subprocess.Popen([sys.executable, str(HERE / "ppo.py"), "--total-timesteps", "400000",
