@@ -1326,7 +1326,12 @@ class Run:
                           f"{checkpoint['args']['num_envs']} envs; each update now learns from a different batch",
                           file=sys.stderr)
             self.dir = Path(args.resume).parent
+            before = checkpoint["args"]                    # the settings until now: what this resume changes is kept
+            self.resumed = [*checkpoint.get("resumed", []), dict(step=self.global_step, changed={
+                name: [before.get(name), value] for name, value in dataclasses.asdict(args).items()
+                if name != "resume" and before.get(name) != value})]
         else:
+            self.resumed = []
             # The id without its module (as Python names it once the module is imported): "ale_py:ALE/Pong-v5" ->
             # "ALE_Pong-v5", the same folder name from the command line and from train().
             safe_env_id = re.sub(r"[^\w.-]", "_", args.env_id.split(":")[-1])
@@ -1340,7 +1345,10 @@ class Run:
         self.wandb = open_wandb(args, self.dir) if args.track and self.rank == 0 else None
         self.tb = open_tensorboard(self.dir) if args.tensorboard and self.rank == 0 else None
         if self.rank == 0:                  # the settings, readable beside the logs (and in TensorBoard, as CleanRL)
-            settings = dataclasses.asdict(args)
+            settings = dataclasses.asdict(args)    # resumed: those the run started with, then what each resume changed
+            for entry in reversed(self.resumed):
+                settings.update({name: old for name, (old, new) in entry["changed"].items()}, resume=None)
+            settings.update({"resumed": self.resumed} if self.resumed else {})
             atomic_write(self.dir / "args.json", lambda p: p.write_text(json.dumps(settings, indent=2) + "\n"))
             if self.tb:
                 self.tb.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(
@@ -1583,6 +1591,7 @@ class Run:
             agent=self.agent.state_dict(), optimizer=self.optimizer.state_dict(), args=dataclasses.asdict(self.args),
             global_step=self.global_step, iteration=self.iteration, wall_time=time.time() - self.start_time,
             env_module=env_module(self.args.env_id),    # what --evaluate imports to find an env registered in Python
+            resumed=self.resumed,                       # each resume's step and the settings it changed (args.json)
             observation_space=str(self.spaces[0]), action_space=str(self.spaces[1]),
             rng=dict(torch=torch.get_rng_state(), numpy=_numpy_rng_state(), python=random.getstate()),
         )

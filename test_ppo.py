@@ -1078,6 +1078,23 @@ def test_a_run_says_when_the_mean_of_its_last_100_episodes_reaches_the_envs_solv
     assert "solved" not in capsys.readouterr().out
 
 
+def test_resume_keeps_the_first_settings_in_args_json_and_lists_what_each_resume_changed(tmp_path, capsys):
+    result = ppo.train(ppo.Args(total_timesteps=2048, num_envs=4, num_steps=64, runs_dir=str(tmp_path), quiet=True))
+    first = json.loads((result["run_dir"] / "args.json").read_text())
+    checkpoint = str(result["checkpoint"])
+    assert ppo.main(["--resume", checkpoint, "--total-timesteps", "2304", "--learning-rate", "1e-4"]) == 0
+    assert ppo.main(["--resume", checkpoint, "--total-timesteps", "2560", "--ent-coef", "0.01"]) == 0
+    saved = json.loads((result["run_dir"] / "args.json").read_text())
+    assert {name: value for name, value in saved.items() if name != "resumed"} == first
+    assert saved["resumed"] == [
+        {"step": 2048, "changed": {"total_timesteps": [2048, 2304], "learning_rate": [first["learning_rate"], 1e-4]}},
+        {"step": 2304, "changed": {"total_timesteps": [2304, 2560], "ent_coef": [0.0, 0.01]}}]
+    rates = {int(r["global_step"]): float(r["learning_rate"]) for r in read_csv(result["run_dir"] / "updates.csv")}
+    assert rates[2048] == pytest.approx(first["learning_rate"] * 256 / 2048)     # annealed: the last of 8 iterations
+    assert rates[2304] == pytest.approx(1e-4 * 256 / 2304)                       # from the resume on, the new rate
+    assert torch.load(checkpoint)["args"]["learning_rate"] == 1e-4               # what a next --resume continues with
+
+
 def test_second_ctrl_c_quits_at_once_with_files_intact(tmp_path):
     import signal
     proc = subprocess.Popen([sys.executable, str(HERE / "ppo.py"), "--total-timesteps", "400000",
