@@ -1473,6 +1473,10 @@ class Run:
                          f"{per_iteration:,}")
         if self.world > 1:
             notes.append(f"{self.world} processes")
+        # Empty --hidden-sizes: linear heads. On a vector that is a linear policy, worth a word; on the CNN's or the
+        # GRU's features (images, --recurrent) it is the usual design.
+        if not self.args.hidden_sizes and not self.args.recurrent and not is_image(self.spaces[0]):
+            notes.append("a linear policy and value: --hidden-sizes is empty")
         if self.rank == 0:
             print(f"run directory: {self.dir}" + (f" ({'; '.join(notes)})" if notes else ""), flush=True)
         return self

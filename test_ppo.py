@@ -1095,6 +1095,20 @@ def test_resume_keeps_the_first_settings_in_args_json_and_lists_what_each_resume
     assert torch.load(checkpoint)["args"]["learning_rate"] == 1e-4               # what a next --resume continues with
 
 
+def test_an_empty_hidden_sizes_says_the_policy_is_linear(tmp_path, capsys):
+    small = ["--num-envs", "2", "--num-steps", "32", "--num-minibatches", "1", "--total-timesteps", "64", "--quiet"]
+    assert ppo.main(["--hidden-sizes", *small, "--runs-dir", str(tmp_path / "linear")]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.endswith(" (a linear policy and value: --hidden-sizes is empty)"), first
+    weights = torch.load(next((tmp_path / "linear").glob("*/checkpoint.pt")))["agent"]
+    assert {k for k in weights if k.startswith(("actor.", "critic."))} == {
+        "actor.0.weight", "actor.0.bias", "critic.0.weight", "critic.0.bias"}     # one linear layer each
+    # Heads on a GRU's features (as on a CNN's) are no linear policy: nothing to say; nor with hidden layers.
+    for flags in (["--hidden-sizes", "--recurrent", "--recurrent-seq-len", "32"], []):
+        assert ppo.main([*flags, *small, "--runs-dir", str(tmp_path / "other")]) == 0
+        assert "linear" not in capsys.readouterr().out
+
+
 def test_second_ctrl_c_quits_at_once_with_files_intact(tmp_path):
     import signal
     proc = subprocess.Popen([sys.executable, str(HERE / "ppo.py"), "--total-timesteps", "400000",
