@@ -1326,7 +1326,12 @@ class Run:
                           f"{checkpoint['args']['num_envs']} envs; each update now learns from a different batch",
                           file=sys.stderr)
             self.dir = Path(args.resume).parent
+            before = checkpoint["args"]                    # the settings until now: what this resume changes is kept
+            self.resumed = [*checkpoint.get("resumed", []), dict(step=self.global_step, changed={
+                name: [before.get(name), value] for name, value in dataclasses.asdict(args).items()
+                if name != "resume" and before.get(name) != value})]
         else:
+            self.resumed = []
             # The id without its module (as Python names it once the module is imported): "ale_py:ALE/Pong-v5" ->
             # "ALE_Pong-v5", the same folder name from the command line and from train().
             safe_env_id = re.sub(r"[^\w.-]", "_", args.env_id.split(":")[-1])
@@ -1340,15 +1345,20 @@ class Run:
         self.wandb = open_wandb(args, self.dir) if args.track and self.rank == 0 else None
         self.tb = open_tensorboard(self.dir) if args.tensorboard and self.rank == 0 else None
         if self.rank == 0:                  # the settings, readable beside the logs (and in TensorBoard, as CleanRL)
-            settings = dataclasses.asdict(args)
+            settings = dataclasses.asdict(args)    # resumed: those the run started with, then what each resume changed
+            for entry in reversed(self.resumed):
+                settings.update({name: old for name, (old, new) in entry["changed"].items()}, resume=None)
+            settings.update({"resumed": self.resumed} if self.resumed else {})
             atomic_write(self.dir / "args.json", lambda p: p.write_text(json.dumps(settings, indent=2) + "\n"))
             if self.tb:
                 self.tb.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(
                     f"|{k}|{v}|" for k, v in settings.items()))
         self.start_time, self.wall_offset, self.start_step = time.time() - wall_offset, wall_offset, self.global_step
-        # Returns of the last 100 episodes; a resumed run starts with those its episodes.csv already holds.
-        kept = self.episode_log.rows if self.episode_log else []     # rank 0 alone keeps the logs
-        self.recent = deque((float(r["episodic_return"]) for r in kept), maxlen=100)
+        # Returns of the last 100 episodes; a resumed run starts with those its episodes.csv already holds, and knows
+        # whether they reached the solve level.
+        self.recent, self.solved, self.solve_level = deque(maxlen=100), None, solve_level(args.env_id)
+        for row in self.episode_log.rows if self.episode_log else []:     # rank 0 alone keeps the logs
+            self._note_return(float(row["episodic_return"]), row)
         self.episode_returns, self.episode_steps = [], []           # this session's episodes, for the caller
         self.last_print, self.tty = 0.0, sys.stdout.isatty()
         return self
@@ -1463,6 +1473,10 @@ class Run:
                          f"{per_iteration:,}")
         if self.world > 1:
             notes.append(f"{self.world} processes")
+        # Empty --hidden-sizes: linear heads. On a vector that is a linear policy, worth a word; on the CNN's or the
+        # GRU's features (images, --recurrent) it is the usual design.
+        if not self.args.hidden_sizes and not self.args.recurrent and not is_image(self.spaces[0]):
+            notes.append("a linear policy and value: --hidden-sizes is empty")
         if self.rank == 0:
             print(f"run directory: {self.dir}" + (f" ({'; '.join(notes)})" if notes else ""), flush=True)
         return self
@@ -1529,10 +1543,21 @@ class Run:
                    episodic_return=ep["episodic_return"], episodic_length=ep["episodic_length"])
         if self.rank == 0:
             self.episode_log.write(row)
-        self.recent.append(row["episodic_return"])
+        self._note_return(row["episodic_return"], row, announce=self.rank == 0 and not self.args.quiet)
         self.episode_returns.append(row["episodic_return"])
         self.episode_steps.append(row["global_step"])
         self._scalars("charts", row, row["global_step"], ("episodic_return", "episodic_length"))
+
+    def _note_return(self, episodic_return: float, row: dict, announce: bool = False) -> None:
+        """Keep an episode's return among the last 100. The first time their mean reaches the env's solve level,
+        keep the step and the time, and say so in a line (under --quiet, the last line says so)."""
+        self.recent.append(episodic_return)
+        if self.solved or self.solve_level is None or len(self.recent) < 100 or np.mean(self.recent) < self.solve_level:
+            return
+        self.solved = (int(row["global_step"]), float(row["wall_time"]))
+        if announce:                                   # on a terminal, below the progress line, which is kept
+            print(f"{chr(10) if self.tty and self.last_print else ''}solved: mean return of the last 100 episodes >= "
+                  f"{self.solve_level} at step {self.solved[0]:,}, after {self.solved[1]:.1f}s", flush=True)
 
     def _scalars(self, group: str, row: dict, step: int, keys) -> None:
         if self.tb:
@@ -1557,9 +1582,11 @@ class Run:
         if self.tty and not self.args.quiet:
             print()                                                 # end the redrawn progress line
         recent = f"{np.mean(self.recent):.1f}" if self.recent else "n/a"
+        solved = (f"solved (>= {self.solve_level}) at step {self.solved[0]:,} after {self.solved[1]:.1f}s; "
+                  if self.solved else "")
         print(f"{'stopped' if self.stopping else 'done'}: {self.global_step:,} steps in "
               f"{time.time() - self.start_time:.1f}s, mean return of the last {len(self.recent)} episodes {recent}; "
-              f"run directory {self.dir}", flush=True)
+              f"{solved}run directory {self.dir}", flush=True)
 
     # --- checkpoints ---
     def save(self) -> None:
@@ -1568,6 +1595,7 @@ class Run:
             agent=self.agent.state_dict(), optimizer=self.optimizer.state_dict(), args=dataclasses.asdict(self.args),
             global_step=self.global_step, iteration=self.iteration, wall_time=time.time() - self.start_time,
             env_module=env_module(self.args.env_id),    # what --evaluate imports to find an env registered in Python
+            resumed=self.resumed,                       # each resume's step and the settings it changed (args.json)
             observation_space=str(self.spaces[0]), action_space=str(self.spaces[1]),
             rng=dict(torch=torch.get_rng_state(), numpy=_numpy_rng_state(), python=random.getstate()),
         )
@@ -1576,8 +1604,17 @@ class Run:
     def result(self) -> dict:
         return dict(agent=self.agent, run_dir=self.dir, checkpoint=self.checkpoint_path, global_step=self.global_step,
                     wall_time=time.time() - self.start_time, episode_returns=self.episode_returns,
-                    episode_steps=self.episode_steps,
+                    episode_steps=self.episode_steps, solved=self.solved,
                     stopped_by=signal.Signals(self.signum).name if self.signum else None)
+
+
+def solve_level(env_id: str) -> float | None:
+    """The mean return over 100 episodes at which gymnasium counts the env solved, its spec's reward_threshold (475
+    for CartPole-v1, as the README quotes), or None where the env sets none."""
+    try:
+        return gym.spec(env_id.split(":")[-1]).reward_threshold
+    except gym.error.Error:
+        return None
 
 
 class RunMonitor(gym.vector.VectorWrapper):
@@ -1829,9 +1866,7 @@ def check_args(args: Args) -> None:
     require(args.batch_size % args.num_minibatches == 0, "num-minibatches", args.num_minibatches,
             f"must divide the batch of num-envs * num-steps = {args.batch_size} transitions; "
             f"valid: {', '.join(str(d) for d in range(1, min(units, 64) + 1) if units % d == 0)}")
-    require(args.minibatch_size > 1 or not args.norm_adv, "num-minibatches", args.num_minibatches,
-            "leaves minibatches of 1 transition, whose advantages cannot be normalized (the std of one number); "
-            "use fewer minibatches, or --no-norm-adv")
+    require(args.minibatch_size > 1 or not args.norm_adv, *minibatches_of_one(args, units))
     if args.recurrent:
         require(args.num_steps % args.recurrent_seq_len == 0, "recurrent-seq-len", args.recurrent_seq_len,
                 f"must divide --num-steps {args.num_steps}")
@@ -1953,6 +1988,19 @@ def check_limits_and_combinations(args: Args) -> None:
             raise UsageError(f"--runs-dir {args.runs_dir}: {problem}; give a folder this user can write to")
 
 
+def minibatches_of_one(args: Args, units: int) -> tuple[str, str | int, str]:
+    """check_args's (flag, value, problem) for minibatches of 1 transition under --norm-adv, with advice that holds for
+    the values given: fewer minibatches where there are several, else a batch larger than 1 (units: what a minibatch
+    count must divide, transitions or --recurrent's sequences)."""
+    why = "whose advantages cannot be normalized (the std of one number)"
+    fewer = [str(d) for d in range(1, min(units, 64) + 1) if units % d == 0 and args.batch_size // d > 1]
+    if fewer:
+        return ("num-minibatches", args.num_minibatches, f"leaves minibatches of 1 transition, {why}; use fewer "
+                f"minibatches (valid: {', '.join(fewer)}), or --no-norm-adv")
+    return ("num-envs", f"{args.num_envs} --num-steps {args.num_steps}", f"a batch of 1 transition, {why}; raise "
+            "--num-envs or --num-steps, or use --no-norm-adv")
+
+
 def check_spaces(obs_space: gym.Space, action_space: gym.Space, env_id: str) -> None:
     """Refuse, in one line, the spaces this file does not handle (after make_env, which flattened what it could)."""
     if not (isinstance(obs_space, gym.spaces.Box) and np.issubdtype(obs_space.dtype, np.number)):
@@ -2040,7 +2088,31 @@ def gym_make(env_id: str, render_mode: str | None = None) -> gym.Env:
         known = list(gym.registry)
         close = difflib.get_close_matches(env_id.split(":")[-1], known, n=3, cutoff=0.6)
         hint = f"did you mean {', '.join(close)}?" if close else "see gymnasium.pprint_registry() for the ids"
+        here = [(module, id) for module, id in registered_here(env_id.split(":")[-1]) if f"{module}:{id}" != env_id]
+        if here:                                                 # `--env-id GoRight-v0` beside my_envs.py
+            hint = (f"the current folder's {', '.join(f'{module}.py' for module, _ in here)} register"
+                    f"{'s' * (len(here) == 1)} it: give --env-id {' or '.join(f'{m}:{id}' for m, id in here)}")
         raise UsageError(f"--env-id {env_id}: cannot make this environment ({type(e).__name__}: {e}); {hint}")
+
+
+def registered_here(env_id: str) -> list[tuple[str, str]]:
+    """(module, id) for each module in the current folder whose code registers env_id (or, for an id without its
+    -vN, a version of it), found without importing anything: a .py file that holds the id is parsed, not run."""
+    import ast
+
+    found = []
+    for path in sorted(Path.cwd().glob("*.py")) if env_id not in gym.registry else []:
+        try:
+            text = path.read_text(errors="replace") if path.stat().st_size < 1_000_000 else ""
+            tree = ast.parse(text) if env_id in text and path.stem.isidentifier() else None
+        except (OSError, SyntaxError, ValueError, RecursionError):
+            continue
+        calls = [node for node in ast.walk(tree) if isinstance(node, ast.Call)
+                 and getattr(node.func, "attr", getattr(node.func, "id", None)) == "register"] if tree else []
+        named = [arg for call in calls for arg in [*call.args[:1], *(k.value for k in call.keywords if k.arg == "id")]]
+        ids = [arg.value for arg in named if isinstance(arg, ast.Constant) and isinstance(arg.value, str)]
+        found += [(path.stem, id) for id in dict.fromkeys(ids) if env_id in (id, re.sub(r"-v\d+$", "", id))]
+    return found
 
 
 # ======================================================================================================================
@@ -2413,6 +2485,18 @@ def whole_numbers_written_as_floats(argv: list[str]) -> list[str]:
     return out
 
 
+def unknown_flags(tokens: list[str]) -> str:
+    """tyro's "Unrecognized options" lists the unknown flags with the values given to them (`--learning-rte, 1e-3`):
+    name the flags alone (else the stray values), each with the known flag closest to it, if one is close."""
+    number = re.compile(r"-(inf|nan|\d+\.?\d*|\.\d+)([eE][-+]?\d+)?", re.IGNORECASE)         # a negative value
+    flags = list(dict.fromkeys(t.split("=", 1)[0] for t in tokens if t.startswith("-") and not number.fullmatch(t)))
+    known = [f"--{prefix}{f.name.replace('_', '-')}" for f in dataclasses.fields(Args)
+             for prefix in ("", *(("no-",) if f.type in ("bool", bool) else ()))]
+    hints = [f"{close[0]}{f' for {name}' if len(flags) > 1 else ''}" for name in flags
+             if (close := difflib.get_close_matches(name, known, n=1))]
+    return f"Unrecognized options: {', '.join(flags or tokens)}{'; did you mean ' if hints else ''}{', '.join(hints)}"
+
+
 def parse_args(argv: list[str]) -> Args:
     """Parse flags on top of the defaults for the chosen env (or the resumed run), so --help shows real values."""
     import tyro
@@ -2456,6 +2540,8 @@ def parse_args(argv: list[str]) -> Args:
         hint = next((lines[i + 1].split()[0].rstrip(",") for i, line in enumerate(lines[:-1])
                      if line == "Perhaps you meant:"), "")
         hint = f"; did you mean {hint}" if hint else ""
+        if message.startswith("Unrecognized options: "):        # tyro lists the values given to them too
+            message, hint = unknown_flags(message.removeprefix("Unrecognized options: ").split(", ")), ""
         raise UsageError(f"{message or 'could not parse the flags'}{hint}; see --help")
 
 

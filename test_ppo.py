@@ -870,6 +870,41 @@ def test_bad_input_through_the_real_cli_has_no_traceback():
     assert "Traceback" not in out.stdout + out.stderr
 
 
+@pytest.mark.parametrize("envs, steps, minibatches, expected", [
+    (1, 1, 1, "--num-envs 1 --num-steps 1: a batch of 1 transition, whose advantages cannot be normalized (the std "
+              "of one number); raise --num-envs or --num-steps, or use --no-norm-adv"),
+    (1, 4, 4, "--num-minibatches 4: leaves minibatches of 1 transition, whose advantages cannot be normalized (the "
+              "std of one number); use fewer minibatches (valid: 1, 2), or --no-norm-adv"),
+])
+def test_minibatches_of_one_transition_get_advice_that_holds(envs, steps, minibatches, expected, capsys, tmp_path):
+    # 1 minibatch is already the fewest: with a batch of 1, only a larger batch (or no normalization) helps.
+    flags = ["--num-envs", str(envs), "--num-steps", str(steps), "--num-minibatches", str(minibatches),
+             "--total-timesteps", "8", "--runs-dir", str(tmp_path)]
+    assert ppo.main(flags) == 2
+    assert capsys.readouterr().err == f"error: {expected}\n"
+    assert not any(tmp_path.iterdir())
+    # What it advises passes the check.
+    args = ppo.default_args("CartPole-v1", num_envs=envs, num_steps=steps, num_minibatches=minibatches,
+                            total_timesteps=8, runs_dir=str(tmp_path))
+    valid = re.search(r"valid: ([\d, ]+)\)", expected)
+    for advice in ([dict(num_minibatches=int(v)) for v in valid[1].split(", ")] if valid else
+                   [dict(num_envs=2), dict(num_steps=2)]) + [dict(norm_adv=False)]:
+        ppo.check_args(dataclasses.replace(args, **advice))
+
+
+def test_an_unknown_flag_is_named_without_its_value(capsys, tmp_path):
+    for flags, expected in [
+            (["--learning-rte", "1e-3"], "Unrecognized options: --learning-rte; did you mean --learning-rate"),
+            (["--learning-rte=1e-3"], "Unrecognized options: --learning-rte; did you mean --learning-rate"),
+            (["--bogus", "-1", "--gamm", "0.9"],
+             "Unrecognized options: --bogus, --gamm; did you mean --gamma for --gamm"),
+            (["--no-norm-ob"], "Unrecognized options: --no-norm-ob; did you mean --no-norm-obs"),
+            (["--num-envs", "4", "5"], "Unrecognized options: 5")]:            # no flag: the stray value is named
+        assert ppo.main([*flags, "--runs-dir", str(tmp_path)]) == 2
+        assert capsys.readouterr().err == f"error: {expected}; see --help\n"
+    assert not any(tmp_path.iterdir())
+
+
 def test_mujoco_starts_quietly_and_writes_no_log_file(tmp_path):
     # MuJoCo's 'settotalmass' warning and gymnasium's v4 deprecation used to print ~10 lines before ours, and MuJoCo
     # wrote MUJOCO_LOG.TXT into the current folder
@@ -1018,6 +1053,62 @@ def test_resumed_run_counts_the_episodes_it_already_has(tmp_path, capsys):
     assert "(last 100 ep)" in next(line for line in lines if line.startswith("step")), lines
 
 
+def test_a_run_says_when_the_mean_of_its_last_100_episodes_reaches_the_envs_solve_level(tmp_path, monkeypatch, capsys):
+    # CartPole with a solve level (reward_threshold) that a short run reaches, and one without any.
+    easy = dataclasses.replace(gym.spec("CartPole-v1"), id="EasyCartPole-v1", reward_threshold=100.0)
+    monkeypatch.setitem(gym.registry, easy.id, easy)
+    monkeypatch.setitem(gym.registry, "NoLevel-v1", dataclasses.replace(easy, id="NoLevel-v1", reward_threshold=None))
+    flags = ["--num-envs", "16", "--num-steps", "32", "--runs-dir", str(tmp_path)]
+    assert ppo.main(["--env-id", "EasyCartPole-v1", "--total-timesteps", "16384", *flags]) == 0
+    out = capsys.readouterr().out.splitlines()
+    run_dir = next(tmp_path.iterdir())
+    rows = read_csv(run_dir / "episodes.csv")
+    returns = [float(r["episodic_return"]) for r in rows]
+    first = next(i for i in range(99, len(returns)) if np.mean(returns[i - 99:i + 1]) >= 100)
+    step, seconds = int(rows[first]["global_step"]), float(rows[first]["wall_time"])
+    assert [line for line in out if "solved" in line] == [
+        f"solved: mean return of the last 100 episodes >= 100.0 at step {step:,}, after {seconds:.1f}s", out[-1]], out
+    summary = f"; solved (>= 100.0) at step {step:,} after {seconds:.1f}s; run directory {run_dir}"
+    assert summary in out[-1], out[-1]
+    # Resumed, it knows from episodes.csv that it was solved: no new line, and --quiet's last line says when.
+    assert ppo.main(["--resume", str(run_dir / "checkpoint.pt"), "--total-timesteps", "16896", "--quiet"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 2 and summary in out[1], out
+    assert ppo.main(["--env-id", "NoLevel-v1", "--total-timesteps", "512", *flags]) == 0   # no level: nothing said
+    assert "solved" not in capsys.readouterr().out
+
+
+def test_resume_keeps_the_first_settings_in_args_json_and_lists_what_each_resume_changed(tmp_path, capsys):
+    result = ppo.train(ppo.Args(total_timesteps=2048, num_envs=4, num_steps=64, runs_dir=str(tmp_path), quiet=True))
+    first = json.loads((result["run_dir"] / "args.json").read_text())
+    checkpoint = str(result["checkpoint"])
+    assert ppo.main(["--resume", checkpoint, "--total-timesteps", "2304", "--learning-rate", "1e-4"]) == 0
+    assert ppo.main(["--resume", checkpoint, "--total-timesteps", "2560", "--ent-coef", "0.01"]) == 0
+    saved = json.loads((result["run_dir"] / "args.json").read_text())
+    assert {name: value for name, value in saved.items() if name != "resumed"} == first
+    assert saved["resumed"] == [
+        {"step": 2048, "changed": {"total_timesteps": [2048, 2304], "learning_rate": [first["learning_rate"], 1e-4]}},
+        {"step": 2304, "changed": {"total_timesteps": [2304, 2560], "ent_coef": [0.0, 0.01]}}]
+    rates = {int(r["global_step"]): float(r["learning_rate"]) for r in read_csv(result["run_dir"] / "updates.csv")}
+    assert rates[2048] == pytest.approx(first["learning_rate"] * 256 / 2048)     # annealed: the last of 8 iterations
+    assert rates[2304] == pytest.approx(1e-4 * 256 / 2304)                       # from the resume on, the new rate
+    assert torch.load(checkpoint)["args"]["learning_rate"] == 1e-4               # what a next --resume continues with
+
+
+def test_an_empty_hidden_sizes_says_the_policy_is_linear(tmp_path, capsys):
+    small = ["--num-envs", "2", "--num-steps", "32", "--num-minibatches", "1", "--total-timesteps", "64", "--quiet"]
+    assert ppo.main(["--hidden-sizes", *small, "--runs-dir", str(tmp_path / "linear")]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.endswith(" (a linear policy and value: --hidden-sizes is empty)"), first
+    weights = torch.load(next((tmp_path / "linear").glob("*/checkpoint.pt")))["agent"]
+    assert {k for k in weights if k.startswith(("actor.", "critic."))} == {
+        "actor.0.weight", "actor.0.bias", "critic.0.weight", "critic.0.bias"}     # one linear layer each
+    # Heads on a GRU's features (as on a CNN's) are no linear policy: nothing to say; nor with hidden layers.
+    for flags in (["--hidden-sizes", "--recurrent", "--recurrent-seq-len", "32"], []):
+        assert ppo.main([*flags, *small, "--runs-dir", str(tmp_path / "other")]) == 0
+        assert "linear" not in capsys.readouterr().out
+
+
 def test_second_ctrl_c_quits_at_once_with_files_intact(tmp_path):
     import signal
     proc = subprocess.Popen([sys.executable, str(HERE / "ppo.py"), "--total-timesteps", "400000",
@@ -1158,6 +1249,23 @@ def test_custom_env_trained_from_python_is_evaluated_from_the_command_line(custo
     assert capsys.readouterr().out.splitlines()[-1].startswith("my_envs:GoRight-v0: mean return")
     assert ppo.main(["--evaluate", str(path / "old.pt"), "--env-id", "CartPole-v1"]) == 2
     assert "--env-id CartPole-v1: its observation or action space differs" in capsys.readouterr().err
+
+
+def test_an_unregistered_env_id_names_the_module_here_that_registers_it(custom_env_path, monkeypatch, capsys):
+    path, _ = custom_env_path
+    (path / "notes.py").write_text('EXAMPLE = """gym.register("GoRight-v0")"""   # in a string: registers nothing\n')
+    (path / "broken.py").write_text('gym.register("GoRight-v0"\n')                 # not Python: passed over
+    for env_id in ("GoRight-v0", "GoRightNaN-v0"):                 # registered if another test imported my_envs
+        monkeypatch.delitem(gym.registry, env_id, raising=False)
+    monkeypatch.delitem(sys.modules, "my_envs", raising=False)
+    monkeypatch.chdir(path)
+    for given in ("GoRight-v0", "GoRight", "wrong_module:GoRight-v0"):
+        assert ppo.main(["--env-id", given]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.endswith(
+            "; the current folder's my_envs.py registers it: give --env-id my_envs:GoRight-v0\n"), err
+    assert "my_envs" not in sys.modules                            # found by reading the file, not by running it
+    assert not (path / "runs").exists()
 
 
 def test_non_finite_observation_stops_with_env_and_step(custom_env_path):
