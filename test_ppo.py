@@ -1772,6 +1772,17 @@ def test_every_link_and_path_in_the_docs_exists_in_the_repo():
         assert not re.search(r"\bline \d+ of ppo\.py|ppo\.py:\d+|ppo\.py line \d+", text), f"{doc.name} names lines"
 
 
+def test_the_docs_speak_of_the_software_not_of_how_its_work_was_scheduled():
+    # "issue 30", "the issue's test", "this session's device time", "the lent machine": a reader can check none of them.
+    # Say what was measured, on which commit and machine, instead.
+    internal = r"\bissues? #?\d+|\bthe issue\b|\bsessions?\b|\blent\b|\.\./shared|ANCHORS"
+    notes = HERE / "notes"
+    for path in [HERE / "README.md", *sorted([*notes.glob("*.md"), *notes.glob("*.py"), *notes.glob("*.sh")])]:
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            found = re.search(internal, line, flags=re.I)
+            assert not found, f"{path.relative_to(HERE)}:{n}: {found.group()!r}: {line.strip()}"
+
+
 # One source of defaults: the same explicit inputs give the same run from Python and from the command line.
 @pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1", "PixelSide-v0", "Taxi-v4"])   # discrete,
 def test_python_and_the_command_line_write_the_same_args_json(env_id, tmp_path, capsys):   # continuous, image, masked
