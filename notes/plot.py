@@ -133,7 +133,8 @@ def main(argv: list[str]) -> int:
     panels = 1 if args.overlay else len(groups)
     cols = min(panels, 3)
     rows = -(-panels // cols)
-    shared = args.overlay or any(len(curves) > 1 for curves in groups.values())   # curves of several settings
+    curves_per_axis = [sum(map(len, groups.values()))] if args.overlay else [len(c) for c in groups.values()]
+    shared = max(curves_per_axis) > 1                   # an axis with several curves: fainter bands, legend below
     fig, axes = plt.subplots(rows, cols, figsize=(7 if args.overlay else 5.5 * cols, (5.5 if shared else 4) * rows),
                              squeeze=False)
     for ax in axes.flat[panels:]:
@@ -161,7 +162,7 @@ def main(argv: list[str]) -> int:
         ax.set(title="" if args.overlay else name, xlabel="environment steps",
                ylabel=f"return (mean of last {args.window} episodes)")
         ax.grid(alpha=0.3)
-        if len(curves_of_panel) > 1 or args.overlay:  # names of settings are long: below the axis, off the curves
+        if len(ax.get_lines()) > 1:                     # names of settings are long: below the axis, off the curves
             ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), fontsize=8)
         else:
             ax.legend(loc="best", fontsize=8)
