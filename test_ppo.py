@@ -1471,8 +1471,13 @@ def test_track_logs_the_tensorboard_scalars_to_wandb_offline(tmp_path):
 
 def test_plot_command_writes_a_png(tmp_path):
     pytest.importorskip("matplotlib")
-    runs = [ppo.train(ppo.Args(total_timesteps=2048 * s, seed=s, runs_dir=str(tmp_path), quiet=True))["run_dir"]
+    runs = [ppo.train(ppo.Args(total_timesteps=2048, seed=s, runs_dir=str(tmp_path), quiet=True))["run_dir"]
             for s in (1, 2)]
+    episodes = read_csv(runs[0] / "episodes.csv")                  # the first stopped halfway, as by Ctrl-C
+    with open(runs[0] / "episodes.csv", "w", newline="") as f:
+        log = csv.DictWriter(f, episodes[0].keys())
+        log.writeheader()
+        log.writerows(episodes[:len(episodes) // 2])
     out = subprocess.run([sys.executable, str(HERE / "notes" / "plot.py"), *map(str, runs), "-o",
                           str(tmp_path / "curve.png")], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
@@ -1481,13 +1486,72 @@ def test_plot_command_writes_a_png(tmp_path):
     out = subprocess.run([sys.executable, str(HERE / "notes" / "plot.py"), *map(str, runs), "--overlay", "-o",
                           str(tmp_path / "overlay.png")], capture_output=True, text=True)
     assert out.returncode == 0 and (tmp_path / "overlay.png").stat().st_size > 1000, out.stderr
-    # several groups: a grid, not a strip; without -o, the PNG goes beside the runs, never into the current folder
+    # several groups: a grid, not a strip; without -o, the PNG goes beside the runs, never into the current folder;
+    # a folder that cannot be drawn is skipped with a note
     other = ppo.train(ppo.Args(total_timesteps=2048, exp_name="other", runs_dir=str(tmp_path), quiet=True))["run_dir"]
-    out = subprocess.run([sys.executable, str(HERE / "notes" / "plot.py"), *map(str, [*runs, other, other, other])],
-                         capture_output=True, text=True, cwd=HERE)
+    (tmp_path / "CartPole-v1__ppo__3__0").mkdir()                   # a run that has not written its logs yet
+    out = subprocess.run([sys.executable, str(HERE / "notes" / "plot.py"), *map(str, [*runs, other]),
+                          str(tmp_path / "CartPole-v1__ppo__3__0")], capture_output=True, text=True, cwd=HERE)
     assert out.returncode == 0 and (tmp_path / "learning_curve.png").is_file(), out.stderr
     assert f"({runs[0]}; the longest reaches" in out.stdout                        # the run that cut its group
+    assert out.stderr == f"note: {tmp_path / 'CartPole-v1__ppo__3__0'}: skipped, no episodes.csv\n"
     assert not (HERE / "learning_curve.png").exists()
+
+
+def fake_run(folder, name, rows=((100, 10.0), (200, 20.0)), **given):
+    """A run directory as ppo.py writes it, without the training: args.json for these flags, and these episodes."""
+    run = folder / name
+    run.mkdir()
+    settings = dataclasses.asdict(ppo.default_args(name.split("__")[0], **given))
+    (run / "args.json").write_text(json.dumps(settings, indent=2) + "\n")
+    (run / "episodes.csv").write_text("global_step,episodic_return,episodic_length\n" +
+                                      "".join(f"{step},{ret},{int(ret)}\n" for step, ret in rows))
+    return run
+
+
+def test_plot_averages_only_runs_that_differ_in_the_seed(tmp_path, monkeypatch):
+    """The quick start, a --frame-stack 4 run, a --recurrent run and a 30k-step run were once drawn as one mean of
+    4 runs; runs with other settings are curves of their own, named by the flags in which they differ. Runs that
+    differ only in what does not change learning (where they log, threads) are seeds of one curve."""
+    monkeypatch.syspath_prepend(str(HERE / "notes"))
+    plot = importlib.import_module("plot")
+    assert plot.NOT_SETTINGS <= set(ppo.ARGS_DEFAULTS)              # a renamed field would split seeds apart
+    runs = [fake_run(tmp_path, "CartPole-v1__ppo__1__1"), fake_run(tmp_path, "CartPole-v1__ppo__1__2", frame_stack=4),
+            fake_run(tmp_path, "CartPole-v1__ppo__1__3", recurrent=True),
+            fake_run(tmp_path, "CartPole-v1__ppo__1__4", total_timesteps=30_000),
+            fake_run(tmp_path, "CartPole-v1__ppo__2__5", seed=2, quiet=True, runs_dir="elsewhere", torch_threads=2,
+                     tensorboard=False, save_every=5)]
+    groups = plot.group_runs({run: plot.read_run(run)[0] for run in runs})
+    assert groups == {"CartPole-v1": [
+        ("--total-timesteps 500000 --num-steps 64 --learning-rate 0.0025 --no-recurrent --frame-stack 1",
+         [runs[0], runs[4]]),
+        ("--frame-stack 4", [runs[1]]), ("--num-steps 128 --learning-rate 0.001 --recurrent", [runs[2]]),
+        ("--total-timesteps 30000", [runs[3]])]}
+    # one setting: one unnamed curve; another --exp-name or env: a panel of its own, as before
+    groups = plot.group_runs({run: plot.read_run(run)[0] for run in (runs[0], runs[4])})
+    assert groups == {"CartPole-v1": [("", [runs[0], runs[4]])]}
+    other = fake_run(tmp_path, "CartPole-v1__other__1__6")
+    groups = plot.group_runs({run: plot.read_run(run)[0] for run in (runs[0], other)})
+    assert groups == {"CartPole-v1 [other]": [("", [other])], "CartPole-v1 [ppo]": [("", [runs[0]])]}
+
+
+def test_plot_skips_a_folder_it_cannot_draw_with_a_note(tmp_path, monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(HERE / "notes"))
+    plot = importlib.import_module("plot")
+    fake_run(tmp_path, "CartPole-v1__ppo__1__1", rows=()).joinpath("episodes.csv").write_text("")   # just started
+    fake_run(tmp_path, "CartPole-v1__ppo__1__2", rows=())                                       # the header only
+    fake_run(tmp_path, "CartPole-v1__ppo__1__3").joinpath("args.json").unlink()
+    (tmp_path / "CartPole-v1__ppo__1__4").mkdir()
+    (tmp_path / "learning_curve.png").write_bytes(b"")                  # what `runs/*` matches after a first plot
+    assert plot.main(sorted(map(str, tmp_path.iterdir())) + [str(tmp_path / "Acrobot-v1__*")]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"note: {tmp_path / 'CartPole-v1__ppo__1__1'}: skipped, no finished episode in episodes.csv yet",
+        f"note: {tmp_path / 'CartPole-v1__ppo__1__2'}: skipped, no finished episode in episodes.csv yet",
+        f"note: {tmp_path / 'CartPole-v1__ppo__1__3'}: skipped, no args.json, so its settings are unknown",
+        f"note: {tmp_path / 'CartPole-v1__ppo__1__4'}: skipped, no episodes.csv",
+        f"note: {tmp_path / 'learning_curve.png'}: skipped, not a run directory",
+        f"note: {tmp_path / 'Acrobot-v1__*'}: skipped, matched no run directory",
+        "error: nothing to plot; give ppo.py run directories"]
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -1908,6 +1972,17 @@ def test_every_link_and_path_in_the_docs_exists_in_the_repo():
         for path in re.findall(r"`((?:notes|\.ci)/[\w./-]+)`", text):   # paths named in backticks
             assert (HERE / path).exists(), f"{doc.name}: {path}"
         assert not re.search(r"\bline \d+ of ppo\.py|ppo\.py:\d+|ppo\.py line \d+", text), f"{doc.name} names lines"
+
+
+def test_the_docs_speak_of_the_software_not_of_how_its_work_was_scheduled():
+    # "issue 30", "the issue's test", "this session's device time", "the lent machine": a reader can check none of them.
+    # Say what was measured, on which commit and machine, instead.
+    internal = r"\bissues? #?\d+|\bthe issue\b|\bsessions?\b|\blent\b|\.\./shared|ANCHORS"
+    notes = HERE / "notes"
+    for path in [HERE / "README.md", *sorted([*notes.glob("*.md"), *notes.glob("*.py"), *notes.glob("*.sh")])]:
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            found = re.search(internal, line, flags=re.I)
+            assert not found, f"{path.relative_to(HERE)}:{n}: {found.group()!r}: {line.strip()}"
 
 
 # One source of defaults: the same explicit inputs give the same run from Python and from the command line.

@@ -143,7 +143,7 @@ def keep_snapshots(ppo):
 
 
 def holds(end: float, best: float) -> bool:
-    """The issue's no-collapse test: the run ends within 10% of the best running mean it reached."""
+    """The no-collapse test (notes/recurrent_screen.md): the run ends within 10% of the best running mean it reached."""
     return end >= (0.9 * best if best >= 0 else 1.1 * best)
 
 

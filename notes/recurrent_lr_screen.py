@@ -1,4 +1,4 @@
-"""A small screen of the --recurrent policy's learning rate on memory tasks (issue 30; notes/recurrent_screen.md).
+"""A small screen of the --recurrent policy's learning rate on memory tasks (notes/recurrent_screen.md, section 3).
 
     python notes/recurrent_lr_screen.py run --env cartpole --lr 1e-3 --seed 1 --runs-dir runs-lr
     python notes/recurrent_lr_screen.py table --runs-dir runs-lr
