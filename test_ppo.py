@@ -15,6 +15,7 @@ import math
 import os
 import re
 import socket
+import shutil
 import subprocess
 import sys
 import time
@@ -1293,6 +1294,20 @@ def test_non_finite_final_observation_stops_with_env_and_step(tmp_path, capsys):
     assert capsys.readouterr().err.strip().splitlines() == [
         "error: env NaNAtTheTimeLimit-v0 returned a non-finite final observation (the last state of an episode) at "
         "global step 10; check the environment's step()"]
+
+
+def test_the_suite_passes_beside_the_readmes_own_my_envs_py(tmp_path):
+    # A user who follows the README keeps my_envs.py beside ppo.py; the custom-env tests, which write a my_envs.py
+    # of their own, must still find theirs (a copy of the repo's two files, run as the README runs the suite).
+    for name in ("ppo.py", "test_ppo.py", "README.md"):
+        shutil.copy(HERE / name, tmp_path / name)
+    shutil.copytree(HERE / "notes", tmp_path / "notes", ignore=shutil.ignore_patterns("img", "__pycache__"))
+    readme = (HERE / "README.md").read_text()
+    (tmp_path / "my_envs.py").write_text(re.search(r"`my_envs.py`:\n\n```python\n(.*?)```", readme, re.S).group(1))
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_ppo.py", "-k",
+                          "custom_env_trained_from_python or non_finite_observation_stops"],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert out.returncode == 0 and "2 passed" in out.stdout, out.stdout[-2000:]
 
 
 class HugeRewardEnv(ConstantRewardEnv):
