@@ -9,11 +9,14 @@ import csv
 import importlib
 import importlib.util
 import inspect
+import io
 import itertools
 import json
 import math
 import os
+import random
 import re
+import signal
 import socket
 import shutil
 import subprocess
@@ -1122,6 +1125,176 @@ def test_second_ctrl_c_quits_at_once_with_files_intact(tmp_path):
     for name in ("episodes.csv", "updates.csv"):
         rows = read_csv(next(tmp_path.glob(f"*/{name}")))
         assert rows and all(None not in row.values() for row in rows)
+
+
+# A kill (SIGKILL: the OOM killer, a preempted cluster job) at any moment, then --resume: every file whole, every
+# iteration logged once. One process imports ppo and runs the first run itself (which also imports what ppo imports
+# lazily); it forks the runs to kill, so that each starts training in a fraction of a second, not the ~3 s of a new
+# process.
+KILLER = """
+import os, signal, sys, time, traceback
+sys.path.insert(0, sys.argv[1])
+import ppo
+ppo.quiet_known_warnings(None)      # what --resume imports: MuJoCo, whose glfw runs helper processes (not killed)
+answers = os.fdopen(os.dup(1), "w")
+os.dup2(os.open(os.devnull, os.O_WRONLY), 1)    # what ppo prints
+for line in sys.stdin:      # "<seconds> <flags of ppo.py>": a run killed after that long, or "- <flags>": a whole run
+    delay, *flags = line.split()
+    if delay == "-":
+        print(ppo.main(flags), file=answers, flush=True)
+        continue
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os._exit(ppo.main(flags))
+        except BaseException:
+            traceback.print_exc()
+            os._exit(1)
+    time.sleep(float(delay))
+    os.kill(pid, signal.SIGKILL)    # not yet waited for, so the pid is still this child's even if it has ended
+    print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), file=answers, flush=True)
+"""
+
+
+def whole_rows(path):
+    """The rows of the CSV file's complete lines, and whether a last line was cut short (no line end)."""
+    with open(path, newline="") as f:
+        text = f.read()
+    return list(csv.DictReader(io.StringIO(text[:text.rfind("\n") + 1]))), not text.endswith("\n")
+
+
+def test_a_kill_at_any_moment_leaves_files_that_resume_whole(tmp_path):
+    rng, batch, total = random.Random(0), 64, 64 * 250
+    flags = ("--num-envs 4 --num-steps 16 --update-epochs 1 --num-minibatches 1 --save-every 1 --no-tensorboard "
+             "--quiet")                                             # ~20 ms an iteration, a third of it saving
+    killer = subprocess.Popen([sys.executable, "-c", KILLER, str(HERE)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def run(delay, more_flags):
+        killer.stdin.write(f"{delay} {flags} {more_flags}\n")
+        killer.stdin.flush()
+        return int(killer.stdout.readline() or "999")              # 999: the killer itself died (its stderr says)
+
+    try:
+        assert run("-", f"--total-timesteps {10 * batch} --runs-dir {tmp_path}") == 0
+        run_dir = next(tmp_path.iterdir())
+        checkpoint = run_dir / "checkpoint.pt"
+        resume = f"--resume {checkpoint} --total-timesteps {total}"
+        kills, cut = 0, set()
+        for _ in range(8):
+            if torch.load(checkpoint)["global_step"] == total:
+                break
+            code = run(rng.uniform(0.0, 0.5), resume)
+            assert code in (0, -signal.SIGKILL), code
+            kills += code == -signal.SIGKILL
+            # Right after the kill: the checkpoint loads, and the logs hold every row up to its step (rows after
+            # it, and a last line cut short, are dropped by the resume)
+            saved = torch.load(checkpoint)["global_step"]
+            updates, cut_short = whole_rows(run_dir / "updates.csv")
+            assert [int(r["global_step"]) for r in updates if int(r["global_step"]) <= saved] == \
+                list(range(batch, saved + 1, batch))
+            cut |= {"updates.csv"} if cut_short else set()
+            cut |= {"episodes.csv"} if whole_rows(run_dir / "episodes.csv")[1] else set()
+            cut |= {p.name for p in run_dir.glob("*.tmp")}
+            json.loads((run_dir / "args.json").read_text())
+        if torch.load(checkpoint)["global_step"] < total:
+            assert run("-", resume) == 0                               # the last resume, to the end
+    finally:
+        killer.stdin.close()
+        stderr = killer.stderr.read()
+        killer.wait(timeout=30)
+    print(f"{kills} kills; cut short: {sorted(cut) or 'nothing'}")  # what the kills happened to interrupt
+    assert kills >= 3 and "Traceback" not in stderr, stderr
+    saved = torch.load(checkpoint)
+    assert (saved["global_step"], saved["iteration"]) == (total, total // batch)
+    for name in ("updates.csv", "episodes.csv"):
+        assert (run_dir / name).read_bytes().endswith(b"\n")          # no line cut short
+    updates = read_csv(run_dir / "updates.csv")
+    assert [int(r["global_step"]) for r in updates] == list(range(batch, total + 1, batch))   # none missing, none twice
+    episodes = read_csv(run_dir / "episodes.csv")
+    assert episodes and all(len(r) == 4 and None not in r.values() and "" not in r.values() for r in episodes)
+    steps = [int(r["global_step"]) for r in episodes]
+    assert steps == sorted(steps) and steps[-1] <= total
+    assert [float(r["episodic_return"]) for r in episodes]          # every value parses
+    assert not list(run_dir.glob("*.tmp"))
+    json.loads((run_dir / "args.json").read_text())
+
+
+def test_a_resumed_log_ends_at_the_checkpoint_at_once(tmp_path):
+    path = tmp_path / "log.csv"
+    path.write_text("global_step,x\n1,a\n2,b\n3,c\n7")           # a row after the checkpoint, a line cut short
+    log = ppo.CsvLog(path, resume_step=2)
+    assert path.read_bytes() == b"global_step,x\r\n1,a\r\n2,b\r\n"     # even if the resumed run never logs a row
+    log.write(dict(global_step=3, x="d", y="new"))                  # a new column: the file is rewritten with it
+    log.write(dict(global_step=4, x="e", y="f"))
+    log.close()
+    assert read_csv(path) == [dict(global_step="1", x="a", y=""), dict(global_step="2", x="b", y=""),
+                              dict(global_step="3", x="d", y="new"), dict(global_step="4", x="e", y="f")]
+
+
+def test_resume_drops_a_line_cut_short_and_removes_stray_temporary_files(tmp_path):
+    flags = dict(num_envs=4, num_steps=16, runs_dir=str(tmp_path), quiet=True, tensorboard=False)
+    result = ppo.train(ppo.Args(total_timesteps=128, **flags))
+    run_dir, checkpoint = result["run_dir"], result["checkpoint"]
+    for name in ("updates.csv", "episodes.csv"):                    # a kill in the middle of a row after the save
+        with open(run_dir / name, "a") as f:
+            f.write("7")                                            # step 7 <= 128: kept, were it read as a row
+    (run_dir / "checkpoint.pt.tmp").write_bytes(b"half a checkpoint")
+    ppo.train(ppo.Args(resume=str(checkpoint), total_timesteps=640, **flags))
+    assert [int(r["global_step"]) for r in read_csv(run_dir / "updates.csv")] == list(range(64, 640 + 1, 64))
+    episodes = read_csv(run_dir / "episodes.csv")
+    steps = [int(r["global_step"]) for r in episodes]
+    assert all(None not in r.values() for r in episodes) and 7 not in steps
+    assert steps == sorted(steps) and steps[-1] > 128                # the file was rewritten: the resumed run logged
+    assert not list(run_dir.glob("*.tmp"))
+
+
+def test_a_run_saved_before_any_episode_ended_resumes(tmp_path):
+    flags = dict(num_envs=1, num_steps=4, num_minibatches=1, runs_dir=str(tmp_path), quiet=True, tensorboard=False)
+    result = ppo.train(ppo.Args(total_timesteps=8, save_every=1, **flags))
+    assert not (result["run_dir"] / "episodes.csv").exists()          # CartPole's first episode is longer than 8 steps
+    ppo.train(ppo.Args(resume=str(result["checkpoint"]), total_timesteps=64, **flags))
+    assert [int(r["global_step"]) for r in read_csv(result["run_dir"] / "updates.csv")] == list(range(4, 64 + 1, 4))
+    assert read_csv(result["run_dir"] / "episodes.csv")
+
+
+# The last save, slowed down (torch.save sleeps between writing checkpoint.pt.tmp and its rename), so that a second
+# SIGTERM surely comes during it.
+SLOW_SAVE = """
+import pathlib, sys, time
+sys.path.insert(0, sys.argv[1])
+import torch
+import ppo
+save = torch.save
+
+def slow_save(obj, path, *args, **kwargs):
+    save(obj, path, *args, **kwargs)
+    pathlib.Path(sys.argv[2]).touch()
+    time.sleep(1.5)
+
+torch.save = slow_save
+sys.exit(ppo.main(sys.argv[3:]))
+"""
+
+
+def test_a_second_sigterm_during_the_last_save_lets_it_finish(tmp_path):
+    saving = tmp_path / "saving"
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_SAVE, str(HERE), str(saving), "--total-timesteps", "400000",
+                             "--num-envs", "4", "--num-steps", "16", "--save-every", "100000", "--no-tensorboard",
+                             "--runs-dir", str(tmp_path / "runs")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    assert wait_for(lambda: any(len(read_csv(p)) >= 3 for p in tmp_path.glob("runs/*/updates.csv")))
+    proc.send_signal(signal.SIGTERM)
+    assert wait_for(lambda: saving.exists(), timeout=30)            # the last save has begun
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 143 and "Traceback" not in stderr, stderr
+    assert "SIGTERM: quitting once the checkpoint being saved is written" in stderr, stderr
+    run_dir = next((tmp_path / "runs").iterdir())
+    saved = torch.load(run_dir / "checkpoint.pt")                   # whole
+    steps = [int(r["global_step"]) for r in read_csv(run_dir / "updates.csv")]
+    assert steps == list(range(64, saved["global_step"] + 1, 64)) and len(steps) == saved["iteration"] >= 3
+    assert not list(run_dir.glob("*.tmp"))
 
 
 SLOW_ENV_MODULE = """
