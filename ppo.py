@@ -657,6 +657,7 @@ def explained_variance(values: np.ndarray, returns: np.ndarray) -> float:
 import dataclasses
 import csv
 import difflib
+import importlib.metadata
 import importlib.util
 import io
 import itertools
@@ -1194,6 +1195,46 @@ class StopRequested(Exception):
 
 
 # ======================================================================================================================
+# Versions: the oldest of each package this file is tested with (.ci/constraints-oldest.txt pins them), and the oldest
+# Python its code and those packages allow. Older ones fail far from the cause (gymnasium 1.0 lacks
+# gym.vector.AutoresetMode), so they are refused first, in one line. tyro only for the command line: train() skips it.
+# ======================================================================================================================
+FLOORS = {"python": (3, 10), "torch": (2, 5), "gymnasium": (1, 1), "numpy": (1, 26), "tyro": (0, 9, 1)}
+
+
+def installed_versions() -> dict[str, str | None]:
+    """The running Python's version and each FLOORS package's installed one (None: no package metadata)."""
+    versions = {"python": "{}.{}.{}".format(*sys.version_info)}
+    for name in FLOORS.keys() - {"python"}:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def version_tuple(version: str) -> tuple[int, ...]:
+    """Each part's leading digits: 2.13.0+cpu -> (2, 13, 0), 1.26.0rc1 -> (1, 26, 0). No `packaging` needed."""
+    return tuple(int(re.match(r"\d*", part).group() or 0) for part in version.split("+")[0].split("."))
+
+
+def check_versions(command_line: bool = False) -> None:
+    """Refuse a Python or package older than FLOORS, saying what was found and how to upgrade."""
+    found = installed_versions()
+    for name, floor in FLOORS.items():
+        if name == "tyro" and not command_line:
+            continue
+        need = ".".join(map(str, floor))
+        if found[name] is None:      # no metadata: run from a source tree (then it imports), or not installed
+            if importlib.util.find_spec(name) is None:
+                raise UsageError(f'{name} is not installed; ppo.py needs {need} or newer: pip install "{name}>={need}"')
+        elif version_tuple(found[name]) < floor:
+            upgrade = "run it with a newer Python" if name == "python" else f'pip install "{name}>={need}"'
+            raise UsageError(f"{'Python' if name == 'python' else name} {found[name]} is older than ppo.py needs "
+                             f"({need} or newer): {upgrade}")
+
+
+# ======================================================================================================================
 # The flags for running, saving and watching a run: Part I's Args, extended. From here on the name Args means this
 # class, so the command line, train() and `Args(env_id=..., runs_dir=...)` have every flag.
 # ======================================================================================================================
@@ -1292,6 +1333,7 @@ class Run:
         """Set up: refuse bad flags and unsupported spaces before any work, join torchrun's processes (K processes,
         "ranks" 0 to K-1, train one agent: each steps its own --num-envs envs and they average their gradients; alone
         this is rank 0 of 1), and seed every random stream."""
+        check_versions()
         self.args = args = fill_auto(args)                     # Args.AUTO fields get the env's defaults
         check_args(args)
         self.spaces = env_spaces(args.env_id, args.action_mask, args.frame_stack)   # checked
@@ -1849,7 +1891,7 @@ def load_checkpoint(path: str | Path, flag: str = "--resume") -> dict:
     if not Path(path).is_file():
         raise UsageError(f"{flag} {path}: no such file; give the path of a run's checkpoint.pt")
     try:
-        checkpoint = torch.load(path, map_location="cpu")
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)   # tensors and plain values only
         args_from_checkpoint(checkpoint)                            # its arguments must still make an Args
     except Exception as e:
         raise UsageError(f"{flag} {path}: not a readable ppo.py checkpoint ({type(e).__name__}); "
@@ -2128,7 +2170,8 @@ def check_video(env_id: str) -> None:
         os.environ.setdefault("MUJOCO_GL", "egl")
     missing = [] if importlib.util.find_spec("moviepy") else ["moviepy"]
     try:
-        with warnings.catch_warnings(action="ignore"):  # a failure is told below, in one line
+        with warnings.catch_warnings():                 # a failure is told below, in one line
+            warnings.simplefilter("ignore")               # (catch_warnings(action=...) needs Python 3.11)
             env = make_env(env_id, render_mode="rgb_array")
             env.reset(seed=0)
             env.render()
@@ -2199,6 +2242,7 @@ def load_agent(path: str | Path, env_id: str | None = None) -> tuple[Agent, Args
 
 def _load_agent(path: str | Path, env_id: str | None) -> tuple[Agent, Args, bool]:
     """load_agent, and whether the env gives action masks (one reset says)."""
+    check_versions()
     checkpoint = load_checkpoint(path, flag="--evaluate")
     args = args_from_checkpoint(checkpoint, evaluate=True)
     if env_id in (None, args.env_id):
@@ -2570,12 +2614,34 @@ def unknown_flags(tokens: list[str]) -> str:
     return f"Unrecognized options: {', '.join(flags or tokens)}{'; did you mean ' if hints else ''}{', '.join(hints)}"
 
 
+def negative_numbers_attached(argv: list[str]) -> list[str]:
+    """`--learning-rate -1e-3` becomes `--learning-rate=-1e-3`: tyro before 1.0 parses with argparse, which takes
+    -1e-3 or -inf for a flag (it knows only -5 and -0.5 as numbers) and says the flag has no value."""
+    out = []
+    for arg in argv:
+        if (out and re.fullmatch(r"--[\w-]+", out[-1]) and arg.startswith("-")
+                and not re.fullmatch(r"-\d+|-\d*\.\d+", arg) and _is_float(arg)):
+            out[-1] += "=" + arg
+        else:
+            out.append(arg)
+    return out
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
 def parse_args(argv: list[str]) -> Args:
     """Parse flags on top of the defaults for the chosen env (or the resumed run), so --help shows real values."""
+    check_versions(command_line=True)                 # before anything is made, and before an old tyro is imported
     import tyro
 
     check_flag_names(argv)
-    argv = whole_numbers_written_as_floats(argv)
+    argv = negative_numbers_attached(whole_numbers_written_as_floats(argv))
     if _flag_value(argv, "--resume") and _flag_value(argv, "--evaluate"):
         raise UsageError("--evaluate: plays a checkpoint, --resume trains one further; give one of them")
 
@@ -2609,7 +2675,7 @@ def parse_args(argv: list[str]) -> Args:
         lines = [line.strip().strip("│|").strip() for line in err.getvalue().splitlines()[1:]]   # [0]: the title
         is_rule = lambda line: set(line) <= set("─-╰╯+ ")                                    # noqa: E731
         first = itertools.takewhile(lambda line: not is_rule(line), itertools.dropwhile(is_rule, lines))
-        message = " ".join(first).removeprefix("Error parsing ")
+        message = " ".join(first).removeprefix("Error parsing ").rstrip(".")
         hint = next((lines[i + 1].split()[0].rstrip(",") for i, line in enumerate(lines[:-1])
                      if line == "Perhaps you meant:"), "")
         hint = f"; did you mean {hint}" if hint else ""
