@@ -193,6 +193,23 @@ def test_activation_and_log_std_init_shape_the_networks():
     assert (ortho.bias == 0).all() and default.weight.norm(dim=1).min() > 0.2 and (default.bias != 0).all()
 
 
+def test_readme_versions_table_is_what_ppo_checks_and_ci_installs():
+    # Each row: the floor ppo.py refuses below (FLOORS), requirements.txt's range, and the two versions CI pins.
+    readme, requirements = (HERE / "README.md").read_text(), (HERE / "requirements.txt").read_text()
+    pins = {name: dict(re.findall(r"^([\w-]+)==([\d.]+)", (HERE / ".ci" / name).read_text(), re.M))
+            for name in ("constraints-oldest.txt", "constraints.txt")}
+    rows = re.findall(r"^\| (Python|torch|gymnasium|numpy|tyro) \| ([\d.]+) \| ([\d.]+), ([\d.]+) \|$", readme, re.M)
+    assert len(rows) == len(ppo.FLOORS) == 5
+    for package, floor, oldest, newest in rows:
+        name = package.lower()
+        assert ppo.FLOORS[name] == ppo.version_tuple(floor), package
+        if name == "python":
+            continue
+        assert re.search(rf"^{name}(\[\w+\])?>={re.escape(floor)}$", requirements, re.M), package
+        assert (pins["constraints-oldest.txt"][name], pins["constraints.txt"][name]) == (oldest, newest), package
+        assert ppo.version_tuple(oldest)[:len(ppo.FLOORS[name])] == ppo.FLOORS[name], package   # the floor is tested
+
+
 def test_readme_defaults_table_matches_default_args():
     # The README's table of defaults, row by row, against what default_args gives a discrete, a continuous and an
     # image env: a default changed in ppo.py and not in the README (or the reverse) fails here.
@@ -1692,6 +1709,18 @@ def test_missing_optional_packages_are_named_in_one_line(monkeypatch, capsys, tm
     assert ppo.main(["--track", "--runs-dir", str(tmp_path)]) == 2
     assert capsys.readouterr().err == "error: --track: needs the optional package wandb; pip install wandb, or --no-track\n"
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.skipif(not installed("tensorboard"), reason="needs tensorboard")
+def test_tensorboard_where_installed_writes_the_scalars_and_resumes_without_the_replayed_steps(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    small = dict(num_envs=2, num_steps=64, runs_dir=str(tmp_path), quiet=True)
+    assert ppo.default_args("CartPole-v1").tensorboard is True                  # on by default where installed
+    result = ppo.train(ppo.Args(total_timesteps=256, save_every=1, **small))
+    ppo.train(ppo.Args(resume=str(result["checkpoint"]), total_timesteps=512, **small))
+    events = EventAccumulator(str(result["run_dir"])).Reload()
+    steps = [e.step for e in events.Scalars("charts/learning_rate")]
+    assert steps == [128, 256, 384, 512], steps                                # one per iteration, none repeated
 
 
 @pytest.mark.skipif(not installed("wandb"), reason="needs wandb")
