@@ -18,7 +18,6 @@ import socket
 import subprocess
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import gymnasium as gym
@@ -393,8 +392,7 @@ def test_generated_spaces_train_with_ratio_one_or_are_refused_in_one_line(tmp_pa
             ppo.env_spaces(env_id)
         except ppo.UsageError as e:
             assert "\n" not in str(e) and str(e).startswith(f"--env-id {env_id}: "), str(e)
-            with warnings.catch_warnings(action="ignore"):
-                assert ppo.main(["--env-id", env_id, "--runs-dir", str(runs), "--quiet"]) == 2
+            assert ppo.main(["--env-id", env_id, "--runs-dir", str(runs), "--quiet"]) == 2
             err = capsys.readouterr().err
             assert err == f"error: {e}\n" and not runs.exists(), err
             seen["refused"] += 1
@@ -409,8 +407,7 @@ def test_generated_spaces_train_with_ratio_one_or_are_refused_in_one_line(tmp_pa
         GeneratedEnv.wrong_actions.clear()
         args = ppo.default_args(env_id, total_timesteps=64, num_envs=2, num_steps=32, update_epochs=1,
                                 num_minibatches=1, runs_dir=str(runs), quiet=True, tensorboard=False)
-        with warnings.catch_warnings(action="ignore"):
-            ppo.train(args, loss_fn=recording_loss)
+        ppo.train(args, loss_fn=recording_loss)
         capsys.readouterr()
         # one minibatch before any gradient step: every log-probability is the one its action was sampled with
         assert len(logratios) == 1 and logratios[0] < 1e-6, (observation_space, action_space, logratios)
@@ -432,9 +429,8 @@ def test_envs_that_break_the_api_are_refused_or_stopped_in_one_line(tmp_path_fac
                       misbehave=st.sampled_from(MISBEHAVIOURS))
     def check(observation_space, action_space, misbehave):
         env_id, runs = generated_env(observation_space, action_space, misbehave), tmp_path_factory.mktemp("r") / "runs"
-        with warnings.catch_warnings(action="ignore"):
-            code = ppo.main(["--env-id", env_id, "--runs-dir", str(runs), "--quiet", "--num-envs", "2", "--num-steps",
-                             "32", "--total-timesteps", "256", "--no-tensorboard"])
+        code = ppo.main(["--env-id", env_id, "--runs-dir", str(runs), "--quiet", "--num-envs", "2", "--num-steps", "32",
+                         "--total-timesteps", "256", "--no-tensorboard"])
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and err.startswith("error: "), err
         if misbehave == "reset_obs_only":                     # at the first reset: refused before the run
