@@ -668,6 +668,7 @@ import re
 import shlex
 import threading
 import time
+import traceback
 import types
 import warnings
 from collections import deque
@@ -705,7 +706,7 @@ def is_atari(env_id: str) -> bool:
 def adapted_env(env_id: str, render_mode: str | None = None, frame_stack: int = 1) -> gym.Env:
     """The seam in make_env: gym.make (Part III's gym_make, with its one-line errors), then observations made fit for
     the agent's network. A Box vector passes unchanged, unless --frame-stack K > 1 puts the last K side by side."""
-    env = gym_make(env_id, render_mode)
+    env = kept_to_the_api(gym_make(env_id, render_mode), env_id)
     if is_atari(env_id):
         # The Nature DQN's preprocessing (Mnih et al. 2015), with gymnasium's own wrappers: act on every 4th frame
         # (the action repeats in between; the last two frames are max-pooled, because Atari sprites flicker), grey
@@ -727,11 +728,13 @@ def adapted_env(env_id: str, render_mode: str | None = None, frame_stack: int = 
             space.low.transpose(2, 0, 1), space.high.transpose(2, 0, 1), dtype=np.uint8))
     if isinstance(env.observation_space, gym.spaces.Dict) and "action_mask" in env.observation_space.spaces:
         env = ActionMaskToInfo(env)                 # which actions are legal is for the policy, not the network's input
+    if isinstance(env.observation_space, gym.spaces.Box) and env.observation_space.shape == ():
+        env = gym.wrappers.ReshapeObservation(env, (1,))      # one number: a vector of one, for the network
     if isinstance(env.observation_space, gym.spaces.Discrete):
         # A Discrete state (FrozenLake, Taxi) is a category, not a quantity: feed the network a one-hot vector.
-        n = int(env.observation_space.n)
+        n, start = int(env.observation_space.n), int(env.observation_space.start)   # states start..start + n - 1
         env = gym.wrappers.TransformObservation(
-            env, lambda s: np.eye(n, dtype=np.float32)[s], gym.spaces.Box(0.0, 1.0, (n,), np.float32))
+            env, lambda s: np.eye(n, dtype=np.float32)[s - start], gym.spaces.Box(0.0, 1.0, (n,), np.float32))
     elif not isinstance(env.observation_space, gym.spaces.Box) and flattenable(env.observation_space):
         # A structured state, such as Blackjack's (player's sum, dealer's card, usable ace) or a goal-conditioned
         # env's {observation, desired_goal}, becomes one vector: the parts end to end, each Discrete part one-hot.
@@ -744,7 +747,7 @@ def adapted_env(env_id: str, render_mode: str | None = None, frame_stack: int = 
     elif frame_stack > 1:
         # The cheapest memory: the last K observations side by side, one vector (the first state repeated at a reset).
         env = gym.wrappers.FlattenObservation(gym.wrappers.FrameStackObservation(env, frame_stack))
-    return env
+    return adapted_actions(env)
 
 
 def flattenable(space: gym.Space) -> bool:
@@ -756,6 +759,127 @@ def flattenable(space: gym.Space) -> bool:
         return all(flattenable(part) for part in parts)
     return isinstance(space, (gym.spaces.Discrete, gym.spaces.MultiDiscrete, gym.spaces.MultiBinary)) or (
         isinstance(space, gym.spaces.Box) and len(space.shape) <= 1)
+
+
+def adapted_actions(env: gym.Env) -> gym.Env:
+    """Actions as the policy gives them: Discrete and MultiDiscrete counted from 0 in one row, MultiBinary as
+    MultiDiscrete choices of 2, and a Box as a float32 vector. The env still gets its own: the start added back, the
+    shape and dtype restored (an integer or bool Box's sample rounded), inside its bounds. The rollout keeps the
+    policy's float32 sample, the action whose log-probability it computed. Other spaces pass unchanged."""
+    space = env.action_space
+    if isinstance(space, gym.spaces.Discrete) and space.start != 0:
+        return gym.wrappers.TransformAction(env, lambda a: space.start + a, gym.spaces.Discrete(space.n))
+    if isinstance(space, (gym.spaces.MultiDiscrete, gym.spaces.MultiBinary)) and (
+            isinstance(space, gym.spaces.MultiBinary) or np.any(space.start != 0) or len(space.shape) != 1):
+        nvec, start = (np.full(space.shape, 2), 0) if isinstance(space, gym.spaces.MultiBinary) else (space.nvec,
+                                                                                                        space.start)
+        return gym.wrappers.TransformAction(env, lambda a: (start + np.reshape(a, space.shape)).astype(space.dtype),
+                                            gym.spaces.MultiDiscrete(nvec.reshape(-1)))
+    if isinstance(space, gym.spaces.Box) and np.prod(space.shape) and (space.dtype != np.float32 or space.shape[1:]
+                                                                     or not space.shape):
+        low, high = space.low.astype(np.float64).reshape(-1), space.high.astype(np.float64).reshape(-1)
+        whole = space.dtype.kind in "biu"                        # integers or bools: the sample is rounded
+        if space.dtype.kind in "iu":                             # and kept where the dtype can hold it
+            low = np.maximum(low, np.nextafter(float(np.iinfo(space.dtype).min), np.inf))
+            high = np.minimum(high, np.nextafter(float(np.iinfo(space.dtype).max), -np.inf))
+
+        def to_env(a: np.ndarray) -> np.ndarray:
+            a = np.clip(np.asarray(a, np.float64), low, high)
+            return (np.rint(a) if whole else a).reshape(space.shape).astype(space.dtype)
+        with np.errstate(over="ignore"):                         # float64 bounds past float32's become infinite
+            return gym.wrappers.TransformAction(env, to_env, gym.spaces.Box(low.astype(np.float32),
+                                                                            high.astype(np.float32)))
+    return env
+
+
+class EnvContractError(RuntimeError):
+    """An env broke gymnasium's API (found by kept_to_the_api). Before a run it is a UsageError; during one, an error
+    that names the step."""
+
+
+def kept_to_the_api(env: gym.Env, env_id: str) -> gym.Env:
+    """env with every reset and step of the env itself checked against gymnasium's API and its own observation space,
+    so that a broken env is named in one line rather than failing deep inside the vector env. The check goes
+    innermost, under gym.make's own wrappers, which fail on an old-API env before anything outside could look."""
+    inner = env
+    while isinstance(getattr(inner, "env", None), gym.Wrapper):
+        inner = inner.env
+    if isinstance(inner, gym.Wrapper):
+        inner.env = KeptToTheAPI(inner.env, env_id)
+        return env
+    return KeptToTheAPI(env, env_id)
+
+
+class KeptToTheAPI(gym.Wrapper):
+    """reset gives (obs, info), step (obs, reward, terminated, truncated, info); info is a dict, the reward a number,
+    and obs fits the observation space (see misfit). About 2 microseconds a step where all is as the space says."""
+    OLD = " (gym's old API); gymnasium's reset returns (obs, info) and step (obs, reward, terminated, truncated, info)"
+
+    def __init__(self, env: gym.Env, env_id: str):
+        super().__init__(env)
+        self.env_id, space = env_id, env.observation_space
+        # The usual case, an array of the Box's own shape and dtype (float64 still checked for float32's range),
+        # is seen at once; anything else goes through misfit.
+        self.usual = ((space.shape, space.dtype) if isinstance(space, gym.spaces.Box) and space.dtype != np.float64
+                      else None)
+
+    def reset(self, **kwargs):
+        result = self.env.reset(**kwargs)
+        if not (isinstance(result, tuple) and len(result) == 2):
+            self._broke(f"reset() returned {self._length(result)}, not (obs, info)" + self.OLD)
+        self._check("reset()", result[0], result[1])
+        return result
+
+    def step(self, action):
+        result = self.env.step(action)
+        if not (isinstance(result, tuple) and len(result) == 5):
+            self._broke(f"step() returned {self._length(result)}" + self.OLD)
+        obs, reward, _, _, info = result
+        if type(reward) not in (float, int) and (np.ndim(reward) != 0 or np.asarray(reward).dtype.kind not in "biuf"):
+            self._broke(f"step() returned the reward {reward!r:.40}, not a number")
+        self._check("step()", obs, info)
+        return result
+
+    def _check(self, call: str, obs, info) -> None:
+        if not isinstance(info, dict):
+            self._broke(f"{call} returned an info of type {type(info).__name__}, not a dict")
+        if type(obs) is np.ndarray and (obs.shape, obs.dtype) == self.usual:
+            return
+        problem = misfit(self.env.observation_space, obs)
+        if problem:
+            self._broke(f"{call} returned an observation that does not fit its observation space "
+                        f"{one_line(self.env.observation_space)}: {problem}")
+
+    @staticmethod
+    def _length(result) -> str:
+        return f"{len(result)} values" if isinstance(result, tuple) else f"one {type(result).__name__}"
+
+    def _broke(self, problem: str):
+        raise EnvContractError(f"env {self.env_id}: {problem}")
+
+
+def misfit(space: gym.Space, x) -> str | None:
+    """Why x cannot be an observation of `space`, or None if it can: a Box, MultiDiscrete or MultiBinary wants its
+    shape and a dtype that its own can hold (a Box's bounds are not checked: many envs stray past them a little); a
+    Discrete, MultiDiscrete or MultiBinary values inside it; float64 values within float32's range (the network's);
+    a Dict or Tuple each part so. Other spaces are refused before a run."""
+    if isinstance(space, (gym.spaces.Dict, gym.spaces.Tuple)):
+        keys = list(space.spaces) if isinstance(space, gym.spaces.Dict) else list(range(len(space.spaces)))
+        if not (isinstance(x, dict) and set(x) == set(keys) if isinstance(space, gym.spaces.Dict) else
+                isinstance(x, (tuple, list)) and len(x) == len(keys)):
+            return f"a {type(x).__name__} where its parts {keys} were due"
+        return next((f"its part {k!r}: {why}" for k in keys if (why := misfit(space[k], x[k]))), None)
+    if not isinstance(space, (gym.spaces.Box, gym.spaces.Discrete, gym.spaces.MultiDiscrete, gym.spaces.MultiBinary)):
+        return None
+    a = np.asarray(x)
+    if a.shape != space.shape or not np.can_cast(a.dtype, space.dtype, "same_kind"):
+        return f"shape {a.shape} and dtype {a.dtype}, where it holds shape {space.shape} and dtype {space.dtype}"
+    if not isinstance(space, gym.spaces.Box) and not space.contains(x if a.dtype == space.dtype else a.astype(
+            space.dtype)):
+        return f"{a.tolist()!r:.40} is outside it"
+    if a.dtype.kind == "f" and a.dtype.itemsize > 4 and (np.isfinite(a) & (np.abs(a) > np.finfo(np.float32).max)).any():
+        return "values beyond float32's range, the network's precision"
+    return None
 
 
 class NatureCNN(nn.Sequential):
@@ -1730,9 +1854,12 @@ class RunMonitor(gym.vector.VectorWrapper):
         return self.env.reset(**kwargs)
 
     def step(self, actions):
-        obs, rewards, terminated, truncated, infos = self.env.step(actions)
         self.steps += 1
         global_step = self.run.start_step + self.steps * self.steps_per_step
+        try:
+            obs, rewards, terminated, truncated, infos = self.env.step(actions)
+        except EnvContractError as e:                               # names the env; the step is known here
+            raise EnvContractError(f"{e}; at global step {global_step}") from None
         done = terminated | truncated
         if not (np.isfinite(obs).all() and np.isfinite(rewards).all()):
             raise NonFiniteError(f"env {self._env_id()} returned a non-finite observation or reward at global "
@@ -2116,12 +2243,20 @@ def minibatches_of_one(args: Args, units: int) -> tuple[str, str | int, str]:
             "--num-envs or --num-steps, or use --no-norm-adv")
 
 
+def one_line(space: gym.Space) -> str:
+    """A space as messages name it: on one line (numpy prints a 2-D MultiDiscrete's or a Box's bounds over several)."""
+    return " ".join(str(space).split())
+
+
 def check_spaces(obs_space: gym.Space, action_space: gym.Space, env_id: str) -> None:
     """Refuse, in one line, the spaces this file does not handle (after make_env, which flattened what it could)."""
-    if not (isinstance(obs_space, gym.spaces.Box) and np.issubdtype(obs_space.dtype, np.number)):
-        raise UsageError(f"--env-id {env_id}: observation space {obs_space} is not supported; supported are "
+    if not (isinstance(obs_space, gym.spaces.Box) and obs_space.dtype.kind in "biuf"):
+        raise UsageError(f"--env-id {env_id}: observation space {one_line(obs_space)} is not supported; supported are "
                          "Box, Discrete, MultiDiscrete, MultiBinary, and Dict or Tuple of those with 1-D Box parts "
                          "(no images)")
+    if np.prod(obs_space.shape) == 0:
+        raise UsageError(f"--env-id {env_id}: observation space {one_line(obs_space)} holds no numbers, nothing for "
+                         "the policy to read; give observations of at least one number")
     if is_image(obs_space):                                        # make_env has moved the channels first
         channels, height, width = obs_space.shape
         if channels > min(height, width):
@@ -2130,12 +2265,13 @@ def check_spaces(obs_space: gym.Space, action_space: gym.Space, env_id: str) -> 
         if min(height, width) < 36:
             raise UsageError(f"--env-id {env_id}: images of {height}x{width} are too small for the Nature CNN, which "
                              "needs at least 36x36; enlarge them (gymnasium.wrappers.ResizeObservation)")
+    # make_env gave the policy Discrete and MultiDiscrete from 0 in one row, MultiBinary as MultiDiscrete, float32 Box
     ok = (isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1) or (
         isinstance(action_space, (gym.spaces.Discrete, gym.spaces.MultiDiscrete))
         and np.all(action_space.start == 0) and np.ndim(action_space.nvec if hasattr(action_space, "nvec") else 0) <= 1)
-    if not ok:
-        raise UsageError(f"--env-id {env_id}: action space {action_space} is not supported; "
-                         "supported are Discrete, MultiDiscrete (1-D, starting at 0) and 1-D Box")
+    if not ok or np.prod(action_space.shape) == 0:
+        raise UsageError(f"--env-id {env_id}: action space {one_line(action_space)} is not supported; supported "
+                         "are Discrete, MultiDiscrete, MultiBinary and Box (any shape, any dtype), not empty")
 
 
 def check_action_mask(mask, action_space: gym.Space, env_id: str) -> None:
@@ -2143,18 +2279,23 @@ def check_action_mask(mask, action_space: gym.Space, env_id: str) -> None:
     if mask is not None and (isinstance(action_space, gym.spaces.Box)
                              or np.shape(mask) != (gym.spaces.flatdim(action_space),)):
         raise UsageError(f"--env-id {env_id}: its action mask, shape {np.shape(mask)}, does not fit action space "
-                         f"{action_space}; a mask needs one 0/1 entry per discrete action (MultiDiscrete: sum(nvec), "
-                         "the sub-actions' masks end to end), or ignore it with --no-action-mask")
+                         f"{one_line(action_space)}; a mask needs one 0/1 entry per discrete action (MultiDiscrete: "
+                         "sum(nvec), the sub-actions' masks end to end), or ignore it with --no-action-mask")
 
 
 def env_spaces(env_id: str, action_mask: bool = True, frame_stack: int = 1) -> tuple[gym.Space, gym.Space]:
-    """Make the env once to read its (observation, action) spaces, and refuse the ones this file cannot handle.
-    With action_mask, one reset shows whether the env gives an action mask, and check_action_mask checks it."""
+    """Make the env once to read its (observation, action) spaces, and refuse the ones this file cannot handle. One
+    reset shows that it keeps to gymnasium's API and, with action_mask, whether it gives an action mask, and
+    check_action_mask checks it."""
     with contextlib.closing(make_env(env_id, frame_stack=frame_stack)) as probe:
         spaces = (probe.observation_space, probe.action_space)
         check_spaces(*spaces, env_id)
+        try:
+            info = probe.reset()[1]
+        except EnvContractError as e:
+            raise UsageError(f"--env-id {env_id}: {str(e).split(': ', 1)[1]}") from None
         if action_mask:
-            check_action_mask(probe.reset()[1].get("action_mask"), probe.action_space, env_id)
+            check_action_mask(info.get("action_mask"), probe.action_space, env_id)
     return spaces
 
 
@@ -2200,6 +2341,10 @@ def gym_make(env_id: str, render_mode: str | None = None) -> gym.Env:
                         **({"frameskip": 1} if atari else {}))
     except gym.error.DependencyNotInstalled as e:    # the id is right, a package is missing: say only what to install
         raise UsageError(f"--env-id {env_id}: needs a package that is not installed: {e}")
+    except AssertionError as e:                      # gymnasium's env checker refuses its spaces (an empty Dict)
+        if "passive_env_checker" not in traceback.extract_tb(e.__traceback__)[-1].filename:
+            raise                                    # the env's own assert: its traceback shows where
+        raise UsageError(f"--env-id {env_id}: gymnasium's env checker refuses it: {e}") from None
     except (gym.error.Error, ImportError, ValueError) as e:       # ValueError: ":Id-v0", an empty module name
         known = list(gym.registry)
         close = difflib.get_close_matches(env_id.split(":")[-1], known, n=3, cutoff=0.6)
@@ -2739,7 +2884,7 @@ def main(argv: list[str]) -> int:
         if rank == 0:
             print(f"error: {e}", file=sys.stderr)
         return 2
-    except (NonFiniteError, NoLegalActionError) as e:
+    except (NonFiniteError, NoLegalActionError, EnvContractError) as e:
         print(f"error: {f'rank {rank}: ' if world > 1 else ''}{e}", file=sys.stderr)
         return 1
     except gym.error.DependencyNotInstalled as e:

@@ -306,6 +306,165 @@ def test_unsupported_spaces_are_refused():
         assert ppo.env_spaces(f"BadMask{i}-v0", action_mask=False)[1].shape == action_space.shape   # ignored
 
 
+# Property-based: spaces drawn from what gymnasium offers (not from ppo.py's own lists of what it supports), as the
+# observation and action spaces of a tiny env that returns samples of them. The invariant: each pair is refused in one
+# line before the run directory exists, or trains with the actions kept as sampled (the first minibatch's ratio is 1,
+# and the env gets actions inside its own action space). An env that breaks gymnasium's API is refused in one line
+# before the run, or stopped mid-run in one line naming the env and the step, keeping what the run wrote.
+class GeneratedEnv(gym.Env):
+    """Samples of its observation space; truncated every 5 steps, terminated every 7th. `misbehave` from its 40th
+    step on (reset_obs_only: from the start). Actions outside its action space are kept in `wrong_actions`."""
+    wrong_actions: list = []
+
+    def __init__(self, observation_space, action_space, misbehave=None):
+        self.observation_space, self.action_space, self.misbehave, self.t, self.steps = (observation_space,
+                                                                                        action_space, misbehave, 0, 0)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.observation_space.seed(seed)
+        self.t = 0
+        obs = self.observation_space.sample()
+        return obs if self.misbehave == "reset_obs_only" or (self.misbehave == "reset_obs_only_later"
+                                                             and self.steps >= 40) else (obs, {})
+
+    def step(self, action):
+        if not self.action_space.contains(action):
+            GeneratedEnv.wrong_actions.append((self.action_space, action))
+        self.t, self.steps = self.t + 1, self.steps + 1
+        obs, reward, bad = self.observation_space.sample(), 1.0, self.misbehave if self.steps >= 40 else None
+        result = (obs, reward, self.t % 7 == 0, self.t % 5 == 0, {})
+        if bad == "wrong_shape":
+            return (np.zeros(np.shape(obs) + (2,), np.float32), *result[1:])
+        if bad == "wrong_dtype":
+            return (np.full(np.shape(obs) if isinstance(obs, np.ndarray) else (), "x"), *result[1:])
+        if bad == "nan_reward":
+            return (obs, float("nan"), *result[2:])
+        if bad == "step4":
+            return obs, reward, self.t % 5 == 0, {}
+        if bad == "info_list":
+            return (*result[:4], [])
+        if bad == "reward_none":
+            return (obs, None, *result[2:])
+        return result
+
+
+MISBEHAVIOURS = ["wrong_shape", "wrong_dtype", "nan_reward", "step4", "info_list", "reward_none", "reset_obs_only",
+                 "reset_obs_only_later"]
+
+
+def space_strategies(st):
+    """(any space, observation-like spaces for the misbehaving envs) as hypothesis strategies."""
+    shapes = st.lists(st.integers(0, 3), max_size=3).map(tuple)             # () and (0,) and (2, 0, 1) included
+    floats, ints = [np.float16, np.float32, np.float64], [np.int8, np.int16, np.int32, np.int64, np.uint8]
+
+    @st.composite
+    def boxes(draw):
+        dtype, shape = draw(st.sampled_from([*floats, *ints, np.bool_])), draw(shapes)
+        if dtype is np.bool_:
+            return gym.spaces.Box(0, 1, shape, np.bool_)
+        if dtype in floats:
+            bounds = [-np.inf, -1e39, -1e6, -1.0, 0.0, 2.5, 1e6, 1e39, np.inf]
+            bounds = [b for b in bounds if not np.isfinite(b) or abs(b) <= float(np.finfo(dtype).max)]
+        else:
+            info = np.iinfo(dtype)
+            bounds = sorted({info.min, max(info.min, -3), 0, 1, 5, info.max})
+        low = draw(st.sampled_from(bounds[:-1] if dtype in floats else bounds))
+        high = draw(st.sampled_from([b for b in bounds if b >= low and b > -np.inf]))
+        return gym.spaces.Box(low, high, shape, dtype)
+
+    discrete = st.builds(gym.spaces.Discrete, st.integers(1, 4), start=st.integers(-5, 5))
+    multi_discrete = st.builds(lambda nvec, start: gym.spaces.MultiDiscrete(np.array(nvec, np.int64).reshape(
+        -1 if len(nvec) != 4 else (2, 2)), start=np.full(len(nvec), start).reshape(-1 if len(nvec) != 4 else (2, 2))),
+        st.lists(st.integers(1, 3), max_size=4), st.integers(-2, 2))
+    multi_binary = st.one_of(st.integers(1, 3), st.lists(st.integers(1, 2), min_size=1, max_size=2)).map(
+        gym.spaces.MultiBinary)
+    other = st.sampled_from([gym.spaces.Text(3), gym.spaces.Sequence(gym.spaces.Discrete(2)),
+                             gym.spaces.Graph(gym.spaces.Box(-1, 1, (2,)), gym.spaces.Discrete(2))])
+    supported = st.one_of(boxes(), discrete, multi_discrete, multi_binary)
+    nested = st.recursive(st.one_of(supported, other), lambda parts: st.one_of(
+        st.lists(parts, max_size=3).map(lambda p: gym.spaces.Tuple(p)),
+        st.dictionaries(st.sampled_from("abc"), parts, max_size=3).map(gym.spaces.Dict)), max_leaves=4)
+    simple = st.sampled_from([gym.spaces.Box(-1, 1, (3,)), gym.spaces.Discrete(3, start=2), gym.spaces.Dict(
+        {"a": gym.spaces.Box(-1, 1, ()), "b": gym.spaces.MultiBinary(2)}), gym.spaces.Box(0, 9, (2,), np.int32)])
+    return st.one_of(supported, nested), simple                # about half of them nested, or of the other kinds
+
+
+GENERATED = itertools.count()
+
+
+def generated_env(observation_space, action_space, misbehave=None):
+    env_id = f"Generated{next(GENERATED)}-v0"
+    gym.register(env_id, entry_point=GeneratedEnv, kwargs=dict(observation_space=observation_space,
+                                                               action_space=action_space, misbehave=misbehave))
+    return env_id
+
+
+def test_generated_spaces_train_with_ratio_one_or_are_refused_in_one_line(tmp_path_factory, capsys):
+    hypothesis = pytest.importorskip("hypothesis")
+    st = hypothesis.strategies
+    spaces, _ = space_strategies(st)
+    seen = {"trained": 0, "refused": 0}
+
+    @hypothesis.settings(max_examples=60, deadline=None, derandomize=True, phases=[hypothesis.Phase.generate],
+                         suppress_health_check=list(hypothesis.HealthCheck))
+    @hypothesis.given(observation_space=spaces, action_space=spaces)
+    def check(observation_space, action_space):
+        env_id, runs = generated_env(observation_space, action_space), tmp_path_factory.mktemp("runs") / "runs"
+        try:
+            ppo.env_spaces(env_id)
+        except ppo.UsageError as e:
+            assert "\n" not in str(e) and str(e).startswith(f"--env-id {env_id}: "), str(e)
+            assert ppo.main(["--env-id", env_id, "--runs-dir", str(runs), "--quiet"]) == 2
+            err = capsys.readouterr().err
+            assert err == f"error: {e}\n" and not runs.exists(), err
+            seen["refused"] += 1
+            return
+        logratios = []
+
+        def recording_loss(agent, mb, args):
+            terms = {}
+            loss = ppo.ppo_loss(agent, mb, args, terms)
+            logratios.append(terms["logratio"].detach().abs().max().item())
+            return loss
+        GeneratedEnv.wrong_actions.clear()
+        args = ppo.default_args(env_id, total_timesteps=64, num_envs=2, num_steps=32, update_epochs=1,
+                                num_minibatches=1, runs_dir=str(runs), quiet=True, tensorboard=False)
+        ppo.train(args, loss_fn=recording_loss)
+        capsys.readouterr()
+        # one minibatch before any gradient step: every log-probability is the one its action was sampled with
+        assert len(logratios) == 1 and logratios[0] < 1e-6, (observation_space, action_space, logratios)
+        assert GeneratedEnv.wrong_actions == [], GeneratedEnv.wrong_actions[:3]
+        seen["trained"] += 1
+    check()
+    assert seen["trained"] >= 10 and seen["refused"] >= 10, seen
+
+
+def test_envs_that_break_the_api_are_refused_or_stopped_in_one_line(tmp_path_factory, capsys):
+    hypothesis = pytest.importorskip("hypothesis")
+    st = hypothesis.strategies
+    _, simple = space_strategies(st)
+
+    @hypothesis.settings(max_examples=24, deadline=None, derandomize=True, phases=[hypothesis.Phase.generate],
+                         suppress_health_check=list(hypothesis.HealthCheck))
+    @hypothesis.given(observation_space=simple, action_space=st.sampled_from([gym.spaces.Discrete(2, start=1),
+                                                                              gym.spaces.Box(-1, 1, (2,))]),
+                      misbehave=st.sampled_from(MISBEHAVIOURS))
+    def check(observation_space, action_space, misbehave):
+        env_id, runs = generated_env(observation_space, action_space, misbehave), tmp_path_factory.mktemp("r") / "runs"
+        code = ppo.main(["--env-id", env_id, "--runs-dir", str(runs), "--quiet", "--num-envs", "2", "--num-steps", "32",
+                         "--total-timesteps", "256", "--no-tensorboard"])
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("error: "), err
+        if misbehave == "reset_obs_only":                     # at the first reset: refused before the run
+            assert code == 2 and f"--env-id {env_id}: reset() returned" in err and not runs.exists(), err
+            return
+        assert code == 1 and re.search(rf"^error: env {env_id}\b.* at global step \d+", err), err
+        run_dir, = runs.iterdir()                             # what the run wrote before is kept
+        assert (run_dir / "args.json").is_file() and len(read_csv(run_dir / "updates.csv")) >= 1
+    check()
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Action masks and structured (Dict / Tuple) observations
 # ---------------------------------------------------------------------------------------------------------------------
