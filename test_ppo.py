@@ -1192,7 +1192,8 @@ def test_every_env_id_the_docs_name_runs(tmp_path, monkeypatch):
     env_ids = set(re.findall(r"(?<![\w:/-])([A-Z][A-Za-z0-9]*-v\d+)\b", text))   # not `module:Id-v0`, `ALE/Pong-v5`
     named_as_examples = {"CartPol-v1", "GoRight-v0", "MyEnv-v0", "EnvId-v0", "LunarLander-v3",   # typos, custom, Box2D,
                          "LunarLander-v2", "LunarLanderNoVel-v3",         # the SB3 zoo's id, Box2D hidden vel.,
-                         "CarRacing-v3", "NoFrameskip-v4"}                                  # Box2D, `*NoFrameskip-v4`
+                         "CarRacing-v3", "NoFrameskip-v4",                                  # Box2D, `*NoFrameskip-v4`
+                         "Taxi-v3"}                                       # gymnasium before 1.4 (the versions table)
     assert {"CartPole-v1", "HalfCheetah-v5", "Hopper-v4"} <= env_ids
     try:
         import ale_py  # noqa: F401  (Atari ids run where the optional Atari packages are installed, as in CI)
