@@ -1764,6 +1764,17 @@ def test_evaluation_prints_each_episode_and_films_the_first_apart(tmp_path, caps
         assert len(folders) == 2 and all(len(list(f.glob("*.mp4"))) == 1 for f in folders)
 
 
+def test_evaluate_into_a_pipe_that_closes_ends_quietly(small_checkpoint):
+    # `python ppo.py --evaluate ... | head -1`: the reader goes away; no BrokenPipeError traceback, exit 141 as a
+    # shell reports a command stopped by SIGPIPE
+    proc = subprocess.Popen([sys.executable, str(HERE / "ppo.py"), "--evaluate", str(small_checkpoint),
+                             "--eval-episodes", "100000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().startswith("episode 1/100000: return")
+    proc.stdout.close()
+    stderr = proc.stderr.read()
+    assert proc.wait(timeout=60) == 141 and stderr == "", stderr
+
+
 def test_one_ctrl_c_during_evaluation_stops_after_the_episode(tmp_path):
     import signal
     result = ppo.train(ppo.Args(total_timesteps=2048, runs_dir=str(tmp_path), quiet=True, tensorboard=False))
