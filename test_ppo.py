@@ -2518,3 +2518,182 @@ def test_memory_benchmark_snapshots_leave_the_run_unchanged_and_play_as_evaluate
     if importlib.util.find_spec("matplotlib"):                       # evalplot draws what evals scored
         benchmark.evals_plot(str(tmp_path / "kept"), 3, str(tmp_path / "evals.png"))
         assert (tmp_path / "evals.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Every flag does something where it is accepted (issue 37): generated over dataclasses.fields(Args), for training and
+# for --evaluate. A non-default valid value either changes something observable in that mode (the agent, the logs,
+# the files, the printed lines, how the run ran), or is refused in one line naming it, having made nothing.
+# ---------------------------------------------------------------------------------------------------------------------
+TINY = {"num_envs": ["--num-envs", "2"], "num_steps": ["--num-steps", "32"], "num_minibatches": ["--num-minibatches", "2"],
+        "total_timesteps": ["--total-timesteps", "128"], "tensorboard": ["--no-tensorboard"]}   # 2 iterations of 2 x 32
+# The value each field takes in training, where the default would do little: a target KL that stops early, ...
+TRAINING_VALUES = {"env_id": ["Acrobot-v1"], "seed": ["2"], "total_timesteps": ["192"], "num_envs": ["4"],
+                   "num_steps": ["64"], "hidden_sizes": ["8"], "activation": ["relu"], "log_std_init": ["-1"],
+                   "learning_rate": ["0.01"], "gamma": ["0.9"], "gae_lambda": ["0.5"], "num_minibatches": ["4"],
+                   "update_epochs": ["2"], "clip_coef": ["0.05"], "ent_coef": ["0.1"], "vf_coef": ["1.0"],
+                   "max_grad_norm": ["0.01"], "target_kl": ["1e-9"], "exp_name": ["other"], "preset": ["mountaincar"],
+                   "recurrent_size": ["8"], "recurrent_seq_len": ["16"], "frame_stack": ["2"], "torch_threads": ["2"],
+                   "save_every": ["1"], "eval_episodes": ["3"], "eval_video_episodes": ["2"], "wandb_project_name":
+                   ["mine"], "wandb_entity": ["me"], "runs_dir": ["(set per case)"]}
+# Where a flag acts only in company (another env, another flag), it is also tried there, beside the plain CartPole run.
+TRAINING_CONTEXTS = {"log_std_init": ["--env-id", "Pendulum-v1"], "action_mask": ["--env-id", "Taxi-v4"],
+                     "recurrent_size": ["--recurrent"], "recurrent_seq_len": ["--recurrent"],
+                     "wandb_project_name": ["--track"], "wandb_entity": ["--track"]}
+
+
+def non_default_words(field, values, default_args):
+    """The flag's words for a value other than the mode's default."""
+    name = "--" + field.name.replace("_", "-")
+    value = getattr(default_args, field.name)
+    if isinstance(value, bool) or field.type in ("bool", bool):
+        return [name] if not value else ["--no-" + field.name.replace("_", "-")]
+    return [name, *values[field.name]]
+
+
+def observe(argv, tmp, capsys, monkeypatch, evaluate_checkpoint=None):
+    """What one run shows: the exit code and one error line, or its files, logs, weights, printed lines (numbers of
+    seconds masked), what --evaluate would then default to, and how it ran (envs, threads, device, compile, saves)."""
+    how = {"saves": 0}
+    end_iteration, save, make_vector_env, torch_threads = (ppo.Run.end_iteration, ppo.Run.save, ppo.make_vector_env,
+                                                           ppo.torch_threads)
+
+    def recording_end_iteration(self, *a, **k):
+        how.update(threads=torch.get_num_threads(), device=str(self.device), dir=self.dir,
+                   deterministic=torch.backends.cudnn.deterministic)
+        return end_iteration(self, *a, **k)
+
+    def recording_save(self):
+        how["saves"] += 1
+        return save(self)
+
+    def recording_make_vector_env(*a, **k):
+        envs = make_vector_env(*a, **k)
+        how["envs"] = type(envs.unwrapped).__name__
+        return envs
+
+    def recording_threads(n):                                      # what evaluate acts with
+        how["threads"] = n
+        return torch_threads(n)
+    monkeypatch.setattr(ppo.Run, "end_iteration", recording_end_iteration)
+    monkeypatch.setattr(ppo.Run, "save", recording_save)
+    monkeypatch.setattr(ppo, "make_vector_env", recording_make_vector_env)
+    monkeypatch.setattr(ppo, "torch_threads", recording_threads)
+    monkeypatch.setattr(torch, "compile", lambda fn, **k: how.update(compiled=True) or fn)
+    before = sorted(p.relative_to(tmp) for p in tmp.rglob("*"))
+    code = ppo.main(argv)
+    out, err = capsys.readouterr()
+    made = sorted(p.relative_to(tmp) for p in tmp.rglob("*"))
+    if code == 2:
+        assert one_error_line(err), (argv, err)
+        assert made == before, argv                                     # refused: nothing made
+        return {"refused": err}
+    assert code == 0, (argv, err)
+    seen = {"printed": [re.sub(r"[\d.]+s\b|[\d,]+ SPS|ETA +\d+s|__\d{10}", "#", line.replace(str(tmp), "<tmp>"))
+                        for line in out.splitlines()],
+            "made": [re.sub(r"__\d{10}|events\.out.*|\d{8}-\d{6}", "#", str(p)) for p in made if p not in before],
+            "how": {k: v for k, v in how.items() if k != "dir"}}
+    run_dir = how.get("dir")
+    if run_dir is not None:                                          # training: the logs, the agent, its evaluation
+        logs = {name: read_csv(run_dir / name) if (run_dir / name).exists() else [] for name in
+                ("updates.csv", "episodes.csv")}                     # a log is made with its first row
+        seen["updates"] = [{k: v for k, v in row.items() if k not in ("wall_time", "SPS")} for row in
+                           logs["updates.csv"]]
+        seen["episodes"] = [row["episodic_return"] for row in logs["episodes.csv"]]
+        checkpoint = torch.load(run_dir / "checkpoint.pt")
+        seen["agent"] = {k: (tuple(v.shape), round(float(v.double().sum()), 6)) for k, v in checkpoint["agent"].items()}
+        evaluated = ppo.parse_args(["--evaluate", str(run_dir / "checkpoint.pt")])
+        seen["evaluate defaults"] = {k: getattr(evaluated, k) for k in ppo.EVALUATE_FLAGS if k != "evaluate"}
+    return seen
+
+
+def test_every_flag_changes_something_in_training_or_is_refused(tmp_path, capsys):
+    defaults = ppo.default_args("CartPole-v1")
+    resumable = tmp_path / "resumable"                         # a run of 1 iteration, for --resume to take further
+    assert ppo.main(["--total-timesteps", "64", *TINY["num_envs"], *TINY["num_steps"], *TINY["num_minibatches"],
+                     "--no-tensorboard", "--quiet", "--runs-dir", str(resumable)]) == 0
+    values = {**TRAINING_VALUES, "resume": [str(next(resumable.glob("*/checkpoint.pt")))]}
+    cases = []
+    for field in dataclasses.fields(ppo.Args):
+        if field.name == "evaluate":                                       # the other mode: the test below
+            continue
+        words = non_default_words(field, values, defaults)
+        cases.append((field.name, [], words))
+        if field.name in TRAINING_CONTEXTS:
+            cases.append((field.name, TRAINING_CONTEXTS[field.name], words))
+    outcomes, baselines = {}, {}
+    for i, (name, context, words) in enumerate(cases):
+        tiny = [w for key, flag_words in TINY.items() if key != name for w in flag_words]
+        where = [] if name == "resume" else ["--runs-dir", str(tmp_path / f"case{i}" / "runs")]
+        if name == "runs_dir":                                          # another folder beside the usual one
+            words, where = ["--runs-dir", str(tmp_path / f"case{i}" / "elsewhere")], []
+        with pytest.MonkeyPatch.context() as monkeypatch:
+            changed = observe([*tiny, *context, *words, *where], tmp_path / f"case{i}", capsys, monkeypatch)
+        key = tuple(context)
+        if key not in baselines:                                        # the same run without the flag
+            with pytest.MonkeyPatch.context() as monkeypatch:
+                baselines[key] = observe([*(w for words in TINY.values() for w in words), *context, "--runs-dir",
+                                          str(tmp_path / f"base{i}" / "runs")], tmp_path / f"base{i}", capsys,
+                                         monkeypatch)
+        if "refused" in baselines[key]:                                  # --track without wandb installed
+            assert "refused" in changed, (name, context)
+            continue
+        if "refused" in changed:
+            assert words[0] in changed["refused"] or name == "resume", (name, changed)
+            outcomes[(name, *context)] = "refused"
+            continue
+        if name in ("runs_dir", "resume"):                             # the same run, elsewhere: where the files go
+            assert changed["made"] != baselines[key]["made"], name
+        else:
+            assert changed != baselines[key], (name, context, words)
+        outcomes[(name, *context)] = "changes"
+        if {k for k in changed if changed[k] != baselines[key].get(k)} <= {"how", "evaluate defaults"}:
+            outcomes[(name, *context)] = "changes how it ran"
+    # The two that once were accepted in silence, and the refusals that hold wherever optional packages are missing.
+    assert outcomes[("log_std_init",)] == "refused" and outcomes[("log_std_init", "--env-id", "Pendulum-v1")] == \
+        "changes"
+    assert outcomes[("action_mask",)] == "refused" and outcomes[("action_mask", "--env-id", "Taxi-v4")] == "changes"
+    assert outcomes[("recurrent_size", "--recurrent")] == outcomes[("recurrent_seq_len", "--recurrent")] == "changes"
+    assert outcomes[("cuda",)] in (("changes", "changes how it ran") if torch.cuda.is_available() else ("refused",))
+    # The flags that leave what the run computed alone, each with the reason it is accepted all the same.
+    assert {case for case, outcome in outcomes.items() if outcome == "changes how it ran"} <= set(NOTED)
+
+
+NOTED = {("async_envs",): "the same episodes, stepped in worker processes: a speed setting",
+         ("compile",): "the same arithmetic, compiled: a speed setting for long runs",
+         ("torch_threads",): "the same numbers, on more CPU threads: a speed setting",
+         ("torch_deterministic",): "deterministic kernels matter on a GPU only (its --help says so)",
+         ("save_every",): "checkpoints more often: what a crash loses; the files at the end are the same",
+         ("eval_episodes",): "saved with the run: what --evaluate of its checkpoint defaults to",
+         ("eval_stochastic",): "saved with the run: what --evaluate of its checkpoint defaults to",
+         ("eval_video_episodes",): "saved with the run: what --evaluate --capture-video defaults to",
+         ("cuda",): "the same run on the GPU (where one is visible)"}
+
+
+EVALUATE_VALUES = {"env_id": ["CartPole-v0"], "seed": ["2"], "eval_episodes": ["3"], "eval_video_episodes": ["2"],
+                   "torch_threads": ["2"]}
+
+
+def test_every_flag_changes_something_in_evaluate_or_is_refused(small_checkpoint, tmp_path, capsys):
+    saved = ppo.args_from_checkpoint(torch.load(small_checkpoint), evaluate=True)
+    values = {**{f.name: a_valid_value(f)[1:] for f in dataclasses.fields(ppo.Args)}, **EVALUATE_VALUES}
+    evaluate = ["--evaluate", str(small_checkpoint), "--eval-episodes", "2"]
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        baseline = observe(evaluate, small_checkpoint.parent, capsys, monkeypatch)
+    outcomes = {}
+    for field in dataclasses.fields(ppo.Args):
+        if field.name == "evaluate":
+            continue
+        words = non_default_words(field, values, saved)
+        with pytest.MonkeyPatch.context() as monkeypatch:
+            changed = observe([*evaluate, *words], small_checkpoint.parent, capsys, monkeypatch)
+        if "refused" in changed:
+            assert words[0] in changed["refused"], (field.name, changed)
+            outcomes[field.name] = "refused"
+        else:
+            assert changed != baseline, (field.name, words)
+            outcomes[field.name] = "changes"
+    assert outcomes["eval_video_episodes"] == "refused"          # without --capture-video it would film nothing
+    assert {name for name, outcome in outcomes.items() if outcome == "changes"} <= set(ppo.EVALUATE_FLAGS)
+    assert {"env_id", "seed", "eval_episodes", "eval_stochastic", "quiet", "torch_threads"} <= {
+        name for name, outcome in outcomes.items() if outcome == "changes"}
