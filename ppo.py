@@ -1987,23 +1987,28 @@ def check_limits_and_combinations(args: Args) -> None:
         raise UsageError(f"--exp-name {args.exp_name!r}: one plain name (letters, digits, '.', '_', '-'), as it is "
                          "part of the run directory's name")
     if args.evaluate is None and args.resume is None:
-        folder = Path(args.runs_dir)
-        existing = next(p for p in [folder, *folder.parents] if p.exists())   # the folders below it will be made
-        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-            problem = "is a file" if existing == folder else f"cannot be made: {existing} is not a writable folder"
-            raise UsageError(f"--runs-dir {args.runs_dir}: {problem}; give a folder this user can write to")
-        check_run_dir_name(args, existing)
+        check_run_dir(args)
 
 
-def check_run_dir_name(args: Args, existing: Path) -> None:
-    """The run directory's name (Run.start: <env>__<exp_name>__<seed>__<time>, maybe -N) and each folder --runs-dir
-    will make must fit the file system's limit on a name (NAME_MAX, usually 255 bytes), or mkdir fails midway."""
+def check_run_dir(args: Args) -> None:
+    """--runs-dir must be, or be makeable in, a writable folder; and the run directory's name (Run.start:
+    <env>__<exp_name>__<seed>__<time>, maybe -N) and each folder --runs-dir will make must fit the file system's limit
+    on a name (NAME_MAX, usually 255 bytes), or mkdir fails midway."""
+    def exists(path: Path) -> bool:                           # a name too long to exist raises OSError: it does not
+        with contextlib.suppress(OSError):
+            return path.exists()
+        return False
+    folder = Path(args.runs_dir)
+    existing = next(p for p in [folder, *folder.parents] if exists(p))    # the folders below it will be made
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        problem = "is a file" if existing == folder else f"cannot be made: {existing} is not a writable folder"
+        raise UsageError(f"--runs-dir {args.runs_dir}: {problem}; give a folder this user can write to")
     limit = None
     with contextlib.suppress(ValueError, OSError, AttributeError):      # not every system says (then no check)
         limit = os.pathconf(existing, "PC_NAME_MAX")
     for part in Path(args.runs_dir).parts[len(existing.parts):] if limit else []:   # the folders the run makes
         if len(part.encode()) > limit:
-            raise UsageError(f"--runs-dir {args.runs_dir}: the folder name {part[:20]}... is {len(part.encode())} "
+            raise UsageError(f"--runs-dir {args.runs_dir[:40]}...: the folder name {part[:20]}... is {len(part.encode())} "
                              f"bytes, over this file system's limit of {limit}; give a shorter one")
     env = re.sub(r"[^\w.-]", "_", args.env_id.split(":")[-1])
     others = len(f"{env}____{args.seed}__{int(time.time())}-999".encode())        # all but the name
@@ -2038,16 +2043,17 @@ def check_flags_for_spaces(args: Args, obs_space: gym.Space, action_space: gym.S
     check_memory(args, obs_space, action_space)
 
 
-def check_memory(args: Args, obs_space: gym.Space, action_space: gym.Space) -> None:
-    """Refuse sizes whose memory is more than the machine has (or the GPU, under --cuda), before anything is allocated,
-    naming the flag that asks the most. An estimate from the settings: the agent's parameters four times over
-    (weights, gradients, Adam's two moments) and the rollout (observations as the env gives them, a few numbers per
-    step, the GRU's state at each step under --recurrent)."""
+def memory_needed(args: Args, obs_space: gym.Space, action_space: gym.Space) -> dict[str, int]:
+    """Bytes that training with these settings takes, by the flag that sizes each part: the agent's parameters four
+    times over (weights, gradients, Adam's two moments), counted exactly as Agent builds them, under recurrent_size
+    (the GRU) and hidden_sizes (the rest); and the rollout under num_envs (observations as the env gives them, a few
+    numbers per step, the GRU's state at each step under --recurrent)."""
     obs = int(np.prod(obs_space.shape))
     if is_image(obs_space):                                        # NatureCNN: three convolutions, then 512 features
         c, h, w = obs_space.shape
         side = lambda n: ((n - 8) // 4 + 1 - 4) // 2 + 1 - 2                                   # noqa: E731
-        encoder, features = 32 * c * 64 + 64 * 32 * 16 + 64 * 64 * 9 + 64 * side(h) * side(w) * 512, 512
+        encoder = 32 * c * 64 + 64 * 32 * 16 + 64 * 64 * 9 + 64 * side(h) * side(w) * 512 + 32 + 64 + 64 + 512
+        features = 512
     else:
         encoder, features = 0, obs
     size = args.recurrent_size if args.recurrent else 0
@@ -2055,9 +2061,15 @@ def check_memory(args: Args, obs_space: gym.Space, action_space: gym.Space) -> N
     out = gym.spaces.flatdim(action_space)
     widths = [size or features, *args.hidden_sizes]
     heads = sum(2 * a * b + 2 * b for a, b in zip(widths, widths[1:])) + (widths[-1] + 1) * (out + 1)
-    batch = args.num_envs * args.num_steps
-    parts = {"recurrent_size": 16 * gru, "hidden_sizes": 16 * (heads + encoder),
-             "num_envs": batch * (obs * obs_space.dtype.itemsize + 4 * (out + 8) + 8 * size)}
+    log_std = out if isinstance(action_space, gym.spaces.Box) else 0
+    return {"recurrent_size": 16 * gru, "hidden_sizes": 16 * (encoder + heads + log_std),
+            "num_envs": args.num_envs * args.num_steps * (obs * obs_space.dtype.itemsize + 4 * (out + 8) + 8 * size)}
+
+
+def check_memory(args: Args, obs_space: gym.Space, action_space: gym.Space) -> None:
+    """Refuse sizes whose memory_needed is more than the machine has (or the GPU, under --cuda), before anything is
+    allocated, naming the flag that asks the most."""
+    parts = memory_needed(args, obs_space, action_space)
     available, where = None, "the GPU's" if args.cuda and torch.cuda.is_available() else "this machine's"
     if args.cuda and torch.cuda.is_available():
         available = torch.cuda.get_device_properties(0).total_memory

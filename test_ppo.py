@@ -2697,3 +2697,133 @@ def test_every_flag_changes_something_in_evaluate_or_is_refused(small_checkpoint
     assert {name for name, outcome in outcomes.items() if outcome == "changes"} <= set(ppo.EVALUATE_FLAGS)
     assert {"env_id", "seed", "eval_episodes", "eval_stochastic", "quiet", "torch_threads"} <= {
         name for name, outcome in outcomes.items() if outcome == "changes"}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Python's Args: typed as the command line types them, and the same resolved settings from both (issue 37, item 5)
+# ---------------------------------------------------------------------------------------------------------------------
+WRONG_TYPES = {"int": [2.5, "8", True, None], "float": ["0.9", True, None], "bool": [1, "yes", None],
+               "str": [5, None], "str | None": [5], "float | None": ["x"], "tuple[int, ...]": [64, [64, 2.5], "64"],
+               "Literal['tanh', 'relu']": ["gelu", None]}
+
+
+def test_python_args_are_typed_as_the_command_line_types_them_or_refused_in_one_line(tmp_path):
+    runs = tmp_path / "runs"
+    args = ppo.fill_auto(ppo.Args(num_envs=8.0, total_timesteps=1e6, hidden_sizes=[32, 32], gamma=1, runs_dir=runs))
+    typed = (args.num_envs, args.total_timesteps, args.hidden_sizes, args.gamma, args.runs_dir)
+    assert typed == (8, 1_000_000, (32, 32), 1.0, str(runs)) and list(map(type, typed)) == [int, int, tuple, float, str]
+    assert args == ppo.parse_args(["--num-envs", "8.0", "--total-timesteps", "1e6", "--hidden-sizes", "32", "32",
+                                   "--gamma", "1", "--runs-dir", str(runs)])
+    for field in dataclasses.fields(ppo.Args):                    # generated from the annotations
+        for value in WRONG_TYPES[str(field.type)]:
+            if value is None and field.default is None:                     # AUTO: None is its marker
+                continue
+            with pytest.raises(ppo.UsageError) as refused:
+                ppo.train(ppo.Args(**{"runs_dir": str(runs), field.name: value}))
+            message = str(refused.value)
+            assert message.startswith(ppo.flag(field.name) + " ") and "\n" not in message, (field.name, message)
+    with pytest.raises(ppo.UsageError, match=r"^--evaluate x\.pt: train\(\) trains; .*evaluate\(path\)"):
+        ppo.train(ppo.Args(evaluate="x.pt", runs_dir=str(runs)))
+    with pytest.raises(ppo.UsageError, match=r"^--hidden-sizes 64: .*hidden_sizes=\(64,\)"):
+        ppo.train(ppo.Args(hidden_sizes=64, runs_dir=str(runs)))
+    assert not runs.exists()
+
+
+def test_a_preset_from_python_is_what_the_command_line_gives_or_is_refused(tmp_path):
+    cli = ppo.parse_args(["--env-id", "Pendulum-v1", "--preset", "halfcheetah-zoo", "--gamma", "0.99", "--anneal-lr"])
+    assert (cli.gamma, cli.anneal_lr) == (0.99, True)                         # flags win over the preset
+    assert ppo.default_args("Pendulum-v1", preset="halfcheetah-zoo", gamma=0.99, anneal_lr=True) == cli
+    runs = tmp_path / "runs"
+    with pytest.raises(ppo.UsageError, match=r"^--preset halfcheetah-zoo: also sets anneal_lr, gamma.*default_args"):
+        ppo.train(ppo.Args(env_id="Pendulum-v1", preset="halfcheetah-zoo", gamma=0.99, anneal_lr=True,
+                           runs_dir=str(runs)))
+    assert not runs.exists()
+    # A preset of AUTO fields alone is taken from Args, and a value given for one of them wins, as a flag does.
+    assert ppo.fill_auto(ppo.Args(env_id="MountainCar-v0", preset="mountaincar", ent_coef=0.0)) == \
+        ppo.parse_args(["--env-id", "MountainCar-v0", "--preset", "mountaincar", "--ent-coef", "0.0"])
+
+
+# Values each flag may take in the property below, the defaults among them (a value equal to Args's default is the
+# case a preset once overrode from Python).
+DRAWN = {"seed": [1, 7], "total_timesteps": [500_000, 1e6], "num_envs": [1, 8, 16], "num_steps": [32, 64],
+         "gamma": [0.99, 0.9], "gae_lambda": [0.95, 0.8], "learning_rate": [2.5e-3, 3e-4], "anneal_lr": [True, False],
+         "norm_obs": [True, False], "norm_adv": [True, False], "clip_vloss": [True, False], "ent_coef": [0.0, 0.01],
+         "hidden_sizes": [(64, 64), (32,)], "activation": ["tanh", "relu"], "ortho_init": [True, False],
+         "max_grad_norm": [0.5, 0.8], "update_epochs": [4, 10], "target_kl": [0.015], "recurrent": [True, False],
+         "exp_name": ["ppo", "mine"], "log_std_init": [0.0, -0.5]}
+
+
+def test_python_and_the_command_line_resolve_the_same_args_for_any_flags():
+    # args.json is dataclasses.asdict of the Args that Run resolved (fill_auto; Run.start writes it), so comparing
+    # the resolved Args compares the args.json each would write, without training.
+    hypothesis = pytest.importorskip("hypothesis")
+    st = hypothesis.strategies
+
+    @hypothesis.settings(max_examples=25, deadline=None, derandomize=True,
+                         suppress_health_check=list(hypothesis.HealthCheck))
+    @hypothesis.given(env_id=st.sampled_from(["CartPole-v1", "Pendulum-v1", "MountainCar-v0"]),
+                      preset=st.sampled_from([None, "mountaincar", "halfcheetah-zoo"]), data=st.data())
+    def check(env_id, preset, data):
+        names = data.draw(st.sets(st.sampled_from(sorted(DRAWN)), max_size=6))
+        given = {name: data.draw(st.sampled_from(DRAWN[name])) for name in sorted(names)}
+        argv = ["--env-id", env_id, *(["--preset", preset] if preset else []),
+                *(w for name, value in given.items() for w in ppo.flag(name, value).split())]
+        resolved = lambda args: json.loads(json.dumps(dataclasses.asdict(ppo.fill_auto(args))))   # noqa: E731
+        cli = resolved(ppo.parse_args(argv))
+        assert resolved(ppo.default_args(env_id, preset, **given)) == cli, argv
+        plain = [k for k in ppo.PRESETS.get(preset, {}) if ppo.ARGS_DEFAULTS[k] is not ppo.Args.AUTO]
+        try:
+            python = resolved(ppo.Args(env_id=env_id, preset=preset, **given))
+        except ppo.UsageError as e:
+            assert plain and str(e).startswith(f"--preset {preset}: "), (argv, e)
+        else:
+            assert not plain and python == cli, argv
+    check()
+
+
+def test_sizes_beyond_memory_and_names_beyond_the_file_system_are_refused_before_anything_is_made(
+        tmp_path, capsys, monkeypatch):
+    # memory_needed counts the agent's parameters exactly (four copies: weights, gradients, Adam's two moments).
+    for env_id, args in [("CartPole-v1", ppo.default_args("CartPole-v1")),
+                         ("Pendulum-v1", ppo.default_args("Pendulum-v1", recurrent=True, recurrent_size=16)),
+                         ("PixelSide-v0", ppo.default_args("PixelSide-v0", hidden_sizes=(8,))),
+                         ("Taxi-v4", ppo.default_args("Taxi-v4", recurrent=True, hidden_sizes=(5, 3)))]:
+        spaces = ppo.env_spaces(env_id)
+        agent = ppo.build_agent(args, *spaces)
+        needed = ppo.memory_needed(args, *spaces)
+        assert needed["recurrent_size"] + needed["hidden_sizes"] == 16 * sum(p.numel() for p in agent.parameters())
+    runs = tmp_path / "runs"
+    monkeypatch.setattr(ppo.os, "sysconf", lambda name: {"SC_PHYS_PAGES": 2 ** 21, "SC_PAGE_SIZE": 4096}[name])
+    for words, named in [(["--recurrent", "--recurrent-size", "65536"], "--recurrent-size 65536: needs about 20"),
+                         (["--hidden-sizes", "65536", "65536"], "--hidden-sizes 65536 65536: needs about 13"),
+                         (["--num-envs", "1024", "--num-steps", "1000000", "--total-timesteps", "1024000000"],
+                          "--num-envs 1024 --num-steps 1000000: needs about 5"),
+                         (["--exp-name", "a" * 248], "--exp-name aaaaaaaaaaaaaaaaaaaa... (248 bytes)"),
+                         (["--runs-dir", str(tmp_path / ("b" * 300))], "--runs-dir")]:
+        assert ppo.main([*words, "--runs-dir", str(runs)] if words[0] != "--runs-dir" else words) == 2, words
+        assert one_error_line(capsys.readouterr().err, named, "8.6 GB" if "needs" in named else ""), words
+    assert not runs.exists() and list(tmp_path.iterdir()) == []
+    longest = int(re.search(r"give at most (\d+) bytes", str(pytest.raises(ppo.UsageError, ppo.check_args, ppo.Args(
+        exp_name="a" * 248, runs_dir=str(runs))).value)).group(1))
+    assert ppo.main(["--exp-name", "a" * longest, "--total-timesteps", "64", "--num-envs", "2", "--num-steps", "32",
+                     "--num-minibatches", "2", "--runs-dir", str(runs), "--quiet", "--no-tensorboard"]) == 0
+    assert len(next(runs.iterdir()).name.encode()) <= os.pathconf(runs, "PC_NAME_MAX")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_a_run_trained_with_cuda_resumes_on_the_cpu_with_no_cuda(small_checkpoint, tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    for p in small_checkpoint.parent.iterdir():
+        if p.is_file():
+            (run / p.name).write_bytes(p.read_bytes())
+    checkpoint = torch.load(run / "checkpoint.pt")
+    checkpoint["args"]["cuda"] = True                                     # as a GPU machine would have saved it
+    torch.save(checkpoint, run / "checkpoint.pt")
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    assert ppo.main(["--resume", str(run / "checkpoint.pt"), "--total-timesteps", "256"]) == 2
+    assert one_error_line(capsys.readouterr().err, "--cuda: no CUDA GPU", "the run was trained with --cuda",
+                          "add --no-cuda to continue it on the CPU")
+    assert before == {p.name: p.read_bytes() for p in run.iterdir()}
+    assert ppo.main(["--resume", str(run / "checkpoint.pt"), "--total-timesteps", "256", "--no-cuda", "--quiet"]) == 0
+    assert json.loads((run / "args.json").read_text())["resumed"][0]["changed"]["cuda"] == [True, False]
