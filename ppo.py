@@ -1207,9 +1207,9 @@ class RunArgs(Args):
     """named settings for one env, put on top of the defaults (flags still win; notes/results.md scores them):
     mountaincar: MountainCar-v0, --norm-obs --ent-coef 0.01 (scale the tiny velocity, keep exploring)
     halfcheetah-zoo: HalfCheetah, the SB3 zoo's tuned settings (256x256 ReLU, lr 2.1e-5, 20 epochs, clip 0.1).
-    From Python, Args(preset=...) fills only AUTO fields, so a preset that sets others (halfcheetah-zoo's gamma) is
-    refused there: Args cannot tell gamma=0.99 given from 0.99 left alone. default_args(env_id, preset=..., **yours)
-    takes every preset, yours winning, as the command line's flags do"""
+    From Python, Args(preset=...) fills only AUTO fields (an Args cannot tell gamma=0.99 given from 0.99 left alone).
+    So there a preset that sets others (halfcheetah-zoo's gamma) is refused; default_args(env_id, preset=...) takes it.
+    Your values win there, as flags do: default_args("HalfCheetah-v5", preset="halfcheetah-zoo", gamma=0.99)"""
     recurrent: bool = False
     """memory: a GRU between the encoder and the heads, for envs the agent cannot see whole in one observation.
     Minibatches become sets of sequences (see --recurrent-seq-len). Slower per step: fewer minibatches help"""
@@ -2008,8 +2008,8 @@ def check_run_dir(args: Args) -> None:
         limit = os.pathconf(existing, "PC_NAME_MAX")
     for part in Path(args.runs_dir).parts[len(existing.parts):] if limit else []:   # the folders the run makes
         if len(part.encode()) > limit:
-            raise UsageError(f"--runs-dir {args.runs_dir[:40]}...: the folder name {part[:20]}... is {len(part.encode())} "
-                             f"bytes, over this file system's limit of {limit}; give a shorter one")
+            raise UsageError(f"--runs-dir {args.runs_dir[:40]}...: the folder name {part[:20]}... is "
+                             f"{len(part.encode())} bytes, over this file system's limit of {limit}; shorten it")
     env = re.sub(r"[^\w.-]", "_", args.env_id.split(":")[-1])
     others = len(f"{env}____{args.seed}__{int(time.time())}-999".encode())        # all but the name
     if limit and others + len(args.exp_name.encode()) > limit:

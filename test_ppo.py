@@ -2525,8 +2525,9 @@ def test_memory_benchmark_snapshots_leave_the_run_unchanged_and_play_as_evaluate
 # for --evaluate. A non-default valid value either changes something observable in that mode (the agent, the logs,
 # the files, the printed lines, how the run ran), or is refused in one line naming it, having made nothing.
 # ---------------------------------------------------------------------------------------------------------------------
-TINY = {"num_envs": ["--num-envs", "2"], "num_steps": ["--num-steps", "32"], "num_minibatches": ["--num-minibatches", "2"],
-        "total_timesteps": ["--total-timesteps", "128"], "tensorboard": ["--no-tensorboard"]}   # 2 iterations of 2 x 32
+TINY = {"num_envs": ["--num-envs", "2"], "num_steps": ["--num-steps", "32"],              # 2 iterations of 2 x 32
+        "num_minibatches": ["--num-minibatches", "2"], "total_timesteps": ["--total-timesteps", "128"],
+        "tensorboard": ["--no-tensorboard"]}
 # The value each field takes in training, where the default would do little: a target KL that stops early, ...
 TRAINING_VALUES = {"env_id": ["Acrobot-v1"], "seed": ["2"], "total_timesteps": ["192"], "num_envs": ["4"],
                    "num_steps": ["64"], "hidden_sizes": ["8"], "activation": ["relu"], "log_std_init": ["-1"],
