@@ -2468,8 +2468,8 @@ def run_evaluation(args: Args, argv: list[str]) -> bool:
         video_dir = new_run_dir(Path(args.evaluate).parent / "videos-eval" / time.strftime("%Y%m%d-%H%M%S"))
         video_dir.rmdir()                   # the name is this evaluation's; RecordVideo makes the folder itself
     returns = evaluate(args.evaluate, args.eval_episodes, not args.eval_stochastic, args.seed, video_dir,
-                       _flag_value(argv, "--env-id"), args.eval_video_episodes, verbose="--quiet" not in argv,
-                       threads=args.torch_threads)
+                       _flag_value(argv, "--env-id"), args.eval_video_episodes if video_dir else 1,  # (saved: 3)
+                       verbose="--quiet" not in argv, threads=args.torch_threads)
     how = "stochastic" if args.eval_stochastic else "deterministic"
     if args.eval_stochastic and not any(a.startswith("--eval-stochastic") for a in argv):
         how += " (sampled actions: the default saved with this image agent; --no-eval-stochastic for the most likely)"

@@ -2605,6 +2605,7 @@ def observe(argv, tmp, capsys, monkeypatch, evaluate_checkpoint=None):
         seen["agent"] = {k: (tuple(v.shape), round(float(v.double().sum()), 6)) for k, v in checkpoint["agent"].items()}
         evaluated = ppo.parse_args(["--evaluate", str(run_dir / "checkpoint.pt")])
         seen["evaluate defaults"] = {k: getattr(evaluated, k) for k in ppo.EVALUATE_FLAGS if k != "evaluate"}
+        observe.checkpoint = run_dir / "checkpoint.pt"
     return seen
 
 
@@ -2648,6 +2649,10 @@ def test_every_flag_changes_something_in_training_or_is_refused(tmp_path, capsys
         else:
             assert changed != baselines[key], (name, context, words)
         outcomes[(name, *context)] = "changes"
+        if changed["evaluate defaults"] != baselines[key]["evaluate defaults"]:   # the checkpoint plays with them
+            assert ppo.main(["--evaluate", str(observe.checkpoint), "--eval-episodes", "1", "--quiet"]) == 0, \
+                (name, capsys.readouterr().err)
+            capsys.readouterr()
         if {k for k in changed if changed[k] != baselines[key].get(k)} <= {"how", "evaluate defaults"}:
             outcomes[(name, *context)] = "changes how it ran"
     # The two that once were accepted in silence, and the refusals that hold wherever optional packages are missing.
