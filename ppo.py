@@ -662,6 +662,7 @@ import importlib.util
 import io
 import itertools
 import json
+import numbers
 import os
 import random
 import re
@@ -670,6 +671,7 @@ import threading
 import time
 import traceback
 import types
+import typing
 import warnings
 from collections import deque
 from pathlib import Path
@@ -1369,7 +1371,10 @@ class RunArgs(Args):
     preset: str | None = None
     """named settings for one env, put on top of the defaults (flags still win; notes/results.md scores them):
     mountaincar: MountainCar-v0, --norm-obs --ent-coef 0.01 (scale the tiny velocity, keep exploring)
-    halfcheetah-zoo: HalfCheetah, the SB3 zoo's tuned settings (256x256 ReLU, lr 2.1e-5, 20 epochs, clip 0.1)"""
+    halfcheetah-zoo: HalfCheetah, the SB3 zoo's tuned settings (256x256 ReLU, lr 2.1e-5, 20 epochs, clip 0.1).
+    From Python, Args(preset=...) fills only AUTO fields (an Args cannot tell gamma=0.99 given from 0.99 left alone).
+    So there a preset that sets others (halfcheetah-zoo's gamma) is refused; default_args(env_id, preset=...) takes it.
+    Your values win there, as flags do: default_args("HalfCheetah-v5", preset="halfcheetah-zoo", gamma=0.99)"""
     recurrent: bool = False
     """memory: a GRU between the encoder and the heads, for envs the agent cannot see whole in one observation.
     Minibatches become sets of sequences (see --recurrent-seq-len). Slower per step: fewer minibatches help"""
@@ -1429,6 +1434,7 @@ class RunArgs(Args):
 
 Args = RunArgs  # noqa: F811
 ARGS_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Args)}   # Args's own defaults (AUTO where env-made)
+ARG_TYPES = typing.get_type_hints(Args)          # each field's annotation, for typed_args
 
 
 # ======================================================================================================================
@@ -1458,12 +1464,12 @@ class Run:
         "ranks" 0 to K-1, train one agent: each steps its own --num-envs envs and they average their gradients; alone
         this is rank 0 of 1), and seed every random stream."""
         check_versions()
+        if args.evaluate is not None:                          # (the command line's --evaluate never comes here)
+            raise UsageError(f"--evaluate {args.evaluate}: train() trains; to play a checkpoint call evaluate(path)")
         self.args = args = fill_auto(args)                     # Args.AUTO fields get the env's defaults
         check_args(args)
         self.spaces = env_spaces(args.env_id, args.action_mask, args.frame_stack)   # checked
-        if args.norm_obs and is_image(self.spaces[0]):
-            raise UsageError(f"--norm-obs: {args.env_id} gives images, which the agent scales to [0, 1] itself; "
-                             "drop --norm-obs")
+        check_flags_for_spaces(args, *self.spaces)
         self.rank, self.world = init_distributed(args)
         self.caller_threads = torch.get_num_threads()          # given back at the end: train() may be one call of many
         torch.set_num_threads(args.torch_threads)
@@ -2138,8 +2144,8 @@ def check_args(args: Args) -> None:
     require(args.preset is None or args.preset in PRESETS, "preset", args.preset,
             f"no such preset; valid: {', '.join(PRESETS)}")
     require(args.target_kl is None or args.target_kl > 0, "target-kl", args.target_kl, "must be > 0, e.g. 0.015")
-    require(not args.cuda or torch.cuda.is_available(), "cuda", "", "no CUDA GPU is visible to torch; "
-            "drop --cuda to train on the CPU (for these small networks the CPU is as fast)")
+    if args.cuda and not torch.cuda.is_available():
+        raise UsageError(f"--cuda: no CUDA GPU is visible to torch; {no_gpu_advice(args)}")
     local_processes, gpus = int(os.environ.get("LOCAL_WORLD_SIZE", 1)), torch.cuda.device_count()
     require(not args.cuda or local_processes <= gpus, "cuda", "", f"torchrun started {local_processes} processes "
             f"on this machine but {gpus} GPU(s) are visible, and nccl needs one per process; use --nproc-per-node "
@@ -2223,11 +2229,161 @@ def check_limits_and_combinations(args: Args) -> None:
         raise UsageError(f"--exp-name {args.exp_name!r}: one plain name (letters, digits, '.', '_', '-'), as it is "
                          "part of the run directory's name")
     if args.evaluate is None and args.resume is None:
-        folder = Path(args.runs_dir)
-        existing = next(p for p in [folder, *folder.parents] if p.exists())   # the folders below it will be made
-        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-            problem = "is a file" if existing == folder else f"cannot be made: {existing} is not a writable folder"
-            raise UsageError(f"--runs-dir {args.runs_dir}: {problem}; give a folder this user can write to")
+        check_run_dir(args)
+
+
+def check_run_dir(args: Args) -> None:
+    """--runs-dir must be, or be makeable in, a writable folder; and the run directory's name (Run.start:
+    <env>__<exp_name>__<seed>__<time>, maybe -N) and each folder --runs-dir will make must fit the file system's limit
+    on a name (NAME_MAX, usually 255 bytes), or mkdir fails midway."""
+    def exists(path: Path) -> bool:                           # a name too long to exist raises OSError: it does not
+        with contextlib.suppress(OSError):
+            return path.exists()
+        return False
+    folder = Path(args.runs_dir)
+    existing = next(p for p in [folder, *folder.parents] if exists(p))    # the folders below it will be made
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        problem = "is a file" if existing == folder else f"cannot be made: {existing} is not a writable folder"
+        raise UsageError(f"--runs-dir {args.runs_dir}: {problem}; give a folder this user can write to")
+    limit = None
+    with contextlib.suppress(ValueError, OSError, AttributeError):      # not every system says (then no check)
+        limit = os.pathconf(existing, "PC_NAME_MAX")
+    for part in Path(args.runs_dir).parts[len(existing.parts):] if limit else []:   # the folders the run makes
+        if len(part.encode()) > limit:
+            raise UsageError(f"--runs-dir {args.runs_dir[:40]}...: the folder name {part[:20]}... is "
+                             f"{len(part.encode())} bytes, over this file system's limit of {limit}; shorten it")
+    env = re.sub(r"[^\w.-]", "_", args.env_id.split(":")[-1])
+    others = len(f"{env}____{args.seed}__{int(time.time())}-999".encode())        # all but the name
+    if limit and others + len(args.exp_name.encode()) > limit:
+        raise UsageError(f"--exp-name {args.exp_name[:20]}... ({len(args.exp_name.encode())} bytes): the run "
+                         f"directory's name {env}__<exp-name>__{args.seed}__<time> would pass this file system's "
+                         f"limit of {limit} bytes; give at most {max(limit - others, 0)} bytes")
+
+
+def no_gpu_advice(args: Args) -> str:
+    """What to do about --cuda without a GPU: a resumed run may have it from its checkpoint, not from the user."""
+    if args.resume and load_checkpoint(args.resume)["args"].get("cuda"):
+        return "the run was trained with --cuda; add --no-cuda to continue it on the CPU"
+    return "drop --cuda to train on the CPU (for these small networks the CPU is as fast)"
+
+
+def check_flags_for_spaces(args: Args, obs_space: gym.Space, action_space: gym.Space) -> None:
+    """Flags that would change nothing for this env's spaces, refused in one line once the spaces are known (with
+    --resume, RESUME_KEEPS refuses any new --log-std-init first)."""
+    if args.norm_obs and is_image(obs_space):
+        raise UsageError(f"--norm-obs: {args.env_id} gives images, which the agent scales to [0, 1] itself; "
+                         "drop --norm-obs")
+    usual = (DISCRETE_DEFAULTS["log_std_init"], PRESETS.get(args.preset, {}).get("log_std_init"))
+    if not isinstance(action_space, gym.spaces.Box) and args.log_std_init not in usual and not args.resume:
+        raise UsageError(f"{flag('log_std_init', args.log_std_init)}: sets a Gaussian policy's starting std, and "
+                         f"{args.env_id}'s actions ({action_space}) are not continuous; drop --log-std-init")
+    if not args.action_mask:                                       # one reset shows whether the env gives a mask
+        with contextlib.closing(make_env(args.env_id, frame_stack=args.frame_stack)) as probe:
+            if "action_mask" not in probe.reset(seed=args.seed)[1]:
+                raise UsageError(f"--no-action-mask: {args.env_id} gives no action mask to ignore (the policy chooses "
+                                 "among all its actions anyway); drop --no-action-mask")
+    check_memory(args, obs_space, action_space)
+
+
+def memory_needed(args: Args, obs_space: gym.Space, action_space: gym.Space) -> dict[str, int]:
+    """Bytes that training with these settings takes, by the flag that sizes each part: the agent's parameters four
+    times over (weights, gradients, Adam's two moments), counted exactly as Agent builds them, under recurrent_size
+    (the GRU) and hidden_sizes (the rest); and the rollout under num_envs (observations as the env gives them, a few
+    numbers per step, the GRU's state at each step under --recurrent)."""
+    obs = int(np.prod(obs_space.shape))
+    if is_image(obs_space):                                        # NatureCNN: three convolutions, then 512 features
+        c, h, w = obs_space.shape
+        side = lambda n: ((n - 8) // 4 + 1 - 4) // 2 + 1 - 2                                   # noqa: E731
+        encoder = 32 * c * 64 + 64 * 32 * 16 + 64 * 64 * 9 + 64 * side(h) * side(w) * 512 + 32 + 64 + 64 + 512
+        features = 512
+    else:
+        encoder, features = 0, obs
+    size = args.recurrent_size if args.recurrent else 0
+    gru = 3 * (features * size + size * size + 2 * size) if size else 0
+    out = gym.spaces.flatdim(action_space)
+    widths = [size or features, *args.hidden_sizes]
+    heads = sum(2 * a * b + 2 * b for a, b in zip(widths, widths[1:])) + (widths[-1] + 1) * (out + 1)
+    log_std = out if isinstance(action_space, gym.spaces.Box) else 0
+    return {"recurrent_size": 16 * gru, "hidden_sizes": 16 * (encoder + heads + log_std),
+            "num_envs": args.num_envs * args.num_steps * (obs * obs_space.dtype.itemsize + 4 * (out + 8) + 8 * size)}
+
+
+def check_memory(args: Args, obs_space: gym.Space, action_space: gym.Space) -> None:
+    """Refuse sizes whose memory_needed is more than the machine has (or the GPU, under --cuda), before anything is
+    allocated, naming the flag that asks the most."""
+    parts = memory_needed(args, obs_space, action_space)
+    available, where = None, "the GPU's" if args.cuda and torch.cuda.is_available() else "this machine's"
+    if args.cuda and torch.cuda.is_available():
+        available = torch.cuda.get_device_properties(0).total_memory
+    else:
+        with contextlib.suppress(ValueError, OSError, AttributeError):      # not every system says (then no check)
+            available = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    if available is None or sum(parts.values()) <= available:
+        return
+    name = max(parts, key=parts.get)
+    shown = (flag(name, getattr(args, name)) if name != "num_envs" else
+             f"--num-envs {args.num_envs} --num-steps {args.num_steps}")
+    agent = parts["recurrent_size"] + parts["hidden_sizes"]
+    raise UsageError(f"{shown}: needs about {sum(parts.values()) / 1e9:,.1f} GB (agent {agent / 1e9:,.1f} GB with "
+                     f"its gradients and Adam's moments, rollout {parts['num_envs'] / 1e9:,.1f} GB), more than "
+                     f"{where} {available / 1e9:,.1f} GB of memory; make it smaller")
+
+
+def typed_args(args: Args) -> Args:
+    """Args made in Python, typed as the command line types them, or refused in one line naming the field: an int
+    field takes an int or a whole float (total_timesteps=1e6, as `--total-timesteps 1e6`; 2.5 is refused), a float
+    field any real number, hidden_sizes a list or tuple of ints (a single int is refused: (64,) is one layer), a path
+    a str or a Path (kept as str). A value left AUTO (None) stays for fill_auto. Returns args itself if nothing
+    changed."""
+    changes = {}
+    for field in dataclasses.fields(Args):
+        value, hint = getattr(args, field.name), ARG_TYPES[field.name]
+        if value is None and field.default is None:                        # AUTO, or an optional field's None
+            continue
+        typed, valid = _typed(value, hint)
+        if typed is _WRONG:
+            given = value if isinstance(value, (int, float, str)) else repr(value)
+            raise UsageError(f"{flag(field.name)} {given}: must be {valid}" + (
+                " (from Python: hidden_sizes=(64,) for one layer of 64, () for none)"
+                if field.name == "hidden_sizes" else ""))
+        if typed is not value:
+            changes[field.name] = typed
+    return dataclasses.replace(args, **changes) if changes else args
+
+
+_WRONG = object()
+
+
+def _typed(value, hint) -> tuple[object, str]:
+    """(value as the type `hint` wants, or _WRONG; what would be valid, in words)."""
+    origin, parts = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Union or origin is types.UnionType:                 # float | None, str | None
+        inner = next(p for p in parts if p is not type(None))
+        typed, valid = (None, "") if value is None else _typed(value, inner)
+        return typed, f"{valid} or None"
+    if origin is Literal:
+        return (value if value in parts else _WRONG), f"one of {', '.join(map(str, parts))}"
+    if origin is tuple:                                                     # tuple[int, ...]: the layer sizes
+        if not isinstance(value, (list, tuple)):
+            return _WRONG, "a list of layer sizes, e.g. 64 64"
+        typed = [_typed(v, int)[0] for v in value]
+        same = isinstance(value, tuple) and all(t is v for t, v in zip(typed, value))
+        return (_WRONG if _WRONG in typed else value if same else tuple(typed)), "a list of whole numbers, e.g. 64 64"
+    if hint is bool:
+        return (bool(value) if isinstance(value, (bool, np.bool_)) else _WRONG), "True or False"
+    if hint is int:
+        if isinstance(value, (numbers.Integral)) and not isinstance(value, (bool, np.bool_)):
+            return int(value), "a whole number"
+        whole = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) and \
+            math.isfinite(value) and float(value).is_integer()
+        return (int(value) if whole else _WRONG), "a whole number"
+    if hint is float:
+        real = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+        return (float(value) if real else _WRONG), "a number"
+    if hint is str:
+        return (value if isinstance(value, str) else os.fspath(value) if isinstance(value, os.PathLike) else
+                _WRONG), "a str"
+    return value, ""
 
 
 def minibatches_of_one(args: Args, units: int) -> tuple[str, str | int, str]:
@@ -2508,6 +2664,8 @@ def evaluate(path: str | Path, episodes: int = 10, deterministic: bool = True, s
     `video_episodes` episodes are filmed there (-1: all). verbose prints a line per episode. A first Ctrl-C stops
     after the episode under way (the returns so far come back), a second one at once. env_id: as in load_agent;
     threads: as in Policy."""
+    if video_dir is None and video_episodes != 1:
+        raise UsageError(f"video_episodes={video_episodes}: films episodes only into a video_dir; give video_dir too")
     policy = load_policy(path, env_id, deterministic, threads)
     seed = policy.args.seed if seed is None else seed
     torch.manual_seed(seed)
@@ -2563,14 +2721,17 @@ def run_evaluation(args: Args, argv: list[str]) -> bool:
             continue
         raise UsageError(f"{written}: has no effect with --evaluate, which plays the saved agent as it was "
                          f"trained; drop it (--evaluate takes {', '.join(map(flag, EVALUATE_FLAGS[1:]))})")
+    if "eval_video_episodes" in given_flags(argv) and not args.capture_video:
+        raise UsageError(f"{flag('eval_video_episodes', args.eval_video_episodes)}: films episodes only with "
+                         "--capture-video; add --capture-video, or drop --eval-video-episodes")
     check_args(args)
     video_dir = None
     if args.capture_video:                  # each evaluation films into a folder of its own, beside the checkpoint
         video_dir = new_run_dir(Path(args.evaluate).parent / "videos-eval" / time.strftime("%Y%m%d-%H%M%S"))
         video_dir.rmdir()                   # the name is this evaluation's; RecordVideo makes the folder itself
     returns = evaluate(args.evaluate, args.eval_episodes, not args.eval_stochastic, args.seed, video_dir,
-                       _flag_value(argv, "--env-id"), args.eval_video_episodes, verbose="--quiet" not in argv,
-                       threads=args.torch_threads)
+                       _flag_value(argv, "--env-id"), args.eval_video_episodes if video_dir else 1,  # (saved: 3)
+                       verbose="--quiet" not in argv, threads=args.torch_threads)
     how = "stochastic" if args.eval_stochastic else "deterministic"
     if args.eval_stochastic and not any(a.startswith("--eval-stochastic") for a in argv):
         how += " (sampled actions: the default saved with this image agent; --no-eval-stochastic for the most likely)"
@@ -2684,16 +2845,26 @@ def default_args(env_id: str, preset: str | None = None, **overrides) -> Args:
 
 def fill_auto(args: Args) -> Args:
     """train's first step: an Args with AUTO fields (`Args(env_id="Hopper-v5")`) gets them from env_defaults, as the
-    command line's default_args would, so Python and the command line run the same. A preset also sets the fields
-    still at Args's own default (the preset's gamma over 0.99). Args without AUTO fields are returned as they are."""
+    command line's default_args would, so Python and the command line run the same. Its values are typed first
+    (typed_args). A preset fills AUTO fields only: one that also sets a field with a plain default (halfcheetah-zoo's
+    gamma) is refused here, since Args cannot tell gamma=0.99 given from 0.99 left alone; default_args(env_id,
+    preset=..., **yours) can, as the command line does. Args without AUTO fields are returned as they are."""
+    args = typed_args(args)
     if args.tensorboard is Args.AUTO:
         args = dataclasses.replace(args, tensorboard=tensorboard_installed())
     if all(getattr(args, name) is not Args.AUTO for name in DISCRETE_DEFAULTS):   # its keys are the other AUTO fields
         return args
-    table = (dataclasses.asdict(args_from_checkpoint(load_checkpoint(args.resume))) if args.resume else
-             env_defaults(args.env_id, args.preset, args.recurrent))  # --resume: the run's own settings
-    return dataclasses.replace(args, **{k: v for k, v in table.items()
-                                        if getattr(args, k) == ARGS_DEFAULTS[k] and k != "resume"})
+    if args.resume:                                                 # --resume: the run's own settings
+        table = dataclasses.asdict(args_from_checkpoint(load_checkpoint(args.resume)))
+        return dataclasses.replace(args, **{k: v for k, v in table.items()
+                                            if getattr(args, k) == ARGS_DEFAULTS[k] and k != "resume"})
+    plain = [name for name in PRESETS.get(args.preset, {}) if ARGS_DEFAULTS[name] is not Args.AUTO]
+    if plain:
+        raise UsageError(f"--preset {args.preset}: also sets {', '.join(plain)}, which Args(...) cannot tell from "
+                         f"values you left at their defaults; from Python give it as default_args({args.env_id!r}, "
+                         f"preset={args.preset!r}, **your_values), which the command line's flags go through")
+    table = env_defaults(args.env_id, args.preset, args.recurrent)
+    return dataclasses.replace(args, **{k: v for k, v in table.items() if getattr(args, k) is Args.AUTO})
 
 
 def _flag_value(argv: list[str], flag: str) -> str | None:

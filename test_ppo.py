@@ -2966,3 +2966,318 @@ def test_memory_benchmark_snapshots_leave_the_run_unchanged_and_play_as_evaluate
     if importlib.util.find_spec("matplotlib"):                       # evalplot draws what evals scored
         benchmark.evals_plot(str(tmp_path / "kept"), 3, str(tmp_path / "evals.png"))
         assert (tmp_path / "evals.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Every flag does something where it is accepted (issue 37): generated over dataclasses.fields(Args), for training and
+# for --evaluate. A non-default valid value either changes something observable in that mode (the agent, the logs,
+# the files, the printed lines, how the run ran), or is refused in one line naming it, having made nothing.
+# ---------------------------------------------------------------------------------------------------------------------
+TINY = {"num_envs": ["--num-envs", "2"], "num_steps": ["--num-steps", "32"],              # 2 iterations of 2 x 32
+        "num_minibatches": ["--num-minibatches", "2"], "total_timesteps": ["--total-timesteps", "128"],
+        "tensorboard": ["--no-tensorboard"]}
+# The value each field takes in training, where the default would do little: a target KL that stops early, ...
+TRAINING_VALUES = {"env_id": ["Acrobot-v1"], "seed": ["2"], "total_timesteps": ["192"], "num_envs": ["4"],
+                   "num_steps": ["64"], "hidden_sizes": ["8"], "activation": ["relu"], "log_std_init": ["-1"],
+                   "learning_rate": ["0.01"], "gamma": ["0.9"], "gae_lambda": ["0.5"], "num_minibatches": ["4"],
+                   "update_epochs": ["2"], "clip_coef": ["0.05"], "ent_coef": ["0.1"], "vf_coef": ["1.0"],
+                   "max_grad_norm": ["0.01"], "target_kl": ["1e-9"], "exp_name": ["other"], "preset": ["mountaincar"],
+                   "recurrent_size": ["8"], "recurrent_seq_len": ["16"], "frame_stack": ["2"], "torch_threads": ["2"],
+                   "save_every": ["1"], "eval_episodes": ["3"], "eval_video_episodes": ["2"], "wandb_project_name":
+                   ["mine"], "wandb_entity": ["me"], "runs_dir": ["(set per case)"]}
+# Where a flag acts only in company (another env, another flag), it is also tried there, beside the plain CartPole run.
+TRAINING_CONTEXTS = {"log_std_init": ["--env-id", "Pendulum-v1"], "action_mask": ["--env-id", "Taxi-v4"],
+                     "recurrent_size": ["--recurrent"], "recurrent_seq_len": ["--recurrent"],
+                     "wandb_project_name": ["--track"], "wandb_entity": ["--track"]}
+
+
+def non_default_words(field, values, default_args):
+    """The flag's words for a value other than the mode's default."""
+    name = "--" + field.name.replace("_", "-")
+    value = getattr(default_args, field.name)
+    if isinstance(value, bool) or field.type in ("bool", bool):
+        return [name] if not value else ["--no-" + field.name.replace("_", "-")]
+    return [name, *values[field.name]]
+
+
+def observe(argv, tmp, capsys, monkeypatch, evaluate_checkpoint=None):
+    """What one run shows: the exit code and one error line, or its files, logs, weights, printed lines (numbers of
+    seconds masked), what --evaluate would then default to, and how it ran (envs, threads, device, compile, saves)."""
+    how = {"saves": 0}
+    end_iteration, save, make_vector_env, torch_threads = (ppo.Run.end_iteration, ppo.Run.save, ppo.make_vector_env,
+                                                           ppo.torch_threads)
+
+    def recording_end_iteration(self, *a, **k):
+        how.update(threads=torch.get_num_threads(), device=str(self.device), dir=self.dir,
+                   deterministic=torch.backends.cudnn.deterministic)
+        return end_iteration(self, *a, **k)
+
+    def recording_save(self):
+        how["saves"] += 1
+        return save(self)
+
+    def recording_make_vector_env(*a, **k):
+        envs = make_vector_env(*a, **k)
+        how["envs"] = type(envs.unwrapped).__name__
+        return envs
+
+    def recording_threads(n):                                      # what evaluate acts with
+        how["threads"] = n
+        return torch_threads(n)
+    monkeypatch.setattr(ppo.Run, "end_iteration", recording_end_iteration)
+    monkeypatch.setattr(ppo.Run, "save", recording_save)
+    monkeypatch.setattr(ppo, "make_vector_env", recording_make_vector_env)
+    monkeypatch.setattr(ppo, "torch_threads", recording_threads)
+    monkeypatch.setattr(torch, "compile", lambda fn, **k: how.update(compiled=True) or fn)
+    before = sorted(p.relative_to(tmp) for p in tmp.rglob("*"))
+    code = ppo.main(argv)
+    out, err = capsys.readouterr()
+    made = sorted(p.relative_to(tmp) for p in tmp.rglob("*"))
+    if code == 2:
+        assert one_error_line(err), (argv, err)
+        assert made == before, argv                                     # refused: nothing made
+        return {"refused": err}
+    assert code == 0, (argv, err)
+    seen = {"printed": [re.sub(r"[\d.]+s\b|[\d,]+ SPS|ETA +\d+s|__\d{10}", "#", line.replace(str(tmp), "<tmp>"))
+                        for line in out.splitlines()],
+            "made": [re.sub(r"__\d{10}|events\.out.*|\d{8}-\d{6}", "#", str(p)) for p in made if p not in before],
+            "how": {k: v for k, v in how.items() if k != "dir"}}
+    run_dir = how.get("dir")
+    if run_dir is not None:                                          # training: the logs, the agent, its evaluation
+        logs = {name: read_csv(run_dir / name) if (run_dir / name).exists() else [] for name in
+                ("updates.csv", "episodes.csv")}                     # a log is made with its first row
+        seen["updates"] = [{k: v for k, v in row.items() if k not in ("wall_time", "SPS")} for row in
+                           logs["updates.csv"]]
+        seen["episodes"] = [row["episodic_return"] for row in logs["episodes.csv"]]
+        checkpoint = torch.load(run_dir / "checkpoint.pt")
+        seen["agent"] = {k: (tuple(v.shape), round(float(v.double().sum()), 6)) for k, v in checkpoint["agent"].items()}
+        evaluated = ppo.parse_args(["--evaluate", str(run_dir / "checkpoint.pt")])
+        seen["evaluate defaults"] = {k: getattr(evaluated, k) for k in ppo.EVALUATE_FLAGS if k != "evaluate"}
+        observe.checkpoint = run_dir / "checkpoint.pt"
+    return seen
+
+
+def test_every_flag_changes_something_in_training_or_is_refused(tmp_path, capsys):
+    defaults = ppo.default_args("CartPole-v1")
+    resumable = tmp_path / "resumable"                         # a run of 1 iteration, for --resume to take further
+    assert ppo.main(["--total-timesteps", "64", *TINY["num_envs"], *TINY["num_steps"], *TINY["num_minibatches"],
+                     "--no-tensorboard", "--quiet", "--runs-dir", str(resumable)]) == 0
+    values = {**TRAINING_VALUES, "resume": [str(next(resumable.glob("*/checkpoint.pt")))]}
+    cases = []
+    for field in dataclasses.fields(ppo.Args):
+        if field.name == "evaluate":                                       # the other mode: the test below
+            continue
+        words = non_default_words(field, values, defaults)
+        cases.append((field.name, [], words))
+        if field.name in TRAINING_CONTEXTS:
+            cases.append((field.name, TRAINING_CONTEXTS[field.name], words))
+    outcomes, baselines = {}, {}
+    for i, (name, context, words) in enumerate(cases):
+        tiny = [w for key, flag_words in TINY.items() if key != name for w in flag_words]
+        where = [] if name == "resume" else ["--runs-dir", str(tmp_path / f"case{i}" / "runs")]
+        if name == "runs_dir":                                          # another folder beside the usual one
+            words, where = ["--runs-dir", str(tmp_path / f"case{i}" / "elsewhere")], []
+        with pytest.MonkeyPatch.context() as monkeypatch:
+            changed = observe([*tiny, *context, *words, *where], tmp_path / f"case{i}", capsys, monkeypatch)
+        key = tuple(context)
+        if key not in baselines:                                        # the same run without the flag
+            with pytest.MonkeyPatch.context() as monkeypatch:
+                baselines[key] = observe([*(w for words in TINY.values() for w in words), *context, "--runs-dir",
+                                          str(tmp_path / f"base{i}" / "runs")], tmp_path / f"base{i}", capsys,
+                                         monkeypatch)
+        if "refused" in baselines[key]:                                  # --track without wandb installed
+            assert "refused" in changed, (name, context)
+            continue
+        if "refused" in changed:
+            assert words[0] in changed["refused"] or name == "resume", (name, changed)
+            outcomes[(name, *context)] = "refused"
+            continue
+        if name in ("runs_dir", "resume"):                             # the same run, elsewhere: where the files go
+            assert changed["made"] != baselines[key]["made"], name
+        else:
+            assert changed != baselines[key], (name, context, words)
+        outcomes[(name, *context)] = "changes"
+        if changed["evaluate defaults"] != baselines[key]["evaluate defaults"]:   # the checkpoint plays with them
+            assert ppo.main(["--evaluate", str(observe.checkpoint), "--eval-episodes", "1", "--quiet"]) == 0, \
+                (name, capsys.readouterr().err)
+            capsys.readouterr()
+        if {k for k in changed if changed[k] != baselines[key].get(k)} <= {"how", "evaluate defaults"}:
+            outcomes[(name, *context)] = "changes how it ran"
+    # The two that once were accepted in silence, and the refusals that hold wherever optional packages are missing.
+    assert outcomes[("log_std_init",)] == "refused" and outcomes[("log_std_init", "--env-id", "Pendulum-v1")] == \
+        "changes"
+    assert outcomes[("action_mask",)] == "refused" and outcomes[("action_mask", "--env-id", "Taxi-v4")] == "changes"
+    assert outcomes[("recurrent_size", "--recurrent")] == outcomes[("recurrent_seq_len", "--recurrent")] == "changes"
+    assert outcomes[("cuda",)] in (("changes", "changes how it ran") if torch.cuda.is_available() else ("refused",))
+    # The flags that leave what the run computed alone, each with the reason it is accepted all the same.
+    assert {case for case, outcome in outcomes.items() if outcome == "changes how it ran"} <= set(NOTED)
+
+
+NOTED = {("async_envs",): "the same episodes, stepped in worker processes: a speed setting",
+         ("compile",): "the same arithmetic, compiled: a speed setting for long runs",
+         ("torch_threads",): "the same numbers, on more CPU threads: a speed setting",
+         ("torch_deterministic",): "deterministic kernels matter on a GPU only (its --help says so)",
+         ("save_every",): "checkpoints more often: what a crash loses; the files at the end are the same",
+         ("eval_episodes",): "saved with the run: what --evaluate of its checkpoint defaults to",
+         ("eval_stochastic",): "saved with the run: what --evaluate of its checkpoint defaults to",
+         ("eval_video_episodes",): "saved with the run: what --evaluate --capture-video defaults to",
+         ("cuda",): "the same run on the GPU (where one is visible)"}
+
+
+EVALUATE_VALUES = {"env_id": ["CartPole-v0"], "seed": ["2"], "eval_episodes": ["3"], "eval_video_episodes": ["2"],
+                   "torch_threads": ["2"]}
+
+
+def test_every_flag_changes_something_in_evaluate_or_is_refused(small_checkpoint, tmp_path, capsys):
+    saved = ppo.args_from_checkpoint(torch.load(small_checkpoint), evaluate=True)
+    values = {**{f.name: a_valid_value(f)[1:] for f in dataclasses.fields(ppo.Args)}, **EVALUATE_VALUES}
+    evaluate = ["--evaluate", str(small_checkpoint), "--eval-episodes", "2"]
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        baseline = observe(evaluate, small_checkpoint.parent, capsys, monkeypatch)
+    outcomes = {}
+    for field in dataclasses.fields(ppo.Args):
+        if field.name == "evaluate":
+            continue
+        words = non_default_words(field, values, saved)
+        with pytest.MonkeyPatch.context() as monkeypatch:
+            changed = observe([*evaluate, *words], small_checkpoint.parent, capsys, monkeypatch)
+        if "refused" in changed:
+            assert words[0] in changed["refused"], (field.name, changed)
+            outcomes[field.name] = "refused"
+        else:
+            assert changed != baseline, (field.name, words)
+            outcomes[field.name] = "changes"
+    assert outcomes["eval_video_episodes"] == "refused"          # without --capture-video it would film nothing
+    assert {name for name, outcome in outcomes.items() if outcome == "changes"} <= set(ppo.EVALUATE_FLAGS)
+    assert {"env_id", "seed", "eval_episodes", "eval_stochastic", "quiet", "torch_threads"} <= {
+        name for name, outcome in outcomes.items() if outcome == "changes"}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Python's Args: typed as the command line types them, and the same resolved settings from both (issue 37, item 5)
+# ---------------------------------------------------------------------------------------------------------------------
+WRONG_TYPES = {"int": [2.5, "8", True, None], "float": ["0.9", True, None], "bool": [1, "yes", None],
+               "str": [5, None], "str | None": [5], "float | None": ["x"], "tuple[int, ...]": [64, [64, 2.5], "64"],
+               "Literal['tanh', 'relu']": ["gelu", None]}
+
+
+def test_python_args_are_typed_as_the_command_line_types_them_or_refused_in_one_line(tmp_path):
+    runs = tmp_path / "runs"
+    args = ppo.fill_auto(ppo.Args(num_envs=8.0, total_timesteps=1e6, hidden_sizes=[32, 32], gamma=1, runs_dir=runs))
+    typed = (args.num_envs, args.total_timesteps, args.hidden_sizes, args.gamma, args.runs_dir)
+    assert typed == (8, 1_000_000, (32, 32), 1.0, str(runs)) and list(map(type, typed)) == [int, int, tuple, float, str]
+    assert args == ppo.parse_args(["--num-envs", "8.0", "--total-timesteps", "1e6", "--hidden-sizes", "32", "32",
+                                   "--gamma", "1", "--runs-dir", str(runs)])
+    for field in dataclasses.fields(ppo.Args):                    # generated from the annotations
+        for value in WRONG_TYPES[str(field.type)]:
+            if value is None and field.default is None:                     # AUTO: None is its marker
+                continue
+            with pytest.raises(ppo.UsageError) as refused:
+                ppo.train(ppo.Args(**{"runs_dir": str(runs), field.name: value}))
+            message = str(refused.value)
+            assert message.startswith(ppo.flag(field.name) + " ") and "\n" not in message, (field.name, message)
+    with pytest.raises(ppo.UsageError, match=r"^--evaluate x\.pt: train\(\) trains; .*evaluate\(path\)"):
+        ppo.train(ppo.Args(evaluate="x.pt", runs_dir=str(runs)))
+    with pytest.raises(ppo.UsageError, match=r"^--hidden-sizes 64: .*hidden_sizes=\(64,\)"):
+        ppo.train(ppo.Args(hidden_sizes=64, runs_dir=str(runs)))
+    assert not runs.exists()
+
+
+def test_a_preset_from_python_is_what_the_command_line_gives_or_is_refused(tmp_path):
+    cli = ppo.parse_args(["--env-id", "Pendulum-v1", "--preset", "halfcheetah-zoo", "--gamma", "0.99", "--anneal-lr"])
+    assert (cli.gamma, cli.anneal_lr) == (0.99, True)                         # flags win over the preset
+    assert ppo.default_args("Pendulum-v1", preset="halfcheetah-zoo", gamma=0.99, anneal_lr=True) == cli
+    runs = tmp_path / "runs"
+    with pytest.raises(ppo.UsageError, match=r"^--preset halfcheetah-zoo: also sets anneal_lr, gamma.*default_args"):
+        ppo.train(ppo.Args(env_id="Pendulum-v1", preset="halfcheetah-zoo", gamma=0.99, anneal_lr=True,
+                           runs_dir=str(runs)))
+    assert not runs.exists()
+    # A preset of AUTO fields alone is taken from Args, and a value given for one of them wins, as a flag does.
+    assert ppo.fill_auto(ppo.Args(env_id="MountainCar-v0", preset="mountaincar", ent_coef=0.0)) == \
+        ppo.parse_args(["--env-id", "MountainCar-v0", "--preset", "mountaincar", "--ent-coef", "0.0"])
+
+
+# Values each flag may take in the property below, the defaults among them (a value equal to Args's default is the
+# case a preset once overrode from Python).
+DRAWN = {"seed": [1, 7], "total_timesteps": [500_000, 1e6], "num_envs": [1, 8, 16], "num_steps": [32, 64],
+         "gamma": [0.99, 0.9], "gae_lambda": [0.95, 0.8], "learning_rate": [2.5e-3, 3e-4], "anneal_lr": [True, False],
+         "norm_obs": [True, False], "norm_adv": [True, False], "clip_vloss": [True, False], "ent_coef": [0.0, 0.01],
+         "hidden_sizes": [(64, 64), (32,)], "activation": ["tanh", "relu"], "ortho_init": [True, False],
+         "max_grad_norm": [0.5, 0.8], "update_epochs": [4, 10], "target_kl": [0.015], "recurrent": [True, False],
+         "exp_name": ["ppo", "mine"], "log_std_init": [0.0, -0.5]}
+
+
+def test_python_and_the_command_line_resolve_the_same_args_for_any_flags():
+    # args.json is dataclasses.asdict of the Args that Run resolved (fill_auto; Run.start writes it), so comparing
+    # the resolved Args compares the args.json each would write, without training.
+    hypothesis = pytest.importorskip("hypothesis")
+    st = hypothesis.strategies
+
+    @hypothesis.settings(max_examples=25, deadline=None, derandomize=True,
+                         suppress_health_check=list(hypothesis.HealthCheck))
+    @hypothesis.given(env_id=st.sampled_from(["CartPole-v1", "Pendulum-v1", "MountainCar-v0"]),
+                      preset=st.sampled_from([None, "mountaincar", "halfcheetah-zoo"]), data=st.data())
+    def check(env_id, preset, data):
+        names = data.draw(st.sets(st.sampled_from(sorted(DRAWN)), max_size=6))
+        given = {name: data.draw(st.sampled_from(DRAWN[name])) for name in sorted(names)}
+        argv = ["--env-id", env_id, *(["--preset", preset] if preset else []),
+                *(w for name, value in given.items() for w in ppo.flag(name, value).split())]
+        resolved = lambda args: json.loads(json.dumps(dataclasses.asdict(ppo.fill_auto(args))))   # noqa: E731
+        cli = resolved(ppo.parse_args(argv))
+        assert resolved(ppo.default_args(env_id, preset, **given)) == cli, argv
+        plain = [k for k in ppo.PRESETS.get(preset, {}) if ppo.ARGS_DEFAULTS[k] is not ppo.Args.AUTO]
+        try:
+            python = resolved(ppo.Args(env_id=env_id, preset=preset, **given))
+        except ppo.UsageError as e:
+            assert plain and str(e).startswith(f"--preset {preset}: "), (argv, e)
+        else:
+            assert not plain and python == cli, argv
+    check()
+
+
+def test_sizes_beyond_memory_and_names_beyond_the_file_system_are_refused_before_anything_is_made(
+        tmp_path, capsys, monkeypatch):
+    # memory_needed counts the agent's parameters exactly (four copies: weights, gradients, Adam's two moments).
+    for env_id, args in [("CartPole-v1", ppo.default_args("CartPole-v1")),
+                         ("Pendulum-v1", ppo.default_args("Pendulum-v1", recurrent=True, recurrent_size=16)),
+                         ("PixelSide-v0", ppo.default_args("PixelSide-v0", hidden_sizes=(8,))),
+                         ("Taxi-v4", ppo.default_args("Taxi-v4", recurrent=True, hidden_sizes=(5, 3)))]:
+        spaces = ppo.env_spaces(env_id)
+        agent = ppo.build_agent(args, *spaces)
+        needed = ppo.memory_needed(args, *spaces)
+        assert needed["recurrent_size"] + needed["hidden_sizes"] == 16 * sum(p.numel() for p in agent.parameters())
+    runs = tmp_path / "runs"
+    monkeypatch.setattr(ppo.os, "sysconf", lambda name: {"SC_PHYS_PAGES": 2 ** 21, "SC_PAGE_SIZE": 4096}[name])
+    for words, named in [(["--recurrent", "--recurrent-size", "65536"], "--recurrent-size 65536: needs about 20"),
+                         (["--hidden-sizes", "65536", "65536"], "--hidden-sizes 65536 65536: needs about 13"),
+                         (["--num-envs", "1024", "--num-steps", "1000000", "--total-timesteps", "1024000000"],
+                          "--num-envs 1024 --num-steps 1000000: needs about 5"),
+                         (["--exp-name", "a" * 248], "--exp-name aaaaaaaaaaaaaaaaaaaa... (248 bytes)"),
+                         (["--runs-dir", str(tmp_path / ("b" * 300))], "--runs-dir")]:
+        assert ppo.main([*words, "--runs-dir", str(runs)] if words[0] != "--runs-dir" else words) == 2, words
+        assert one_error_line(capsys.readouterr().err, named, "8.6 GB" if "needs" in named else ""), words
+    assert not runs.exists() and list(tmp_path.iterdir()) == []
+    longest = int(re.search(r"give at most (\d+) bytes", str(pytest.raises(ppo.UsageError, ppo.check_args, ppo.Args(
+        exp_name="a" * 248, runs_dir=str(runs))).value)).group(1))
+    assert ppo.main(["--exp-name", "a" * longest, "--total-timesteps", "64", "--num-envs", "2", "--num-steps", "32",
+                     "--num-minibatches", "2", "--runs-dir", str(runs), "--quiet", "--no-tensorboard"]) == 0
+    assert len(next(runs.iterdir()).name.encode()) <= os.pathconf(runs, "PC_NAME_MAX")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_a_run_trained_with_cuda_resumes_on_the_cpu_with_no_cuda(small_checkpoint, tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    for p in small_checkpoint.parent.iterdir():
+        if p.is_file():
+            (run / p.name).write_bytes(p.read_bytes())
+    checkpoint = torch.load(run / "checkpoint.pt")
+    checkpoint["args"]["cuda"] = True                                     # as a GPU machine would have saved it
+    torch.save(checkpoint, run / "checkpoint.pt")
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    assert ppo.main(["--resume", str(run / "checkpoint.pt"), "--total-timesteps", "256"]) == 2
+    assert one_error_line(capsys.readouterr().err, "--cuda: no CUDA GPU", "the run was trained with --cuda",
+                          "add --no-cuda to continue it on the CPU")
+    assert before == {p.name: p.read_bytes() for p in run.iterdir()}
+    assert ppo.main(["--resume", str(run / "checkpoint.pt"), "--total-timesteps", "256", "--no-cuda", "--quiet"]) == 0
+    assert json.loads((run / "args.json").read_text())["resumed"][0]["changed"]["cuda"] == [True, False]
