@@ -1965,9 +1965,10 @@ def remove_stray_tmp(run_dir: Path) -> None:
         (run_dir / f"{name}.tmp").unlink(missing_ok=True)
 
 
-def tensorboard_installed() -> bool:
-    """--tensorboard's default: on where the optional package is installed, so that a bare install runs quietly."""
-    return importlib.util.find_spec("tensorboard") is not None
+def installed(package: str) -> bool:
+    """Whether an optional package is there (without importing it). --tensorboard's default is on where it is, so
+    that a bare install runs quietly; --track and an explicit --tensorboard are refused where theirs is missing."""
+    return importlib.util.find_spec(package) is not None
 
 
 def open_tensorboard(run_dir: Path, resume_step: int | None = None):
@@ -2051,7 +2052,7 @@ def args_from_checkpoint(checkpoint: dict, evaluate: bool = False) -> Args:
     TRAINING_ONLY."""
     saved = dict(checkpoint["args"])
     saved["hidden_sizes"] = tuple(saved["hidden_sizes"])
-    saved["tensorboard"] = saved.get("tensorboard") and tensorboard_installed()
+    saved["tensorboard"] = saved.get("tensorboard") and installed("tensorboard")
     if evaluate:
         saved.update(dict.fromkeys(TRAINING_ONLY, False))
     return Args(**saved)
@@ -2210,7 +2211,7 @@ def check_limits_and_combinations(args: Args) -> None:
     if not 0 <= args.seed < 2**31:                          # numpy takes seeds below 2**32: room for seed + rank
         raise UsageError(f"--seed {args.seed}: must be in [0, 2**31)")
     for name, package in (("track", "wandb"), ("tensorboard", "tensorboard")):       # optional packages
-        if getattr(args, name) and args.evaluate is None and importlib.util.find_spec(package) is None:
+        if getattr(args, name) and args.evaluate is None and not installed(package):
             raise UsageError(f"--{name}: needs the optional package {package}; pip install {package}, or --no-{name}")
     for name, needed in REQUIRES.items():
         if getattr(args, name) != ARGS_DEFAULTS[name] and not getattr(args, needed):
@@ -2840,7 +2841,7 @@ def default_args(env_id: str, preset: str | None = None, **overrides) -> Args:
     `train(default_args("Hopper-v5", seed=2))`, `default_args("HalfCheetah-v5", preset="halfcheetah-zoo")`."""
     table = env_defaults(env_id, preset, overrides.get("recurrent", False))
     return dataclasses.replace(Args(env_id=env_id, preset=preset),
-                               **{**table, "tensorboard": tensorboard_installed(), **overrides})
+                               **{**table, "tensorboard": installed("tensorboard"), **overrides})
 
 
 def fill_auto(args: Args) -> Args:
@@ -2851,7 +2852,7 @@ def fill_auto(args: Args) -> Args:
     preset=..., **yours) can, as the command line does. Args without AUTO fields are returned as they are."""
     args = typed_args(args)
     if args.tensorboard is Args.AUTO:
-        args = dataclasses.replace(args, tensorboard=tensorboard_installed())
+        args = dataclasses.replace(args, tensorboard=installed("tensorboard"))
     if all(getattr(args, name) is not Args.AUTO for name in DISCRETE_DEFAULTS):   # its keys are the other AUTO fields
         return args
     if args.resume:                                                 # --resume: the run's own settings

@@ -1157,7 +1157,8 @@ def test_mujoco_starts_quietly_and_writes_no_log_file(tmp_path):
 
 def test_without_tensorboard_a_run_is_quiet_and_says_what_it_wrote(tmp_path, capsys, monkeypatch):
     # The README's own install has no tensorboard: no warning, and args.json says no event files were written.
-    monkeypatch.setattr(ppo, "tensorboard_installed", lambda: False)
+    really_installed = ppo.installed
+    monkeypatch.setattr(ppo, "installed", lambda package: package != "tensorboard" and really_installed(package))
     runs = tmp_path / "runs"
     small = ["--total-timesteps", "128", "--num-envs", "2", "--num-steps", "64", "--runs-dir", str(runs), "--quiet"]
     assert ppo.main(small) == 0
