@@ -448,25 +448,6 @@ def next_state_values(agent: Agent, rollout: Rollout, values: np.ndarray, final_
     return np.where(rollout.truncations == 1, final_values, next_values)
 
 
-def critic_values(agent: Agent, rollout: Rollout) -> tuple[np.ndarray, np.ndarray]:
-    """(V(s_t), V(final state) where truncated), both (T, N), from the critic as it is now (the rollout holds them
-    as they were when acting). For --recompute-adv: after an epoch of updates the critic predicts better, and so
-    gives better advantages (Andrychowicz et al. 2021 found recomputing them before every epoch helps). The final
-    states count too: through GAE each one reaches about 1 / (1 - gamma * lambda) steps back."""
-    T, N = rollout.values.shape
-    final_values = rollout.final_values.copy()
-    with torch.inference_mode():
-        device = next(agent.parameters()).device
-        obs = torch.from_numpy(rollout.obs.reshape(T * N, *rollout.obs.shape[2:])).to(device)
-        values = agent.value(obs, rollout.memory.every_step(device)).reshape(T, N).cpu().numpy()   # Part II: memory
-        if rollout.final_obs:
-            where, final_obs = zip(*rollout.final_obs.items())                  # (t, n) of each, and the states
-            final_obs = torch.as_tensor(np.stack(final_obs), device=device)
-            final_values[tuple(zip(*where))] = agent.value(final_obs, rollout.memory.after_step(where, device)
-                                                           ).cpu().numpy()
-    return values, final_values
-
-
 def compute_gae(rewards: np.ndarray, values: np.ndarray, next_values: np.ndarray, terminations: np.ndarray,
                 truncations: np.ndarray, gamma: float, gae_lambda: float) -> tuple[np.ndarray, np.ndarray]:
     """Advantages and returns, all arrays (T, N); next_values from next_state_values above."""
@@ -484,6 +465,25 @@ def compute_gae(rewards: np.ndarray, values: np.ndarray, next_values: np.ndarray
         last_gae_lam = delta + gamma * gae_lambda * episode_continues * last_gae_lam
         advantages[t] = last_gae_lam
     return advantages, advantages + values                          # returns = the critic's regression target
+
+
+def critic_values(agent: Agent, rollout: Rollout) -> tuple[np.ndarray, np.ndarray]:
+    """(V(s_t), V(final state) where truncated), both (T, N), from the critic as it is now (the rollout holds them
+    as they were when acting). For --recompute-adv: after an epoch of updates the critic predicts better, and so
+    gives better advantages (Andrychowicz et al. 2021 found recomputing them before every epoch helps). The final
+    states count too: through GAE each one reaches about 1 / (1 - gamma * lambda) steps back."""
+    T, N = rollout.values.shape
+    final_values = rollout.final_values.copy()
+    with torch.inference_mode():
+        device = next(agent.parameters()).device
+        obs = torch.from_numpy(rollout.obs.reshape(T * N, *rollout.obs.shape[2:])).to(device)
+        values = agent.value(obs, rollout.memory.every_step(device)).reshape(T, N).cpu().numpy()   # Part II: memory
+        if rollout.final_obs:
+            where, final_obs = zip(*rollout.final_obs.items())                  # (t, n) of each, and the states
+            final_obs = torch.as_tensor(np.stack(final_obs), device=device)
+            final_values[tuple(zip(*where))] = agent.value(final_obs, rollout.memory.after_step(where, device)
+                                                           ).cpu().numpy()
+    return values, final_values
 
 
 # ======================================================================================================================
@@ -552,7 +552,8 @@ def ppo_update(agent: Agent, optimizer: torch.optim.Optimizer, batch: dict[str, 
         if epoch > 0 and recompute is not None:
             batch = recompute()
         parts = []                       # kept per minibatch as tensors; summarized once per epoch (fewer syncs)
-        for mb_inds in memory.minibatches(args):    # shuffled transitions (Part II: sets of sequences)
+        # Shuffle the B transitions and deal them out as minibatches (Part II: --recurrent deals whole sequences).
+        for mb_inds in memory.minibatches(args) or torch.randperm(args.batch_size).split(args.minibatch_size):
             loss, mb_parts = loss_fn(agent, {k: b_v[mb_inds] for k, b_v in batch.items()}, args)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -561,10 +562,13 @@ def ppo_update(agent: Agent, optimizer: torch.optim.Optimizer, batch: dict[str, 
             mb_parts["grad_norm"] = nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm, foreach=True)
             optimizer.step()
             parts.append(torch.stack([v.detach() for v in mb_parts.values()]))
-        names, means = list(mb_parts), processes.mean(torch.stack(parts).mean(0))   # (number of parts,)
-        if args.target_kl is not None and means[names.index("approx_kl")].item() > args.target_kl:
+        # parts: one row per minibatch, one column per name in mb_parts (policy_loss, ..., grad_norm); average
+        # each column (Part II: over the processes too), and name the means: the epoch's approx_kl, for --target-kl.
+        means = processes.mean(torch.stack(parts).mean(0))        # (number of parts,)
+        epoch_means = dict(zip(mb_parts, means))                   # name -> its mean, a 0-d tensor
+        if args.target_kl is not None and epoch_means["approx_kl"].item() > args.target_kl:
             break                        # early stop: the policy has moved as far as we allow for one update
-    return dict(zip(names, means.tolist()))                         # one sync per update
+    return dict(zip(epoch_means, means.tolist()))                 # one sync per update
 
 
 # ======================================================================================================================
@@ -648,8 +652,8 @@ def explained_variance(values: np.ndarray, returns: np.ndarray) -> float:
 #                                     LegalActions.mask returns the logits unchanged.
 #   memory.core/Store/replay/minibatches   in Agent, the rollout, ppo_loss and ppo_update: with --recurrent, a GRU
 #                                     between the encoder and the heads, its state carried through the rollout, and
-#                                     minibatches of sequences. Without it: no core, nothing stored,
-#                                     shuffled transitions, as before.
+#                                     minibatches of sequences. Without it: no core, nothing stored, and
+#                                     minibatches() returns None, so ppo_update shuffles single transitions.
 #   processes.average_gradients/mean/pool   in the update and the normalization: K processes under torchrun train
 #                                     one agent. In one process each returns its input.
 #
@@ -1148,13 +1152,13 @@ def replay(mb: dict[str, torch.Tensor], args: Args) -> MemoryState | None:
     return MemoryState(mb["memory_states"][:n], mb["memory_starts"])
 
 
-def minibatches(args: Args) -> list[torch.Tensor]:
-    """The seam in ppo_update: each epoch's minibatches, as indices into the flattened batch (row t * N + n).
-    Shuffled transitions, or with --recurrent, shuffled sets of sequences: each env's T steps cut into pieces of
-    L = --recurrent-seq-len consecutive steps, laid out in time order (row i * n + j is step i of sequence j), so
-    that the core can be re-run over each from the state stored at its first step."""
+def minibatches(args: Args) -> list[torch.Tensor] | None:
+    """The seam in ppo_update: with --recurrent, each epoch's minibatches, as indices into the flattened batch (row
+    t * N + n): shuffled sets of sequences, each env's T steps cut into pieces of L = --recurrent-seq-len consecutive
+    steps, laid out in time order (row i * n + j is step i of sequence j), so that the core can be re-run over each
+    from the state stored at its first step. Without it None: ppo_update shuffles single transitions."""
     if not args.recurrent:
-        return torch.randperm(args.batch_size).split(args.minibatch_size)
+        return None
     T, N, L = args.num_steps, args.num_envs, args.recurrent_seq_len
     sequences = torch.randperm(N * T // L)                          # sequence k: env k % N, steps from (k // N) * L
     return [((((seqs // N) * L)[None, :] + torch.arange(L)[:, None]) * N + (seqs % N)[None, :]).reshape(-1)
