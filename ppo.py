@@ -18,12 +18,11 @@ Run it:
     python ppo.py --evaluate runs/<run>/checkpoint.pt      # score a saved agent
 README.md has more: other kinds of env, several processes, your own env.
 
-Three parts. Part I, PPO, is the chapter to read, for vector observations and every action space: Hyperparameters
-(Args) -> Environments -> Normalization -> The agent -> The rollout -> Advantages (GAE) -> The clipped update ->
-train(), whose loop is the five steps above. Part II, beyond vectors: other observations, legal actions, memory and
-several processes, each entering Part I through one named call that changes nothing when its feature is off. Part
-III, running it for real: run directory, logs, checkpoints, Ctrl-C, checks, defaults, evaluation, the command line.
-Part I calls Parts II and III through those calls, so to use PPO in a project, copy the whole file and edit Part I.
+Three parts. Part I, PPO, is the chapter to read, for vector observations and every action space: Args ->
+Environments -> Normalization -> The agent -> The rollout -> Advantages (GAE) -> The clipped update -> train(), the
+five steps above. Part II, beyond vectors: other observations, legal actions, memory, several processes, each entering
+Part I through one named call that changes nothing when its feature is off. Part III, running it for real: run
+directory, logs, checkpoints, Ctrl-C, checks, defaults, evaluation, command line. To use it, copy it; edit Part I.
 
 To change...              edit...
   a loss term             ppo_loss: its docstring has the recipe, and `terms` hands a loss of your own the
@@ -40,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import random
 import signal
 import sys
 
@@ -580,22 +580,33 @@ def train(args: Args, loss_fn=ppo_loss) -> dict:
     Raises UsageError for bad arguments (before anything is created) and NonFiniteError if training diverges.
     `loss_fn(agent, mb, args) -> (loss, parts)` replaces ppo_loss, e.g. to try a new loss term."""
     # Set up (Part III): fill in the defaults that depend on the env (AUTO), check the flags and the env's spaces,
-    # join the other processes if any, seed everything.
+    # join the other processes if any. The run holds args, filled in; spaces, the env's (observation, action)
+    # spaces; device; and, for several processes (Part II), their number K and this one's number r (alone 1 and 0).
     run = Run(args)
     args = run.args
+    seed = args.seed + run.rank     # each process r its own random streams: actions, minibatches, first weights
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
     agent = build_agent(args, *run.spaces).to(run.device)
     # eps=1e-5 instead of Adam's 1e-8, as in the original PPO code (implementation details, detail 3).
     # fused=True does the same arithmetic in one kernel instead of a dozen small ops per parameter tensor.
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
-    loss_fn = torch.compile(loss_fn) if args.compile else loss_fn  # --compile (Part III)
+    loss_fn = torch.compile(loss_fn) if args.compile else loss_fn  # --compile, a Part III flag: off by default
 
-    # The run owns the run directory, logs, checkpoints and Ctrl-C; with --resume it restores agent and optimizer.
+    # The run owns the run directory, logs, checkpoints and Ctrl-C; with --resume it restores agent and optimizer,
+    # and run.global_step, the env steps taken so far by all processes together (else 0).
     with run.start(agent, optimizer), contextlib.closing(make_vector_env(args, run)) as envs:
-        rollout = Rollout.start(args.num_steps, *run.spaces, first=run.reset(envs), core=agent.core)
+        # Env n of process r is seeded with seed + r * N + n; a resumed run adds its step, to play new episodes.
+        first = run.reset(envs, seed=args.seed + run.global_step + run.rank * args.num_envs)
+        rollout = Rollout.start(args.num_steps, *run.spaces, first=first, core=agent.core)
         reward_scaler = RewardScaler(agent.reward_rms, args.gamma, args.num_envs, enabled=args.norm_reward)
-        while run.next_iteration():              # until total_timesteps, or a stop request (Ctrl-C)
-            # Learning-rate annealing: decay linearly from learning_rate to 0 over the steps this run will take.
-            lr = args.learning_rate * ((1 - run.progress()) if args.anneal_lr else 1.0)
+        # An iteration takes T * N steps in each of the K processes; the run takes as many as fit in total_timesteps.
+        steps_per_iteration = run.world * args.batch_size
+        last_step = args.total_timesteps // steps_per_iteration * steps_per_iteration   # where the last one ends
+        while run.global_step + steps_per_iteration <= args.total_timesteps and not run.should_stop():  # or Ctrl-C
+            # Learning-rate annealing: decay linearly from learning_rate to 0 at the end of the last iteration.
+            lr = args.learning_rate * ((1 - run.global_step / last_step) if args.anneal_lr else 1.0)
             optimizer.param_groups[0]["lr"] = lr
 
             # 1. Collect experience with the current policy.
@@ -667,7 +678,6 @@ import io
 import itertools
 import json
 import os
-import random
 import re
 import shlex
 import threading
@@ -1460,7 +1470,7 @@ class Run:
     def __init__(self, args: Args):
         """Set up: refuse bad flags and unsupported spaces before any work, join torchrun's processes (K processes,
         "ranks" 0 to K-1, train one agent: each steps its own --num-envs envs and they average their gradients; alone
-        this is rank 0 of 1), and seed every random stream."""
+        this is rank 0 of 1). train() then seeds every random stream."""
         check_versions()
         self.args = args = fill_auto(args)                     # Args.AUTO fields get the env's defaults
         check_args(args)
@@ -1471,10 +1481,6 @@ class Run:
         self.rank, self.world = init_distributed(args)
         self.caller_threads = torch.get_num_threads()          # given back at the end: train() may be one call of many
         torch.set_num_threads(args.torch_threads)
-        seed = args.seed + self.rank            # each rank its own random streams: actions sampled, minibatches
-        random.seed(seed)
-        np.random.seed(seed)
-        torch.manual_seed(seed)
         torch.backends.cudnn.deterministic = args.torch_deterministic
         self.device = torch.device("cuda" if args.cuda else "cpu")
         self.global_step, self.iteration, self.signum, self.pending = 0, 0, None, []
@@ -1585,11 +1591,10 @@ class Run:
     def watch(self, envs: gym.vector.VectorEnv) -> gym.vector.VectorEnv:
         return RunMonitor(envs, self)
 
-    def reset(self, envs: gym.vector.VectorEnv) -> tuple[np.ndarray, dict]:
-        """The first states. On resume the envs restart with a seed derived from the step, so the resumed run does
-        not replay episodes; the N envs of rank r take the N seeds after rank r - 1's. Under --no-action-mask the
-        env's action mask is left out, so the rollout keeps none."""
-        next_obs, infos = envs.reset(seed=self.args.seed + self.global_step + self.rank * self.args.num_envs)
+    def reset(self, envs: gym.vector.VectorEnv, seed: int) -> tuple[np.ndarray, dict]:
+        """The first states, from envs.reset(seed=seed) (train gives the seeds). Under --no-action-mask the env's action
+        mask is left out, so the rollout keeps none."""
+        next_obs, infos = envs.reset(seed=seed)
         if not self.args.action_mask:
             infos = {k: v for k, v in infos.items() if k not in ("action_mask", "_action_mask")}
         elif "action_mask" in infos:
@@ -1601,20 +1606,6 @@ class Run:
     @property
     def stopping(self) -> bool:
         return self.signum is not None
-
-    def progress(self) -> float:
-        """How far the run has come, for the learning-rate schedule: 0 at step 0, 1 at the end of the last whole
-        iteration that will run (total_timesteps rounded down to whole iterations). A run resumed with the same
-        --total-timesteps follows the uninterrupted schedule exactly. One resumed with a larger total follows the
-        schedule of a run started with that total: the rate steps up from where it was (from 0, if the run had
-        finished) to learning_rate * (1 - step / new end), and decays to 0 at the new end."""
-        per_iteration = self.world * self.args.batch_size
-        return self.global_step / (self.args.total_timesteps // per_iteration * per_iteration)
-
-    def next_iteration(self) -> bool:
-        """Is there another whole iteration to run? Not once total_timesteps would be passed, nor after a stop."""
-        per_iteration = self.world * self.args.batch_size           # transitions per iteration, all ranks together
-        return self.global_step + per_iteration <= self.args.total_timesteps and not self.should_stop()
 
     def should_stop(self) -> bool:
         """Alone, stop as soon as a signal came (RunMonitor stops a rollout under way). Under torchrun the ranks must
