@@ -167,16 +167,16 @@ def make_env(env_id: str, render_mode: str | None = None, frame_stack: int = 1) 
 
 
 def make_vector_env(args: Args, run: Run | None = None) -> gym.vector.VectorEnv:
-    """N copies of make_env(args.env_id) stepping together. Given the run (Part III), they are its envs: the run
-    watches every step, for its logs, for a stop request and for values that are not finite."""
-    make_one = run.env_maker() if run else (lambda i: lambda: make_env(args.env_id, frame_stack=args.frame_stack))
+    """N copies of make_env(args.env_id) stepping together, in one process or each in its own (--async-envs). Given
+    the run (Part III), they are its envs: it may film env 0, and watches each step (logs, stops, non-finite values)."""
+    # args.frame_stack is a Part III flag, --frame-stack K (1: off): the last K observations side by side (Part II).
+    env_fns = [lambda: make_env(args.env_id, frame_stack=args.frame_stack) for i in range(args.num_envs)]
     vector_env = gym.vector.AsyncVectorEnv if args.async_envs else gym.vector.SyncVectorEnv
-    # The autoreset mode decides what step() returns when an episode ends. We use SAME_STEP: the env resets inside
-    # that same step(), returns the first state of the *new* episode as the observation, and hands back the last
-    # state of the *old* one in infos["final_obs"]. Every step in the rollout is then a real transition that the
-    # policy chose an action for. (The default, NEXT_STEP, would add one step per episode whose action is ignored;
-    # training on it would treat "end of episode -> start of the next" as if the agent had caused it.)
-    envs = vector_env([make_one(i) for i in range(args.num_envs)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    # The autoreset mode decides what step() returns when an episode ends. With SAME_STEP the env resets inside that
+    # step(), returns the first state of the *new* episode, and hands back the last state of the *old* one in
+    # infos["final_obs"]: every step in the rollout is a real transition whose action the policy chose. (NEXT_STEP,
+    # the default, adds a step per episode whose action is ignored, as if the agent had caused the reset.)
+    envs = vector_env(run.env_fns(env_fns) if run else env_fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     envs = run.watch(envs) if run else envs
     return learning_signals(envs, args.env_id)    # Part II: what the update sees, if not the env's own rewards
 
@@ -219,7 +219,6 @@ class RunningMeanStd(nn.Module):
 class RewardScaler:
     """--norm-reward: divide rewards by the running std of the *discounted return*, so the critic's targets stay
     near 1 whatever the reward scale (as CleanRL and SB3 do; the mean is not subtracted, so a reward's sign stays).
-
     observe() follows each env's discounted return step by step; scale() then, once per rollout, adds this
     rollout's returns to the statistics and divides the rollout's rewards. Off, both do nothing."""
 
@@ -265,17 +264,20 @@ def mlp(sizes: list[int], out_std: float, activation: str = "tanh", ortho_init: 
 
 
 class Agent(nn.Module):
-    """The actor-critic. Its whole contract, for every action space:
+    """The actor-critic. Its whole contract, for every action space (the rest of the file uses nothing else):
 
         agent(obs)              -> (pi, value)    pi = pi(.|s), a torch Distribution over B states; value (B,)
         agent.act(obs)          -> (action, logprob, value): a ~ pi(.|s), log pi(a|s) (B,), V(s) (B,)
         agent.distribution(obs) -> pi;   agent.value(obs) -> V(s), (B,)
+        agent.obs_rms, agent.reward_rms: the normalization statistics; agent.core: the memory (Part II; --recurrent);
+        agent.nvec: how many choices each discrete sub-action has (None for Box actions)
 
     obs is a batch of *raw* observations, (B, *obs_shape), as the env returns them; the agent normalizes them
     itself (--norm-obs) and encodes them, so every caller passes what the env gave. action is (B,) for Discrete,
     (B, K) for MultiDiscrete with K sub-actions, (B, action_dim) for Box. pi.log_prob(action) and pi.entropy() are
     (B,), summed over an action's parts, so the rollout and the update never ask which kind of action space it is.
-    Each call also takes `mask`, the legal actions, and `mem`, a recurrent policy's memory (Part II; None: none)."""
+    Each call also takes `mask`, the legal actions, and `mem`, a recurrent policy's memory (Part II; None: none, or
+    for a recurrent agent a memory of zeros, as at an episode's start)."""
 
     def __init__(self, obs_space: gym.spaces.Box, action_space: gym.Space, hidden_sizes=(64, 64),
                  norm_obs: bool = False, activation: str = "tanh", log_std_init: float = 0.0, ortho_init: bool = True,
@@ -341,12 +343,6 @@ class Agent(nn.Module):
 
     def value(self, obs: torch.Tensor, mem=None) -> torch.Tensor:   # (B, *obs_shape) -> (B,)
         return self.critic(self.normalize(obs, mem)).squeeze(-1)
-
-
-def build_agent(args: Args, obs_space: gym.Space, action_space: gym.Space) -> Agent:
-    """The agent that `args` describes: used by training and, identically, to rebuild a saved one."""
-    return Agent(obs_space, action_space, args.hidden_sizes, args.norm_obs, args.activation, args.log_std_init,
-                 args.ortho_init, memory_size=args.recurrent_size if args.recurrent else 0)
 
 
 # ======================================================================================================================
@@ -437,10 +433,9 @@ def collect_rollout(envs: gym.vector.VectorEnv, agent: Agent, rollout: Rollout, 
 # into  A_t = delta_t + (gamma * lambda) * A_{t+1}, computed backwards from the end of the rollout.
 # ======================================================================================================================
 def next_state_values(agent: Agent, rollout: Rollout, values: np.ndarray, final_values: np.ndarray) -> np.ndarray:
-    """V(s_{t+1}) for every step, (T, N), given values = V(s_t): the value of the state each step led to. That is
-    the next step's V(s_t); after the last step, V(rollout.next_obs); and where a time limit cut an episode,
-    final_values = V(that episode's *final* state), not V(the first state of the next episode, which the env has
-    already reset to)."""
+    """V(s_{t+1}) for every step, (T, N), given values = V(s_t): the next step's V(s_t); after the last step,
+    V(rollout.next_obs); and where a time limit cut an episode, final_values = V(that episode's *final* state), not
+    V(the first state of the next episode, which the env has already reset to)."""
     with torch.inference_mode():
         device = next(agent.parameters()).device
         last = agent.value(torch.as_tensor(rollout.next_obs, device=device), rollout.memory.peek()).cpu().numpy()
@@ -574,6 +569,13 @@ def ppo_update(agent: Agent, optimizer: torch.optim.Optimizer, batch: dict[str, 
 # ======================================================================================================================
 # Training: the loop that ties it all together, the five steps of the module docstring.
 # ======================================================================================================================
+def build_agent(args: Args, obs_space: gym.Space, action_space: gym.Space) -> Agent:
+    """The agent that `args` describes: used by training and, identically, to rebuild a saved one. args.recurrent
+    and args.recurrent_size are Part III flags, --recurrent (off) and its GRU's units: a memory (Part II)."""
+    return Agent(obs_space, action_space, args.hidden_sizes, args.norm_obs, args.activation, args.log_std_init,
+                 args.ortho_init, memory_size=args.recurrent_size if args.recurrent else 0)
+
+
 def train(args: Args, loss_fn=ppo_loss) -> dict:
     """Train an agent; returns {"agent", "run_dir", "checkpoint", "episode_returns", "episode_steps", ...}.
 
@@ -1062,7 +1064,9 @@ class GRUCore(nn.Module):
                 nn.init.zeros_(param)
         self.register_load_state_dict_pre_hook(self.rename_gru_cell_weights)
 
-    def forward(self, x: torch.Tensor, mem: MemoryState) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mem: MemoryState | None = None) -> torch.Tensor:
+        if mem is None:                  # called without a memory (agent(obs) on a saved agent): B episodes' first step
+            mem = MemoryState(x.new_zeros(len(x), self.size), x.new_ones(len(x)))
         n = len(mem.state)
         steps = x.view(-1, n, x.shape[-1])                           # (T, n, n_features)
         starts = mem.starts.view(len(steps), n)                      # (T, n): 1.0 where an episode starts
@@ -1567,13 +1571,14 @@ class Run:
                              f"{self.world * args.batch_size:,} more; give a larger --total-timesteps to train on")
 
     # --- the envs: made for the run, watched by it, reset with the run's seeds ---
-    def env_maker(self) -> Callable[[int], Callable[[], gym.Env]]:
-        """For make_vector_env: env i's maker. The first env films itself under --capture-video (rank 0 only). A
-        maker travels to its worker process under --async-envs, so it holds only strings and a number."""
+    def env_fns(self, env_fns: list[Callable[[], gym.Env]]) -> list[Callable[[], gym.Env]]:
+        """For make_vector_env: the run's makers of its N envs, from make_vector_env's. Env 0 films itself under
+        --capture-video (rank 0 only). A maker travels to its worker process under --async-envs, so it holds only
+        make_vector_env's maker, strings and a number."""
         env_id, frame_stack, trainer = self.args.env_id, self.args.frame_stack, os.getpid()
         video_dir = str(self.dir / "videos") if self.args.capture_video and self.rank == 0 else None
 
-        def maker(i: int) -> Callable[[], gym.Env]:
+        def maker(i: int, make_one: Callable[[], gym.Env]) -> Callable[[], gym.Env]:
             def make() -> gym.Env:
                 # In an env worker process (--async-envs), leave Ctrl-C, and the SIGTERM that torchrun sends to the
                 # whole process group, to the trainer, which stops the workers. Only there: AsyncVectorEnv also
@@ -1584,9 +1589,9 @@ class Run:
                 if video_dir is not None and i == 0:
                     return gym.wrappers.RecordVideo(make_env(env_id, "rgb_array", frame_stack), video_dir,
                                                     disable_logger=True)
-                return make_env(env_id, frame_stack=frame_stack)
+                return make_one()
             return make
-        return maker
+        return [maker(i, make_one) for i, make_one in enumerate(env_fns)]
 
     def watch(self, envs: gym.vector.VectorEnv) -> gym.vector.VectorEnv:
         return RunMonitor(envs, self)

@@ -2102,6 +2102,16 @@ def test_recurrent_checkpoint_resume_and_evaluate_round_trip(tmp_path, capsys):
     assert ppo.main(["--evaluate", str(result["checkpoint"]), "--eval-episodes", "2"]) == 0
 
 
+def test_a_recurrent_agent_called_without_a_memory_starts_from_a_zero_memory():
+    # README's `agent(torch.as_tensor(obs[None]))` after load_agent works for a --recurrent agent too: each state is
+    # the first step of an episode, as with a memory fresh from the store.
+    agent = ppo.Agent(OBS, gym.spaces.Discrete(2), memory_size=8)
+    obs = torch.randn(3, *OBS.shape)
+    (pi, value), (pi_fresh, value_fresh) = agent(obs), agent(obs, mem=ppo.MemoryStore(1, 3, agent.core).at_step(0))
+    assert torch.equal(value, value_fresh) and torch.equal(pi.logits, pi_fresh.logits)
+    assert agent.act(obs[:1])[0].shape == (1,) and agent.value(obs).shape == (3,)
+
+
 def test_recurrent_checkpoints_from_before_nn_gru_still_load():
     # The core once stepped an nn.GRUCell, whose four tensors, the same as nn.GRU's, are named cell.weight_ih, ...
     # instead of gru.weight_ih_l0, ...: such checkpoints load, renamed, into the same function.
