@@ -63,10 +63,16 @@ from torch.distributions import Categorical, Distribution, Independent, Normal
 
 
 # ======================================================================================================================
-# Hyperparameters. tyro turns every field into a command-line flag (`num_envs` -> `--num-envs`) and every docstring
-# into its `--help` text. Names and meanings follow CleanRL's ppo.py so that its users feel at home. These are the
-# PPO knobs (Part III adds the flags for running a run). AUTO marks a default that depends on the env (its docstring
-# gives the values): default_args (Part III) fills it in before training, from Python and the command line alike.
+# Hyperparameters, named as in CleanRL's ppo.py: tyro makes each field a flag (`num_envs` -> `--num-envs`), its
+# docstring the `--help` text (Part III adds the flags for running a run). AUTO: the env's value, from this table,
+# filled in before training by env_defaults (Part III); a row that applies overrides those above (blank: as above):
+#              total_    num_ num_  learning_ num_        update_ norm_ clip_ clip_ ent_ vf_  log_std_ hidden_
+#              timesteps envs steps rate      minibatches epochs  adv   coef  vloss coef coef init     sizes
+#  every env   500k      16   64    2.5e-3    4           4       on    0.2   off   0    0.5  0        64 64
+#  continuous  1M        8    256   3e-4      32          10      off                    0.25 -0.5
+#  images      10M       8    128   2.5e-4    4           4       on    0.1   on    0.01 0.5  0        none
+#  norm_obs, norm_reward: on for real-valued vector observations (CartPole's, MuJoCo's), else off
+#  --recurrent, not images: learning_rate 1e-3, num_minibatches 4; with discrete actions, num_steps 128 too
 # ======================================================================================================================
 @dataclass
 class Args:
@@ -182,10 +188,9 @@ def make_vector_env(args: Args, run: Run | None = None) -> gym.vector.VectorEnv:
 
 
 # ======================================================================================================================
-# Normalization, all of it in one place. Networks learn best from inputs near mean 0 and std 1, and the critic best
-# from targets near 1 whatever the reward scale (MuJoCo returns reach thousands). Both sets of statistics are kept
-# in the agent (saved with it) and take in new data once per rollout, never in the middle of one, so the policy
-# that collected a rollout and the update that learns from it see the same scaling.
+# Normalization, all of it in one place. Networks learn best from inputs near mean 0 and std 1, and the critic from
+# targets near 1 whatever the reward scale (MuJoCo returns reach thousands). The statistics live in the agent (saved
+# with it) and take in new data once per rollout, so the policy that collected it and the update see one scaling.
 # ======================================================================================================================
 NORM_CLIP = 10.0  # normalized observations and rewards are clipped to +-10, as in CleanRL and SB3's VecNormalize
 
@@ -283,9 +288,8 @@ class Agent(nn.Module):
                  norm_obs: bool = False, activation: str = "tanh", log_std_init: float = 0.0, ortho_init: bool = True,
                  memory_size: int = 0):
         super().__init__()
-        # The encoder turns an observation into the features that both heads read. A vector is only flattened: no
-        # weights, so the policy and the value stay two separate MLPs (an MLP this small costs little twice, and
-        # separate networks do not pull one set of weights two ways). Part II chooses others for other inputs.
+        # The encoder turns an observation into the features both heads read. A vector is only flattened (no weights),
+        # so the actor and critic stay two MLPs, which do not pull one set of weights two ways. Part II: other inputs.
         self.encoder, n_features = encoder_for(obs_space)
         self.core, n_features = memory.core(n_features, memory_size)    # Part II: a GRU with --recurrent
         # The policy head's size depends on the action space; after this the rest of the file never asks.
@@ -463,10 +467,9 @@ def compute_gae(rewards: np.ndarray, values: np.ndarray, next_values: np.ndarray
 
 
 def critic_values(agent: Agent, rollout: Rollout) -> tuple[np.ndarray, np.ndarray]:
-    """(V(s_t), V(final state) where truncated), both (T, N), from the critic as it is now (the rollout holds them
-    as they were when acting). For --recompute-adv: after an epoch of updates the critic predicts better, and so
-    gives better advantages (Andrychowicz et al. 2021 found recomputing them before every epoch helps). The final
-    states count too: through GAE each one reaches about 1 / (1 - gamma * lambda) steps back."""
+    """(V(s_t), V(final state) where truncated), both (T, N), from the critic as it is now, not as when acting. For
+    --recompute-adv: after an epoch the critic predicts better, so gives better advantages (Andrychowicz et al. 2021).
+    The final states count too: through GAE each one reaches about 1 / (1 - gamma * lambda) steps back."""
     T, N = rollout.values.shape
     final_values = rollout.final_values.copy()
     with torch.inference_mode():
@@ -539,10 +542,9 @@ def ppo_loss(agent: Agent, mb: dict[str, torch.Tensor], args: Args,
 
 def ppo_update(agent: Agent, optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor], args: Args,
                loss_fn=ppo_loss, recompute: Callable[[], dict] | None = None) -> dict[str, float]:
-    """Steps 3 and 4: several epochs of minibatch gradient steps on one rollout. `batch` holds the whole flattened
-    rollout (each tensor (B, ...)); each epoch reshuffles it into minibatches of B / num_minibatches. Returns
-    the mean of every part loss_fn reports, and the gradient norm, over the last epoch's minibatches. If given,
-    recompute() returns the batch again, with fresh advantages and returns, before every epoch after the first."""
+    """Steps 3 and 4: several epochs of minibatch gradient steps on one rollout, `batch` (each tensor (B, ...)).
+    Returns the mean of every part loss_fn reports, and the gradient norm, over the last epoch's minibatches.
+    recompute(), if given, returns the batch with fresh advantages and returns before every epoch after the first."""
     for epoch in range(args.update_epochs):
         if epoch > 0 and recompute is not None:
             batch = recompute()
@@ -591,8 +593,7 @@ def train(args: Args, loss_fn=ppo_loss) -> dict:
     np.random.seed(seed)
     torch.manual_seed(seed)
     agent = build_agent(args, *run.spaces).to(run.device)
-    # eps=1e-5 instead of Adam's 1e-8, as in the original PPO code (implementation details, detail 3).
-    # fused=True does the same arithmetic in one kernel instead of a dozen small ops per parameter tensor.
+    # eps=1e-5, not Adam's 1e-8, as the original PPO code (implementation details, detail 3); fused: one kernel.
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
     loss_fn = torch.compile(loss_fn) if args.compile else loss_fn  # --compile, a Part III flag: off by default
 
@@ -642,8 +643,7 @@ def explained_variance(values: np.ndarray, returns: np.ndarray) -> float:
     return float("nan") if var_returns == 0 else float(1 - np.var(returns - values) / var_returns)
 
 
-# Part I ends here: a reader who stops here has met all of PPO. Part II adds other kinds of input and several
-# processes, each through the one call named where Part I makes it; Part III makes it a program.
+# Part I ends here, with all of PPO. Part II adds other inputs and processes, each through one call; Part III runs it.
 
 
 # ######################################################################################################################
