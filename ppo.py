@@ -269,7 +269,7 @@ def mlp(sizes: list[int], out_std: float, activation: str = "tanh", ortho_init: 
 
 
 class Agent(nn.Module):
-    """The actor-critic. Its whole contract, for every action space (the rest of the file uses nothing else):
+    """The actor-critic. Its whole contract, for every action space (with nn.Module's methods, all the file uses):
 
         agent(obs)              -> (pi, value)    pi = pi(.|s), a torch Distribution over B states; value (B,)
         agent.act(obs)          -> (action, logprob, value): a ~ pi(.|s), log pi(a|s) (B,), V(s) (B,)
@@ -1570,7 +1570,7 @@ class Run:
                              f"--total-timesteps {args.total_timesteps:,} leaves no whole iteration of "
                              f"{self.world * args.batch_size:,} more; give a larger --total-timesteps to train on")
 
-    # --- the envs: made for the run, watched by it, reset with the run's seeds ---
+    # --- the envs: made for the run, watched by it, reset with the seeds train gives ---
     def env_fns(self, env_fns: list[Callable[[], gym.Env]]) -> list[Callable[[], gym.Env]]:
         """For make_vector_env: the run's makers of its N envs, from make_vector_env's. Env 0 films itself under
         --capture-video (rank 0 only). A maker travels to its worker process under --async-envs, so it holds only
