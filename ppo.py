@@ -18,12 +18,11 @@ Run it:
     python ppo.py --evaluate runs/<run>/checkpoint.pt      # score a saved agent
 README.md has more: other kinds of env, several processes, your own env.
 
-Three parts. Part I, PPO, is the chapter to read, for vector observations and every action space: Hyperparameters
-(Args) -> Environments -> Normalization -> The agent -> The rollout -> Advantages (GAE) -> The clipped update ->
-train(), whose loop is the five steps above. Part II, beyond vectors: other observations, legal actions, memory and
-several processes, each entering Part I through one named call that changes nothing when its feature is off. Part
-III, running it for real: run directory, logs, checkpoints, Ctrl-C, checks, defaults, evaluation, the command line.
-Part I calls Parts II and III through those calls, so to use PPO in a project, copy the whole file and edit Part I.
+Three parts. Part I, PPO, is the chapter to read, for vector observations and every action space: Args ->
+Environments -> Normalization -> The agent -> The rollout -> Advantages (GAE) -> The clipped update -> train(), the
+five steps above. Part II, beyond vectors: other observations, legal actions, memory, several processes, each entering
+Part I through one named call that changes nothing when its feature is off. Part III, running it for real: run
+directory, logs, checkpoints, Ctrl-C, checks, defaults, evaluation, command line. To use it, copy it; edit Part I.
 
 To change...              edit...
   a loss term             ppo_loss: its docstring has the recipe, and `terms` hands a loss of your own the
@@ -40,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import random
 import signal
 import sys
 
@@ -63,10 +63,16 @@ from torch.distributions import Categorical, Distribution, Independent, Normal
 
 
 # ======================================================================================================================
-# Hyperparameters. tyro turns every field into a command-line flag (`num_envs` -> `--num-envs`) and every docstring
-# into its `--help` text. Names and meanings follow CleanRL's ppo.py so that its users feel at home. These are the
-# PPO knobs (Part III adds the flags for running a run). AUTO marks a default that depends on the env (its docstring
-# gives the values): default_args (Part III) fills it in before training, from Python and the command line alike.
+# Hyperparameters, named as in CleanRL's ppo.py: tyro makes each field a flag (`num_envs` -> `--num-envs`), its
+# docstring the `--help` text (Part III adds the flags for running a run). AUTO: the env's value, from this table,
+# filled in before training by env_defaults (Part III); a row that applies overrides those above (blank: as above):
+#              total_    num_ num_  learning_ num_        update_ norm_ clip_ clip_ ent_ vf_  log_std_ hidden_
+#              timesteps envs steps rate      minibatches epochs  adv   coef  vloss coef coef init     sizes
+#  every env   500k      16   64    2.5e-3    4           4       on    0.2   off   0    0.5  0        64 64
+#  continuous  1M        8    256   3e-4      32          10      off                    0.25 -0.5
+#  images      10M       8    128   2.5e-4    4           4       on    0.1   on    0.01 0.5  0        none
+#  norm_obs, norm_reward: on for real-valued vector observations (CartPole's, MuJoCo's), else off
+#  --recurrent, not images: learning_rate 1e-3, num_minibatches 4; with discrete actions, num_steps 128 too
 # ======================================================================================================================
 @dataclass
 class Args:
@@ -167,25 +173,24 @@ def make_env(env_id: str, render_mode: str | None = None, frame_stack: int = 1) 
 
 
 def make_vector_env(args: Args, run: Run | None = None) -> gym.vector.VectorEnv:
-    """N copies of make_env(args.env_id) stepping together. Given the run (Part III), they are its envs: the run
-    watches every step, for its logs, for a stop request and for values that are not finite."""
-    make_one = run.env_maker() if run else (lambda i: lambda: make_env(args.env_id, frame_stack=args.frame_stack))
+    """N copies of make_env(args.env_id) stepping together, in one process or each in its own (--async-envs). Given
+    the run (Part III), they are its envs: it may film env 0, and watches each step (logs, stops, non-finite values)."""
+    # args.frame_stack is a Part III flag, --frame-stack K (1: off): the last K observations side by side (Part II).
+    env_fns = [lambda: make_env(args.env_id, frame_stack=args.frame_stack) for i in range(args.num_envs)]
     vector_env = gym.vector.AsyncVectorEnv if args.async_envs else gym.vector.SyncVectorEnv
-    # The autoreset mode decides what step() returns when an episode ends. We use SAME_STEP: the env resets inside
-    # that same step(), returns the first state of the *new* episode as the observation, and hands back the last
-    # state of the *old* one in infos["final_obs"]. Every step in the rollout is then a real transition that the
-    # policy chose an action for. (The default, NEXT_STEP, would add one step per episode whose action is ignored;
-    # training on it would treat "end of episode -> start of the next" as if the agent had caused it.)
-    envs = vector_env([make_one(i) for i in range(args.num_envs)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    # The autoreset mode decides what step() returns when an episode ends. With SAME_STEP the env resets inside that
+    # step(), returns the first state of the *new* episode, and hands back the last state of the *old* one in
+    # infos["final_obs"]: every step in the rollout is a real transition whose action the policy chose. (NEXT_STEP,
+    # the default, adds a step per episode whose action is ignored, as if the agent had caused the reset.)
+    envs = vector_env(run.env_fns(env_fns) if run else env_fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     envs = run.watch(envs) if run else envs
     return learning_signals(envs, args.env_id)    # Part II: what the update sees, if not the env's own rewards
 
 
 # ======================================================================================================================
-# Normalization, all of it in one place. Networks learn best from inputs near mean 0 and std 1, and the critic best
-# from targets near 1 whatever the reward scale (MuJoCo returns reach thousands). Both sets of statistics are kept
-# in the agent (saved with it) and take in new data once per rollout, never in the middle of one, so the policy
-# that collected a rollout and the update that learns from it see the same scaling.
+# Normalization, all of it in one place. Networks learn best from inputs near mean 0 and std 1, and the critic from
+# targets near 1 whatever the reward scale (MuJoCo returns reach thousands). The statistics live in the agent (saved
+# with it) and take in new data once per rollout, so the policy that collected it and the update see one scaling.
 # ======================================================================================================================
 NORM_CLIP = 10.0  # normalized observations and rewards are clipped to +-10, as in CleanRL and SB3's VecNormalize
 
@@ -219,7 +224,6 @@ class RunningMeanStd(nn.Module):
 class RewardScaler:
     """--norm-reward: divide rewards by the running std of the *discounted return*, so the critic's targets stay
     near 1 whatever the reward scale (as CleanRL and SB3 do; the mean is not subtracted, so a reward's sign stays).
-
     observe() follows each env's discounted return step by step; scale() then, once per rollout, adds this
     rollout's returns to the statistics and divides the rollout's rewards. Off, both do nothing."""
 
@@ -265,25 +269,27 @@ def mlp(sizes: list[int], out_std: float, activation: str = "tanh", ortho_init: 
 
 
 class Agent(nn.Module):
-    """The actor-critic. Its whole contract, for every action space:
+    """The actor-critic. Its whole contract, for every action space (with nn.Module's methods, all the file uses):
 
         agent(obs)              -> (pi, value)    pi = pi(.|s), a torch Distribution over B states; value (B,)
         agent.act(obs)          -> (action, logprob, value): a ~ pi(.|s), log pi(a|s) (B,), V(s) (B,)
         agent.distribution(obs) -> pi;   agent.value(obs) -> V(s), (B,)
+        agent.obs_rms, agent.reward_rms: the normalization statistics; agent.core: the memory (Part II; --recurrent);
+        agent.nvec: how many choices each discrete sub-action has (None for Box actions)
 
     obs is a batch of *raw* observations, (B, *obs_shape), as the env returns them; the agent normalizes them
     itself (--norm-obs) and encodes them, so every caller passes what the env gave. action is (B,) for Discrete,
     (B, K) for MultiDiscrete with K sub-actions, (B, action_dim) for Box. pi.log_prob(action) and pi.entropy() are
     (B,), summed over an action's parts, so the rollout and the update never ask which kind of action space it is.
-    Each call also takes `mask`, the legal actions, and `mem`, a recurrent policy's memory (Part II; None: none)."""
+    Each call also takes `mask`, the legal actions, and `mem`, a recurrent policy's memory (Part II; None: none, or
+    for a recurrent agent a memory of zeros, as at an episode's start)."""
 
     def __init__(self, obs_space: gym.spaces.Box, action_space: gym.Space, hidden_sizes=(64, 64),
                  norm_obs: bool = False, activation: str = "tanh", log_std_init: float = 0.0, ortho_init: bool = True,
                  memory_size: int = 0):
         super().__init__()
-        # The encoder turns an observation into the features that both heads read. A vector is only flattened: no
-        # weights, so the policy and the value stay two separate MLPs (an MLP this small costs little twice, and
-        # separate networks do not pull one set of weights two ways). Part II chooses others for other inputs.
+        # The encoder turns an observation into the features both heads read. A vector is only flattened (no weights),
+        # so the actor and critic stay two MLPs, which do not pull one set of weights two ways. Part II: other inputs.
         self.encoder, n_features = encoder_for(obs_space)
         self.core, n_features = memory.core(n_features, memory_size)    # Part II: a GRU with --recurrent
         # The policy head's size depends on the action space; after this the rest of the file never asks.
@@ -341,12 +347,6 @@ class Agent(nn.Module):
 
     def value(self, obs: torch.Tensor, mem=None) -> torch.Tensor:   # (B, *obs_shape) -> (B,)
         return self.critic(self.normalize(obs, mem)).squeeze(-1)
-
-
-def build_agent(args: Args, obs_space: gym.Space, action_space: gym.Space) -> Agent:
-    """The agent that `args` describes: used by training and, identically, to rebuild a saved one."""
-    return Agent(obs_space, action_space, args.hidden_sizes, args.norm_obs, args.activation, args.log_std_init,
-                 args.ortho_init, memory_size=args.recurrent_size if args.recurrent else 0)
 
 
 # ======================================================================================================================
@@ -437,34 +437,14 @@ def collect_rollout(envs: gym.vector.VectorEnv, agent: Agent, rollout: Rollout, 
 # into  A_t = delta_t + (gamma * lambda) * A_{t+1}, computed backwards from the end of the rollout.
 # ======================================================================================================================
 def next_state_values(agent: Agent, rollout: Rollout, values: np.ndarray, final_values: np.ndarray) -> np.ndarray:
-    """V(s_{t+1}) for every step, (T, N), given values = V(s_t): the value of the state each step led to. That is
-    the next step's V(s_t); after the last step, V(rollout.next_obs); and where a time limit cut an episode,
-    final_values = V(that episode's *final* state), not V(the first state of the next episode, which the env has
-    already reset to)."""
+    """V(s_{t+1}) for every step, (T, N), given values = V(s_t): the next step's V(s_t); after the last step,
+    V(rollout.next_obs); and where a time limit cut an episode, final_values = V(that episode's *final* state), not
+    V(the first state of the next episode, which the env has already reset to)."""
     with torch.inference_mode():
         device = next(agent.parameters()).device
         last = agent.value(torch.as_tensor(rollout.next_obs, device=device), rollout.memory.peek()).cpu().numpy()
     next_values = np.concatenate([values[1:], last[None]])                                   # (T, N)
     return np.where(rollout.truncations == 1, final_values, next_values)
-
-
-def critic_values(agent: Agent, rollout: Rollout) -> tuple[np.ndarray, np.ndarray]:
-    """(V(s_t), V(final state) where truncated), both (T, N), from the critic as it is now (the rollout holds them
-    as they were when acting). For --recompute-adv: after an epoch of updates the critic predicts better, and so
-    gives better advantages (Andrychowicz et al. 2021 found recomputing them before every epoch helps). The final
-    states count too: through GAE each one reaches about 1 / (1 - gamma * lambda) steps back."""
-    T, N = rollout.values.shape
-    final_values = rollout.final_values.copy()
-    with torch.inference_mode():
-        device = next(agent.parameters()).device
-        obs = torch.from_numpy(rollout.obs.reshape(T * N, *rollout.obs.shape[2:])).to(device)
-        values = agent.value(obs, rollout.memory.every_step(device)).reshape(T, N).cpu().numpy()   # Part II: memory
-        if rollout.final_obs:
-            where, final_obs = zip(*rollout.final_obs.items())                  # (t, n) of each, and the states
-            final_obs = torch.as_tensor(np.stack(final_obs), device=device)
-            final_values[tuple(zip(*where))] = agent.value(final_obs, rollout.memory.after_step(where, device)
-                                                           ).cpu().numpy()
-    return values, final_values
 
 
 def compute_gae(rewards: np.ndarray, values: np.ndarray, next_values: np.ndarray, terminations: np.ndarray,
@@ -484,6 +464,24 @@ def compute_gae(rewards: np.ndarray, values: np.ndarray, next_values: np.ndarray
         last_gae_lam = delta + gamma * gae_lambda * episode_continues * last_gae_lam
         advantages[t] = last_gae_lam
     return advantages, advantages + values                          # returns = the critic's regression target
+
+
+def critic_values(agent: Agent, rollout: Rollout) -> tuple[np.ndarray, np.ndarray]:
+    """(V(s_t), V(final state) where truncated), both (T, N), from the critic as it is now, not as when acting. For
+    --recompute-adv: after an epoch the critic predicts better, so gives better advantages (Andrychowicz et al. 2021).
+    The final states count too: through GAE each one reaches about 1 / (1 - gamma * lambda) steps back."""
+    T, N = rollout.values.shape
+    final_values = rollout.final_values.copy()
+    with torch.inference_mode():
+        device = next(agent.parameters()).device
+        obs = torch.from_numpy(rollout.obs.reshape(T * N, *rollout.obs.shape[2:])).to(device)
+        values = agent.value(obs, rollout.memory.every_step(device)).reshape(T, N).cpu().numpy()   # Part II: memory
+        if rollout.final_obs:
+            where, final_obs = zip(*rollout.final_obs.items())                  # (t, n) of each, and the states
+            final_obs = torch.as_tensor(np.stack(final_obs), device=device)
+            final_values[tuple(zip(*where))] = agent.value(final_obs, rollout.memory.after_step(where, device)
+                                                           ).cpu().numpy()
+    return values, final_values
 
 
 # ======================================================================================================================
@@ -544,15 +542,15 @@ def ppo_loss(agent: Agent, mb: dict[str, torch.Tensor], args: Args,
 
 def ppo_update(agent: Agent, optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor], args: Args,
                loss_fn=ppo_loss, recompute: Callable[[], dict] | None = None) -> dict[str, float]:
-    """Steps 3 and 4: several epochs of minibatch gradient steps on one rollout. `batch` holds the whole flattened
-    rollout (each tensor (B, ...)); each epoch reshuffles it into minibatches of B / num_minibatches. Returns
-    the mean of every part loss_fn reports, and the gradient norm, over the last epoch's minibatches. If given,
-    recompute() returns the batch again, with fresh advantages and returns, before every epoch after the first."""
+    """Steps 3 and 4: several epochs of minibatch gradient steps on one rollout, `batch` (each tensor (B, ...)).
+    Returns the mean of every part loss_fn reports, and the gradient norm, over the last epoch's minibatches.
+    recompute(), if given, returns the batch with fresh advantages and returns before every epoch after the first."""
     for epoch in range(args.update_epochs):
         if epoch > 0 and recompute is not None:
             batch = recompute()
         parts = []                       # kept per minibatch as tensors; summarized once per epoch (fewer syncs)
-        for mb_inds in memory.minibatches(args):    # shuffled transitions (Part II: sets of sequences)
+        # Shuffle the B transitions and deal them out as minibatches (Part II: --recurrent deals whole sequences).
+        for mb_inds in memory.minibatches(args) or torch.randperm(args.batch_size).split(args.minibatch_size):
             loss, mb_parts = loss_fn(agent, {k: b_v[mb_inds] for k, b_v in batch.items()}, args)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -561,37 +559,57 @@ def ppo_update(agent: Agent, optimizer: torch.optim.Optimizer, batch: dict[str, 
             mb_parts["grad_norm"] = nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm, foreach=True)
             optimizer.step()
             parts.append(torch.stack([v.detach() for v in mb_parts.values()]))
-        names, means = list(mb_parts), processes.mean(torch.stack(parts).mean(0))   # (number of parts,)
-        if args.target_kl is not None and means[names.index("approx_kl")].item() > args.target_kl:
+        # parts: one row per minibatch, one column per name in mb_parts (policy_loss, ..., grad_norm); average
+        # each column (Part II: over the processes too), and name the means: the epoch's approx_kl, for --target-kl.
+        means = processes.mean(torch.stack(parts).mean(0))        # (number of parts,)
+        epoch_means = dict(zip(mb_parts, means))                   # name -> its mean, a 0-d tensor
+        if args.target_kl is not None and epoch_means["approx_kl"].item() > args.target_kl:
             break                        # early stop: the policy has moved as far as we allow for one update
-    return dict(zip(names, means.tolist()))                         # one sync per update
+    return dict(zip(epoch_means, means.tolist()))                 # one sync per update
 
 
 # ======================================================================================================================
 # Training: the loop that ties it all together, the five steps of the module docstring.
 # ======================================================================================================================
+def build_agent(args: Args, obs_space: gym.Space, action_space: gym.Space) -> Agent:
+    """The agent that `args` describes: used by training and, identically, to rebuild a saved one. args.recurrent
+    and args.recurrent_size are Part III flags, --recurrent (off) and its GRU's units: a memory (Part II)."""
+    return Agent(obs_space, action_space, args.hidden_sizes, args.norm_obs, args.activation, args.log_std_init,
+                 args.ortho_init, memory_size=args.recurrent_size if args.recurrent else 0)
+
+
 def train(args: Args, loss_fn=ppo_loss) -> dict:
     """Train an agent; returns {"agent", "run_dir", "checkpoint", "episode_returns", "episode_steps", ...}.
 
     Raises UsageError for bad arguments (before anything is created) and NonFiniteError if training diverges.
     `loss_fn(agent, mb, args) -> (loss, parts)` replaces ppo_loss, e.g. to try a new loss term."""
     # Set up (Part III): fill in the defaults that depend on the env (AUTO), check the flags and the env's spaces,
-    # join the other processes if any, seed everything.
+    # join the other processes if any. The run holds args, filled in; spaces, the env's (observation, action)
+    # spaces; device; and, for several processes (Part II), their number K and this one's number r (alone 1 and 0).
     run = Run(args)
     args = run.args
+    seed = args.seed + run.rank     # each process r its own random streams: actions, minibatches, first weights
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
     agent = build_agent(args, *run.spaces).to(run.device)
-    # eps=1e-5 instead of Adam's 1e-8, as in the original PPO code (implementation details, detail 3).
-    # fused=True does the same arithmetic in one kernel instead of a dozen small ops per parameter tensor.
+    # eps=1e-5, not Adam's 1e-8, as the original PPO code (implementation details, detail 3); fused: one kernel.
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
-    loss_fn = torch.compile(loss_fn) if args.compile else loss_fn  # --compile (Part III)
+    loss_fn = torch.compile(loss_fn) if args.compile else loss_fn  # --compile, a Part III flag: off by default
 
-    # The run owns the run directory, logs, checkpoints and Ctrl-C; with --resume it restores agent and optimizer.
+    # The run owns the run directory, logs, checkpoints and Ctrl-C; with --resume it restores agent and optimizer,
+    # and run.global_step, the env steps taken so far by all processes together (else 0).
     with run.start(agent, optimizer), contextlib.closing(make_vector_env(args, run)) as envs:
-        rollout = Rollout.start(args.num_steps, *run.spaces, first=run.reset(envs), core=agent.core)
+        # Env n of process r is seeded with seed + r * N + n; a resumed run adds its step, to play new episodes.
+        first = run.reset(envs, seed=args.seed + run.global_step + run.rank * args.num_envs)
+        rollout = Rollout.start(args.num_steps, *run.spaces, first=first, core=agent.core)
         reward_scaler = RewardScaler(agent.reward_rms, args.gamma, args.num_envs, enabled=args.norm_reward)
-        while run.next_iteration():              # until total_timesteps, or a stop request (Ctrl-C)
-            # Learning-rate annealing: decay linearly from learning_rate to 0 over the steps this run will take.
-            lr = args.learning_rate * ((1 - run.progress()) if args.anneal_lr else 1.0)
+        # An iteration takes T * N steps in each of the K processes; the run takes as many as fit in total_timesteps.
+        steps_per_iteration = run.world * args.batch_size
+        last_step = args.total_timesteps // steps_per_iteration * steps_per_iteration   # where the last one ends
+        while run.global_step + steps_per_iteration <= args.total_timesteps and not run.should_stop():  # or Ctrl-C
+            # Learning-rate annealing: decay linearly from learning_rate to 0 at the end of the last iteration.
+            lr = args.learning_rate * ((1 - run.global_step / last_step) if args.anneal_lr else 1.0)
             optimizer.param_groups[0]["lr"] = lr
 
             # 1. Collect experience with the current policy.
@@ -625,8 +643,7 @@ def explained_variance(values: np.ndarray, returns: np.ndarray) -> float:
     return float("nan") if var_returns == 0 else float(1 - np.var(returns - values) / var_returns)
 
 
-# Part I ends here: a reader who stops here has met all of PPO. Part II adds other kinds of input and several
-# processes, each through the one call named where Part I makes it; Part III makes it a program.
+# Part I ends here, with all of PPO. Part II adds other inputs and processes, each through one call; Part III runs it.
 
 
 # ######################################################################################################################
@@ -648,8 +665,8 @@ def explained_variance(values: np.ndarray, returns: np.ndarray) -> float:
 #                                     LegalActions.mask returns the logits unchanged.
 #   memory.core/Store/replay/minibatches   in Agent, the rollout, ppo_loss and ppo_update: with --recurrent, a GRU
 #                                     between the encoder and the heads, its state carried through the rollout, and
-#                                     minibatches of sequences. Without it: no core, nothing stored,
-#                                     shuffled transitions, as before.
+#                                     minibatches of sequences. Without it: no core, nothing stored, and
+#                                     minibatches() returns None, so ppo_update shuffles single transitions.
 #   processes.average_gradients/mean/pool   in the update and the normalization: K processes under torchrun train
 #                                     one agent. In one process each returns its input.
 #
@@ -664,7 +681,6 @@ import itertools
 import json
 import numbers
 import os
-import random
 import re
 import shlex
 import threading
@@ -1050,7 +1066,9 @@ class GRUCore(nn.Module):
                 nn.init.zeros_(param)
         self.register_load_state_dict_pre_hook(self.rename_gru_cell_weights)
 
-    def forward(self, x: torch.Tensor, mem: MemoryState) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mem: MemoryState | None = None) -> torch.Tensor:
+        if mem is None:                  # called without a memory (agent(obs) on a saved agent): B episodes' first step
+            mem = MemoryState(x.new_zeros(len(x), self.size), x.new_ones(len(x)))
         n = len(mem.state)
         steps = x.view(-1, n, x.shape[-1])                           # (T, n, n_features)
         starts = mem.starts.view(len(steps), n)                      # (T, n): 1.0 where an episode starts
@@ -1150,13 +1168,13 @@ def replay(mb: dict[str, torch.Tensor], args: Args) -> MemoryState | None:
     return MemoryState(mb["memory_states"][:n], mb["memory_starts"])
 
 
-def minibatches(args: Args) -> list[torch.Tensor]:
-    """The seam in ppo_update: each epoch's minibatches, as indices into the flattened batch (row t * N + n).
-    Shuffled transitions, or with --recurrent, shuffled sets of sequences: each env's T steps cut into pieces of
-    L = --recurrent-seq-len consecutive steps, laid out in time order (row i * n + j is step i of sequence j), so
-    that the core can be re-run over each from the state stored at its first step."""
+def minibatches(args: Args) -> list[torch.Tensor] | None:
+    """The seam in ppo_update: with --recurrent, each epoch's minibatches, as indices into the flattened batch (row
+    t * N + n): shuffled sets of sequences, each env's T steps cut into pieces of L = --recurrent-seq-len consecutive
+    steps, laid out in time order (row i * n + j is step i of sequence j), so that the core can be re-run over each
+    from the state stored at its first step. Without it None: ppo_update shuffles single transitions."""
     if not args.recurrent:
-        return torch.randperm(args.batch_size).split(args.minibatch_size)
+        return None
     T, N, L = args.num_steps, args.num_envs, args.recurrent_seq_len
     sequences = torch.randperm(N * T // L)                          # sequence k: env k % N, steps from (k // N) * L
     return [((((seqs // N) * L)[None, :] + torch.arange(L)[:, None]) * N + (seqs % N)[None, :]).reshape(-1)
@@ -1462,7 +1480,7 @@ class Run:
     def __init__(self, args: Args):
         """Set up: refuse bad flags and unsupported spaces before any work, join torchrun's processes (K processes,
         "ranks" 0 to K-1, train one agent: each steps its own --num-envs envs and they average their gradients; alone
-        this is rank 0 of 1), and seed every random stream."""
+        this is rank 0 of 1). train() then seeds every random stream."""
         check_versions()
         if args.evaluate is not None:                          # (the command line's --evaluate never comes here)
             raise UsageError(f"--evaluate {args.evaluate}: train() trains; to play a checkpoint call evaluate(path)")
@@ -1473,10 +1491,6 @@ class Run:
         self.rank, self.world = init_distributed(args)
         self.caller_threads = torch.get_num_threads()          # given back at the end: train() may be one call of many
         torch.set_num_threads(args.torch_threads)
-        seed = args.seed + self.rank            # each rank its own random streams: actions sampled, minibatches
-        random.seed(seed)
-        np.random.seed(seed)
-        torch.manual_seed(seed)
         torch.backends.cudnn.deterministic = args.torch_deterministic
         self.device = torch.device("cuda" if args.cuda else "cpu")
         self.global_step, self.iteration, self.signum, self.pending = 0, 0, None, []
@@ -1562,14 +1576,15 @@ class Run:
                              f"--total-timesteps {args.total_timesteps:,} leaves no whole iteration of "
                              f"{self.world * args.batch_size:,} more; give a larger --total-timesteps to train on")
 
-    # --- the envs: made for the run, watched by it, reset with the run's seeds ---
-    def env_maker(self) -> Callable[[int], Callable[[], gym.Env]]:
-        """For make_vector_env: env i's maker. The first env films itself under --capture-video (rank 0 only). A
-        maker travels to its worker process under --async-envs, so it holds only strings and a number."""
+    # --- the envs: made for the run, watched by it, reset with the seeds train gives ---
+    def env_fns(self, env_fns: list[Callable[[], gym.Env]]) -> list[Callable[[], gym.Env]]:
+        """For make_vector_env: the run's makers of its N envs, from make_vector_env's. Env 0 films itself under
+        --capture-video (rank 0 only). A maker travels to its worker process under --async-envs, so it holds only
+        make_vector_env's maker, strings and a number."""
         env_id, frame_stack, trainer = self.args.env_id, self.args.frame_stack, os.getpid()
         video_dir = str(self.dir / "videos") if self.args.capture_video and self.rank == 0 else None
 
-        def maker(i: int) -> Callable[[], gym.Env]:
+        def maker(i: int, make_one: Callable[[], gym.Env]) -> Callable[[], gym.Env]:
             def make() -> gym.Env:
                 # In an env worker process (--async-envs), leave Ctrl-C, and the SIGTERM that torchrun sends to the
                 # whole process group, to the trainer, which stops the workers. Only there: AsyncVectorEnv also
@@ -1580,18 +1595,17 @@ class Run:
                 if video_dir is not None and i == 0:
                     return gym.wrappers.RecordVideo(make_env(env_id, "rgb_array", frame_stack), video_dir,
                                                     disable_logger=True)
-                return make_env(env_id, frame_stack=frame_stack)
+                return make_one()
             return make
-        return maker
+        return [maker(i, make_one) for i, make_one in enumerate(env_fns)]
 
     def watch(self, envs: gym.vector.VectorEnv) -> gym.vector.VectorEnv:
         return RunMonitor(envs, self)
 
-    def reset(self, envs: gym.vector.VectorEnv) -> tuple[np.ndarray, dict]:
-        """The first states. On resume the envs restart with a seed derived from the step, so the resumed run does
-        not replay episodes; the N envs of rank r take the N seeds after rank r - 1's. Under --no-action-mask the
-        env's action mask is left out, so the rollout keeps none."""
-        next_obs, infos = envs.reset(seed=self.args.seed + self.global_step + self.rank * self.args.num_envs)
+    def reset(self, envs: gym.vector.VectorEnv, seed: int) -> tuple[np.ndarray, dict]:
+        """The first states, from envs.reset(seed=seed) (train gives the seeds). Under --no-action-mask the env's action
+        mask is left out, so the rollout keeps none."""
+        next_obs, infos = envs.reset(seed=seed)
         if not self.args.action_mask:
             infos = {k: v for k, v in infos.items() if k not in ("action_mask", "_action_mask")}
         elif "action_mask" in infos:
@@ -1603,20 +1617,6 @@ class Run:
     @property
     def stopping(self) -> bool:
         return self.signum is not None
-
-    def progress(self) -> float:
-        """How far the run has come, for the learning-rate schedule: 0 at step 0, 1 at the end of the last whole
-        iteration that will run (total_timesteps rounded down to whole iterations). A run resumed with the same
-        --total-timesteps follows the uninterrupted schedule exactly. One resumed with a larger total follows the
-        schedule of a run started with that total: the rate steps up from where it was (from 0, if the run had
-        finished) to learning_rate * (1 - step / new end), and decays to 0 at the new end."""
-        per_iteration = self.world * self.args.batch_size
-        return self.global_step / (self.args.total_timesteps // per_iteration * per_iteration)
-
-    def next_iteration(self) -> bool:
-        """Is there another whole iteration to run? Not once total_timesteps would be passed, nor after a stop."""
-        per_iteration = self.world * self.args.batch_size           # transitions per iteration, all ranks together
-        return self.global_step + per_iteration <= self.args.total_timesteps and not self.should_stop()
 
     def should_stop(self) -> bool:
         """Alone, stop as soon as a signal came (RunMonitor stops a rollout under way). Under torchrun the ranks must

@@ -2115,6 +2115,16 @@ def test_recurrent_checkpoint_resume_and_evaluate_round_trip(tmp_path, capsys):
     assert ppo.main(["--evaluate", str(result["checkpoint"]), "--eval-episodes", "2"]) == 0
 
 
+def test_a_recurrent_agent_called_without_a_memory_starts_from_a_zero_memory():
+    # README's `agent(torch.as_tensor(obs[None]))` after load_agent works for a --recurrent agent too: each state is
+    # the first step of an episode, as with a memory fresh from the store.
+    agent = ppo.Agent(OBS, gym.spaces.Discrete(2), memory_size=8)
+    obs = torch.randn(3, *OBS.shape)
+    (pi, value), (pi_fresh, value_fresh) = agent(obs), agent(obs, mem=ppo.MemoryStore(1, 3, agent.core).at_step(0))
+    assert torch.equal(value, value_fresh) and torch.equal(pi.logits, pi_fresh.logits)
+    assert agent.act(obs[:1])[0].shape == (1,) and agent.value(obs).shape == (3,)
+
+
 def test_recurrent_checkpoints_from_before_nn_gru_still_load():
     # The core once stepped an nn.GRUCell, whose four tensors, the same as nn.GRU's, are named cell.weight_ih, ...
     # instead of gru.weight_ih_l0, ...: such checkpoints load, renamed, into the same function.
@@ -2469,6 +2479,29 @@ def test_args_shows_auto_for_what_depends_on_the_env_and_its_docstring_gives_the
             value = table.get(name)
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 assert float(value) in numbers(docs[name]), (name, value, docs[name])
+
+
+def test_the_table_above_args_is_what_auto_becomes():
+    # Part I's one place for what each AUTO field becomes: its rows read back against env_defaults, per kind of env.
+    text = (HERE / "ppo.py").read_text()
+    lines = text[text.index("\n#              total_"):text.index("\n@dataclass\nclass Args")].splitlines()[1:]
+    starts = [m.start() for m in re.finditer(r"\S+", lines[0])][1:]      # where each column starts
+    names = ["".join(line[a:b].strip() for line in lines[:2]) for a, b in zip(starts, [*starts[1:], None])]
+    words = {"on": True, "off": False, "none": (), "64 64": (64, 64)}
+    def value(cell):
+        return words[cell] if cell in words else float(cell.replace("k", "e3").replace("M", "e6"))
+    table = {}
+    for line, env_id in zip(lines[2:5], ["CartPole-v1", "Pendulum-v1", "PixelSide-v0"]):  # the rows, in order
+        table.update({name: value(line[a:b].strip()) for name, a, b in zip(names, starts, [*starts[1:], None])
+                      if line[a:b].strip()})
+        defaults = ppo.env_defaults(env_id)
+        assert {name: defaults[name] for name in table} == table, env_id
+    assert set(names) | {"norm_obs", "norm_reward"} == set(ppo.DISCRETE_DEFAULTS) - {"eval_stochastic"}
+    assert "norm_obs, norm_reward: on for real-valued vector observations" in text        # CartPole's: on; Taxi's: off
+    assert ppo.env_defaults("CartPole-v1")["norm_obs"] and not ppo.env_defaults(TAXI)["norm_obs"]
+    recurrent = "learning_rate 1e-3, num_minibatches 4; with discrete actions, num_steps 128"
+    assert recurrent in text and {**ppo.RECURRENT_DEFAULTS, **ppo.RECURRENT_DISCRETE_DEFAULTS} == dict(
+        learning_rate=1e-3, num_minibatches=4, num_steps=128)
 
 
 def test_fill_auto_is_default_args_and_explicit_values_win():
