@@ -184,7 +184,7 @@ def make_vector_env(args: Args, run: Run | None = None) -> gym.vector.VectorEnv:
     # the default, adds a step per episode whose action is ignored, as if the agent had caused the reset.)
     envs = vector_env(run.env_fns(env_fns) if run else env_fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     envs = run.watch(envs) if run else envs
-    return learning_signals(envs, args.env_id)    # Part II: what the update sees, if not the env's own rewards
+    return learning_signals(envs, args.env_id)    # Part II: Atari's reward sign and lost lives; others unchanged
 
 
 # ======================================================================================================================
@@ -463,7 +463,7 @@ def compute_gae(rewards: np.ndarray, values: np.ndarray, next_values: np.ndarray
         episode_continues = 1.0 - np.maximum(terminations[t], truncations[t])
         last_gae_lam = delta + gamma * gae_lambda * episode_continues * last_gae_lam
         advantages[t] = last_gae_lam
-    return advantages, advantages + values                          # returns = the critic's regression target
+    return advantages, advantages + values       # A = G - V, so G = A + V: the lambda-return the critic learns
 
 
 def critic_values(agent: Agent, rollout: Rollout) -> tuple[np.ndarray, np.ndarray]:
