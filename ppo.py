@@ -1500,6 +1500,7 @@ class Run:
         """Open the run around the agent: every rank starts from rank 0's weights; with --resume, the saved agent,
         optimizer and random streams; then the run directory and its logs."""
         args, self.agent, self.optimizer, wall_offset = self.args, agent, optimizer, 0.0
+        kept = next(p for p in [Path(args.runs_dir), *Path(args.runs_dir).parents] if p.exists())   # made before
         broadcast_from_rank0(agent)
         if args.resume:
             checkpoint = load_checkpoint(args.resume)
@@ -1537,7 +1538,7 @@ class Run:
         self.episode_log = CsvLog(self.dir / "episodes.csv", resume_step) if self.rank == 0 else None
         self.update_log = CsvLog(self.dir / "updates.csv", resume_step) if self.rank == 0 else None
         # W&B first: if it refuses to start, no file is left
-        self.wandb = open_wandb(args, self.dir) if args.track and self.rank == 0 else None
+        self.wandb = open_wandb(args, self.dir, kept) if args.track and self.rank == 0 else None
         self.tb = open_tensorboard(self.dir, resume_step) if args.tensorboard and self.rank == 0 else None
         if self.rank == 0:
             self._write_settings()
@@ -1977,8 +1978,9 @@ def open_tensorboard(run_dir: Path, resume_step: int | None = None):
     return SummaryWriter(str(run_dir), purge_step=None if resume_step is None else resume_step + 1)
 
 
-def open_wandb(args: Args, run_dir: Path):
-    """--track, as in CleanRL: a Weights & Biases run that Run._scalars sends the TensorBoard scalars to."""
+def open_wandb(args: Args, run_dir: Path, kept: Path):
+    """--track, as in CleanRL: a Weights & Biases run that Run._scalars sends the TensorBoard scalars to. If W&B
+    refuses, the folders made for this run (those below `kept`) are removed: nothing is left."""
     import wandb  # optional, imported only when switched on (check_args said how to install it)
 
     try:
@@ -1987,8 +1989,9 @@ def open_wandb(args: Args, run_dir: Path):
                          id=re.sub(r"[^\w.-]", "_", run_dir.name), resume="allow", config=dataclasses.asdict(args),
                          dir=run_dir)
     except wandb.errors.Error as e:
-        with contextlib.suppress(OSError):
-            run_dir.rmdir()                               # the run directory, if this run made it: still empty
+        for folder in itertools.takewhile(lambda p: p != kept, [run_dir, *run_dir.parents]):
+            with contextlib.suppress(OSError):
+                folder.rmdir()                            # if this run made it: still empty (a resumed one is not)
         raise UsageError(f"--track: W&B could not start a run ({e}); log in with `wandb login`, or set "
                          "WANDB_MODE=offline to keep the W&B logs in the run directory")
     run.define_metric("*", step_metric="global_step")   # x axis: environment steps, as in TensorBoard

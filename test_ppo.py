@@ -3020,7 +3020,7 @@ TRAINING_VALUES = {"env_id": ["Acrobot-v1"], "seed": ["2"], "total_timesteps": [
                    "save_every": ["1"], "eval_episodes": ["3"], "eval_video_episodes": ["2"], "wandb_project_name":
                    ["mine"], "wandb_entity": ["me"], "runs_dir": ["(set per case)"]}
 # Where a flag acts only in company (another env, another flag), it is also tried there, beside the plain CartPole run.
-TRAINING_CONTEXTS = {"log_std_init": ["--env-id", "Pendulum-v1"], "action_mask": ["--env-id", "Taxi-v4"],
+TRAINING_CONTEXTS = {"log_std_init": ["--env-id", "Pendulum-v1"], "action_mask": ["--env-id", TAXI],
                      "recurrent_size": ["--recurrent"], "recurrent_seq_len": ["--recurrent"],
                      "wandb_project_name": ["--track"], "wandb_entity": ["--track"]}
 
@@ -3102,6 +3102,8 @@ def test_every_flag_changes_something_in_training_or_is_refused(tmp_path, capsys
         if field.name == "evaluate":                                       # the other mode: the test below
             continue
         words = non_default_words(field, values, defaults)
+        if field.name == "tensorboard":          # the baselines run without it (TINY): the other value is to write
+            words = ["--tensorboard"]            # its files (refused where the package is missing)
         cases.append((field.name, [], words))
         if field.name in TRAINING_CONTEXTS:
             cases.append((field.name, TRAINING_CONTEXTS[field.name], words))
@@ -3140,7 +3142,7 @@ def test_every_flag_changes_something_in_training_or_is_refused(tmp_path, capsys
     # The two that once were accepted in silence, and the refusals that hold wherever optional packages are missing.
     assert outcomes[("log_std_init",)] == "refused" and outcomes[("log_std_init", "--env-id", "Pendulum-v1")] == \
         "changes"
-    assert outcomes[("action_mask",)] == "refused" and outcomes[("action_mask", "--env-id", "Taxi-v4")] == "changes"
+    assert outcomes[("action_mask",)] == "refused" and outcomes[("action_mask", "--env-id", TAXI)] == "changes"
     assert outcomes[("recurrent_size", "--recurrent")] == outcomes[("recurrent_seq_len", "--recurrent")] == "changes"
     assert outcomes[("cuda",)] in (("changes", "changes how it ran") if torch.cuda.is_available() else ("refused",))
     # The flags that leave what the run computed alone, each with the reason it is accepted all the same.
@@ -3275,7 +3277,7 @@ def test_sizes_beyond_memory_and_names_beyond_the_file_system_are_refused_before
     for env_id, args in [("CartPole-v1", ppo.default_args("CartPole-v1")),
                          ("Pendulum-v1", ppo.default_args("Pendulum-v1", recurrent=True, recurrent_size=16)),
                          ("PixelSide-v0", ppo.default_args("PixelSide-v0", hidden_sizes=(8,))),
-                         ("Taxi-v4", ppo.default_args("Taxi-v4", recurrent=True, hidden_sizes=(5, 3)))]:
+                         (TAXI, ppo.default_args(TAXI, recurrent=True, hidden_sizes=(5, 3)))]:
         spaces = ppo.env_spaces(env_id)
         agent = ppo.build_agent(args, *spaces)
         needed = ppo.memory_needed(args, *spaces)
