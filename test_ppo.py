@@ -2245,6 +2245,57 @@ def test_evaluate_refuses_every_flag_it_would_ignore(small_checkpoint, capsys):
         assert one_error_line(capsys.readouterr().err, words[0], "has no effect with --evaluate"), words
 
 
+# What --evaluate reads, written out here from its documentation rather than read from ppo.EVALUATE_FLAGS (which the
+# test above is generated from, so an entry added there or dropped would pass it): how many episodes, which seed, how
+# to act and film, how loud, how many threads. Nothing that would change the saved agent.
+EVALUATE_READS = {"evaluate", "env_id", "seed", "eval_episodes", "eval_stochastic", "eval_video_episodes",
+                  "capture_video", "quiet", "torch_threads"}
+
+
+def test_evaluate_hands_each_flag_it_reads_to_evaluate_and_refuses_every_other(small_checkpoint, tmp_path, capsys,
+                                                                                 monkeypatch):
+    checkpoint = tmp_path / "run" / "checkpoint.pt"                  # a copy: --capture-video makes a folder beside it
+    checkpoint.parent.mkdir()
+    checkpoint.write_bytes(small_checkpoint.read_bytes())
+    calls = []
+
+    def played(path, episodes=10, deterministic=True, seed=None, video_dir=None, env_id=None, video_episodes=1,
+               verbose=False, threads=None):                          # evaluate's documented signature
+        calls.append(dict(path=str(path), episodes=episodes, deterministic=deterministic, seed=seed,
+                          video_dir=video_dir, env_id=env_id, video_episodes=video_episodes, verbose=verbose,
+                          threads=threads))
+        return [float(k) for k in range(episodes)]                     # returns 0, 1, ...: mean and std known
+    monkeypatch.setattr(ppo, "evaluate", played)
+    monkeypatch.setattr(ppo, "check_video", lambda env_id: None)      # --capture-video without moviepy installed
+    default = dict(path=str(checkpoint), episodes=10, deterministic=True, seed=1, video_dir=None, env_id=None,
+                   video_episodes=1, verbose=True, threads=1)       # the checkpoint's seed, 1, not 0
+    for words, changed in [([], {}), (["--seed", "7"], dict(seed=7)), (["--eval-episodes", "3"], dict(episodes=3)),
+                           (["--eval-stochastic"], dict(deterministic=False)), (["--quiet"], dict(verbose=False)),
+                           (["--eval-video-episodes", "2"], dict(video_episodes=2)),
+                           (["--torch-threads", "2"], dict(threads=2)),
+                           (["--env-id", "CartPole-v1"], dict(env_id="CartPole-v1"))]:
+        calls.clear()
+        assert ppo.main(["--evaluate", str(checkpoint), *words]) == 0, (words, capsys.readouterr().err)
+        assert calls == [{**default, **changed}], words
+        out = capsys.readouterr().out
+        if "--quiet" not in words:
+            episodes = changed.get("episodes", 10)
+            returns = np.arange(episodes)
+            how = "stochastic" if "--eval-stochastic" in words else "deterministic"
+            assert out == f"CartPole-v1: mean return {returns.mean():.2f} +- {returns.std():.2f} over {episodes} " \
+                          f"{how} episodes\n", words
+    calls.clear()
+    assert ppo.main(["--evaluate", str(checkpoint), "--capture-video"]) == 0
+    assert calls[0]["video_dir"].parent == checkpoint.parent / "videos-eval"
+    assert "; videos in " + str(calls[0]["video_dir"]) in capsys.readouterr().out
+    for field in dataclasses.fields(ppo.Args):
+        if field.name in EVALUATE_READS or field.name in ("resume", "preset"):
+            continue
+        words = a_valid_value(field)
+        assert ppo.main(["--evaluate", str(checkpoint), *words]) == 2, words
+        assert one_error_line(capsys.readouterr().err, words[0], "has no effect with --evaluate"), words
+
+
 def test_resume_refuses_to_change_what_made_the_run(small_checkpoint, capsys):
     before = {p.name: p.read_bytes() for p in small_checkpoint.parent.iterdir() if p.is_file()}
     saved = ppo.args_from_checkpoint(torch.load(small_checkpoint))
@@ -2258,6 +2309,51 @@ def test_resume_refuses_to_change_what_made_the_run(small_checkpoint, capsys):
         why = "has no effect without" if name in ppo.REQUIRES else "--resume continues the run as it was made"
         assert one_error_line(capsys.readouterr().err, words[0], why), words
     assert before == {p.name: p.read_bytes() for p in small_checkpoint.parent.iterdir() if p.is_file()}
+
+
+# What --resume may not change, written out here rather than read from ppo.RESUME_KEEPS (which the test above is
+# generated from): the run folder's name (seed, exp name, runs dir), and what built the saved agent. Every other
+# flag applies from the resumed step on, each given here a value other than the checkpoint's.
+RESUME_MAY_NOT_CHANGE = {"seed": "2", "exp_name": "other", "runs_dir": "elsewhere", "hidden_sizes": "32",
+                         "activation": "relu", "frame_stack": "2", "norm_obs": False, "log_std_init": "-0.5",
+                         "ortho_init": False, "recurrent": True}
+RESUME_MAY_CHANGE = {"num_envs": "4", "async_envs": True, "num_steps": "32", "norm_reward": False,
+                     "learning_rate": "1e-3", "anneal_lr": False, "gamma": "0.9", "gae_lambda": "0.9",
+                     "num_minibatches": "2", "update_epochs": "2", "norm_adv": False, "recompute_adv": True,
+                     "clip_coef": "0.1", "clip_vloss": True, "ent_coef": "0.01", "vf_coef": "0.25",
+                     "max_grad_norm": "1.0", "target_kl": "0.02", "action_mask": False, "torch_deterministic": False,
+                     "torch_threads": "2", "save_every": "5", "eval_episodes": "3", "eval_stochastic": True,
+                     "eval_video_episodes": "2", "quiet": False}
+
+
+def test_resume_refuses_what_made_the_run_and_takes_every_other_flag(small_checkpoint, tmp_path, capsys, monkeypatch):
+    checked = ppo.Run._check_resumable
+
+    def accept(self, checkpoint):                  # past the resume checks: the run would go on
+        checked(self, checkpoint)
+        raise Accepted()
+    monkeypatch.setattr(ppo.Run, "_check_resumable", accept)
+    recurrent = ppo.train(ppo.Args(total_timesteps=256, num_envs=2, num_steps=64, recurrent=True, recurrent_size=8,
+                                   recurrent_seq_len=16, num_minibatches=2, runs_dir=str(tmp_path), quiet=True,
+                                   tensorboard=False, torch_threads=1))
+    changes = [(small_checkpoint, name, value) for name, value in {**RESUME_MAY_NOT_CHANGE,
+                                                                   **RESUME_MAY_CHANGE}.items()]
+    changes += [(recurrent["checkpoint"], "recurrent_size", "16"), (recurrent["checkpoint"], "recurrent_seq_len", "8")]
+    assert {name for _, name, _ in changes} | {"env_id", "total_timesteps", "preset", "resume", "evaluate", "cuda",
+                                               "compile", "capture_video", "tensorboard", "track",
+                                               "wandb_project_name", "wandb_entity"} == set(ppo.ARGS_DEFAULTS)
+    for checkpoint, name, value in changes:
+        words = ([ppo.flag(name, value)] if isinstance(value, bool) else [ppo.flag(name), value])
+        argv = ["--resume", str(checkpoint), "--total-timesteps", "4096", "--no-tensorboard", *words]
+        refused = name in RESUME_MAY_NOT_CHANGE or name == "recurrent_size"
+        try:
+            code = ppo.main(argv)
+        except Accepted:
+            assert not refused, words
+            continue
+        err = capsys.readouterr().err
+        assert refused and code == 2, (words, err)
+        assert one_error_line(err, words[0], "--resume continues the run as it was made"), (words, err)
 
 
 def test_resume_past_its_target_or_outside_a_run_directory_is_refused(small_checkpoint, tmp_path, capsys):
@@ -2321,24 +2417,91 @@ NUMBERS = {f.name for f in dataclasses.fields(ppo.Args) if f.type in ("int", "fl
 WEIRD = ["nan", "inf", "-inf", "0", "-1", "-0.0", "1e30", "1e6", str(10**20), "", "abc", "0x10", "1,5", "2.5", "True"]
 
 
+# The documented range of each numeric flag on CartPole-v1 (its defaults: 16 envs x 64 steps, 4 minibatches; the
+# test gives --total-timesteps 2048), from Args's help and notes/README.md's bad-input table, written out here and
+# not read from ppo.py: (smallest, largest) accepted, None where there is no bound, open=True where the low end
+# itself is refused. An int flag takes whole numbers only.
+DOCUMENTED = dict(
+    num_envs=(1, 32), num_steps=(1, 128),                      # one batch (16 x 64 = 1024) must fit in 2048 steps
+    total_timesteps=(1024, None), num_minibatches=(1, 512),   # and must divide 1024, leaving minibatches of 2 or more
+    update_epochs=(1, None), save_every=(1, None), eval_episodes=(1, 10**6), torch_threads=(1, 1024),
+    frame_stack=(1, 1024), seed=(0, 2**31 - 1), eval_video_episodes=(-1, None),
+    recurrent_size=(128, 128), recurrent_seq_len=(32, 32),    # other values need --recurrent
+    gamma=(0.0, 1.0, "open"), gae_lambda=(0.0, 1.0), clip_coef=(0.0, None, "open"),
+    learning_rate=(0.0, None, "open"), max_grad_norm=(0.0, None, "open"), target_kl=(0.0, None, "open"),
+    ent_coef=(0.0, None), vf_coef=(0.0, None), log_std_init=(None, None))
+INTEGER, DECIMAL = r"-?[0-9]+", r"-?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?"
+
+
+def documented_outcome(name, text):
+    """'accepted' or 'refused' for --name text, from DOCUMENTED alone; None for text it does not decide (odd
+    spellings a parser may read either way: '+5', ' 5', '1_0', '1e3' for a whole number, ...)."""
+    low, high, *open_low = DOCUMENTED[name]
+    integer = isinstance(ARGS_EXAMPLE[name], int) and not isinstance(ARGS_EXAMPLE[name], bool)
+    if not re.fullmatch(INTEGER if integer else DECIMAL, text):
+        return "refused" if not re.search(r"[0-9]", text) and text.lower() not in ("nan", "inf", "-inf", "infinity",
+                                                                                      "-infinity") else None
+    value = int(text) if integer else float(text)
+    if not math.isfinite(value):
+        return "refused"
+    if name == "num_minibatches" and value > 0 and 1024 % value:
+        return "refused"
+    ok = (low is None or (value > low if open_low else value >= low)) and (high is None or value <= high)
+    return "accepted" if ok else "refused"
+
+
+ARGS_EXAMPLE = {**dict(seed=1, total_timesteps=1, num_envs=1, num_steps=1, num_minibatches=1, update_epochs=1,
+                       save_every=1, eval_episodes=1, torch_threads=1, frame_stack=1, eval_video_episodes=1,
+                       recurrent_size=1, recurrent_seq_len=1), **{n: 0.5 for n in ("gamma", "gae_lambda", "clip_coef",
+                       "learning_rate", "max_grad_norm", "target_kl", "ent_coef", "vf_coef", "log_std_init")}}
+
+
 def test_numeric_and_string_flags_are_accepted_or_refused_in_one_line(tmp_path_factory, capsys):
     hypothesis = pytest.importorskip("hypothesis")
     st = hypothesis.strategies
+    assert set(DOCUMENTED) == NUMBERS                                  # every numeric flag has its documented range
+    outcomes = []
 
-    @hypothesis.settings(max_examples=120, deadline=None, derandomize=True,
+    def near(name):                                                    # values around the range's ends, and inside
+        low, high, *_ = DOCUMENTED[name]
+        ends = [e for e in (low, high) if e is not None] or [0]
+        if isinstance(ARGS_EXAMPLE[name], float):
+            return st.one_of(st.sampled_from(ends).flatmap(lambda e: st.sampled_from([e, e - 1e-3, e + 1e-3])),
+                             st.floats(min(ends) - 2, max(ends) + 2)).map(repr)
+        return st.one_of(st.sampled_from(ends).flatmap(lambda e: st.sampled_from([e, e - 1, e + 1])),
+                         st.integers(min(ends) - 3, max(ends) + 3)).map(str)
+
+    @hypothesis.settings(max_examples=200, deadline=None, derandomize=True,
                          suppress_health_check=list(hypothesis.HealthCheck))
-    @hypothesis.given(name=st.sampled_from(sorted(NUMBERS | {"exp_name", "env_id", "activation", "hidden_sizes"})),
-                      value=st.one_of(st.sampled_from(WEIRD), st.integers(-10**20, 10**20).map(str),
-                                      st.floats(allow_nan=True, allow_infinity=True).map(repr),
-                                      st.text(min_size=0, max_size=6)))
-    def check(name, value):
+    @hypothesis.given(data=st.data(), name=st.sampled_from(sorted(NUMBERS | {"exp_name", "env_id", "activation",
+                                                                             "hidden_sizes"})))
+    def check(data, name):
+        odd = st.one_of(st.sampled_from(WEIRD), st.integers(-10**20, 10**20).map(str),
+                        st.floats(allow_nan=True, allow_infinity=True).map(repr), st.text(min_size=0, max_size=6))
+        value = data.draw(st.one_of(near(name), odd) if name in DOCUMENTED else odd)
         with pytest.MonkeyPatch.context() as monkeypatch:
             runs = tmp_path_factory.mktemp("runs") / "runs"
             argv = ["--" + name.replace("_", "-"), value]
             if name != "total_timesteps":
                 argv += ["--total-timesteps", "2048"]
-            accepted_or_refused_in_one_line(argv, runs, capsys, monkeypatch, name.replace("_", "-"))
+            got = accepted_or_refused_in_one_line(argv, runs, capsys, monkeypatch, name.replace("_", "-"))
+        expected = documented_outcome(name, value) if name in DOCUMENTED else None
+        assert expected in (None, got), (name, value, got)
+        outcomes.append((name, expected))
     check()
+    decided = {(name, expected) for name, expected in outcomes if expected}
+    for name in ("gamma", "gae_lambda", "num_envs", "num_minibatches", "seed"):   # each drawn both ways
+        assert {(name, "accepted"), (name, "refused")} <= decided, name
+
+
+def test_gamma_and_lambda_bounds_are_as_documented(tmp_path, capsys, monkeypatch):
+    # gamma in (0, 1], lambda in [0, 1]: both ends of each, explicitly (1 is a legitimate undiscounted return).
+    for words, expected in [(["--gamma", "1"], "accepted"), (["--gamma", "0"], "refused"),
+                            (["--gamma", "1.0001"], "refused"), (["--gae-lambda", "0"], "accepted"),
+                            (["--gae-lambda", "1"], "accepted"), (["--gae-lambda", "-0.0001"], "refused"),
+                            (["--gae-lambda", "1.0001"], "refused")]:
+        assert accepted_or_refused_in_one_line([*words, "--total-timesteps", "2048"], tmp_path / "runs", capsys,
+                                               monkeypatch, words[0]) == expected, words
 
 
 def test_paths_and_checkpoints_are_accepted_or_refused_in_one_line(small_checkpoint, tmp_path, capsys, monkeypatch):
@@ -2415,7 +2578,10 @@ def test_pictures_draw_from_ppo_functions(tmp_path, monkeypatch):
 
 
 def test_a_flag_that_acts_only_through_another_is_refused_without_it(tmp_path, capsys):
-    for name, needed in ppo.REQUIRES.items():                     # generated from REQUIRES
+    # Generated from REQUIRES, and from this hand-written list of its documented entries, so a dropped one fails too.
+    documented = dict(recurrent_size="recurrent", recurrent_seq_len="recurrent", wandb_project_name="track",
+                      wandb_entity="track")
+    for name, needed in {**documented, **ppo.REQUIRES}.items():
         words = {"recurrent_size": ["--recurrent-size", "64"], "recurrent_seq_len": ["--recurrent-seq-len", "16"],
                  "wandb_project_name": ["--wandb-project-name", "mine"],
                  "wandb_entity": ["--wandb-entity", "me"]}[name]
