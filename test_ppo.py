@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import gymnasium as gym
@@ -71,6 +72,32 @@ def test_compute_gae_matches_hand_computed_answer():
     np.testing.assert_allclose(ret, expected + values, rtol=1e-6)
 
 
+def test_gae_of_a_one_step_rollout_and_the_next_state_values_it_bootstraps_from():
+    # One step: A = r + gamma * V(s') - V(s) = 1 + 0.5 * 4 - 2 = 1; the return is A + V(s) = 3.
+    adv, ret = ppo.compute_gae(np.array([[1.0]]), np.array([[2.0]]), np.array([[4.0]]), np.zeros((1, 1)),
+                               np.zeros((1, 1)), gamma=0.5, gae_lambda=0.9)
+    assert adv.tolist() == [[1.0]] and ret.tolist() == [[3.0]]
+    # V(s_{t+1}): the next step's V(s_t); after the last step V(next_obs), read with the rollout's memory as it is
+    # now (a critic that sums the observation here); where a time limit cut an episode, V(its final state).
+    seen = []
+
+    class Critic(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.zeros(1))
+
+        def value(self, obs, mem=None):
+            seen.append(mem)
+            return obs.sum(-1)
+    rollout = types.SimpleNamespace(next_obs=np.array([[1.0, 2.0], [3.0, 4.0]], np.float32),
+                                    memory=types.SimpleNamespace(peek=lambda: "memory now"),
+                                    truncations=np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]]))
+    values = np.array([[10.0, 20.0], [11.0, 21.0], [12.0, 22.0]])
+    final_values = np.full((3, 2), -1.0)
+    next_values = ppo.next_state_values(Critic(), rollout, values, final_values)
+    assert next_values.tolist() == [[11.0, 21.0], [-1.0, 22.0], [3.0, -1.0]] and seen == ["memory now"]
+
+
 def test_gae_extremes_are_td_error_and_monte_carlo():
     rng = np.random.default_rng(0)
     T, N = 6, 3
@@ -113,6 +140,66 @@ def test_clipped_policy_loss_value_and_gradient(ratio, advantage, expected_loss,
     loss.backward()
     assert loss.item() == pytest.approx(expected_loss, rel=1e-5)
     assert logratio.grad.item() == pytest.approx(expected_grad, rel=1e-5, abs=1e-7)
+
+
+def test_ppo_loss_is_the_clipped_objective_minus_the_entropy_bonus_plus_the_value_loss():
+    # Every part from its formula, written out here, on a minibatch whose ratios are known: logprobs are the policy's
+    # own minus d, so ratio = exp(d). With and without advantage normalization and value clipping.
+    torch.manual_seed(0)
+    env = ppo.make_env("CartPole-v1")
+    for norm_adv, clip_vloss in [(True, True), (False, False)]:
+        args = ppo.default_args("CartPole-v1", norm_adv=norm_adv, clip_vloss=clip_vloss, ent_coef=0.01, vf_coef=0.5,
+                                clip_coef=0.2)
+        agent = ppo.build_agent(args, env.observation_space, env.action_space)
+        obs, actions = torch.randn(6, 4), torch.tensor([0, 1, 1, 0, 1, 0])
+        d = torch.tensor([0.0, 0.1, -0.3, 0.5, -0.05, 0.25])
+        with torch.no_grad():
+            dist, new_values = agent(obs)
+            logprobs = dist.log_prob(actions) - d
+        adv = torch.tensor([1.0, -2.0, 0.5, 3.0, -1.0, 2.0])
+        old_values, returns = new_values + torch.tensor([0.5, -0.5, 0.1, 0.0, 1.0, -0.05]), torch.randn(6)
+        mb = dict(obs=obs, actions=actions, logprobs=logprobs, advantages=adv, values=old_values, returns=returns)
+        terms = {}
+        with torch.no_grad():
+            loss, parts = ppo.ppo_loss(agent, mb, args, terms)
+        ratio = d.exp()
+        a = (adv - adv.mean()) / (adv.std() + 1e-8) if norm_adv else adv
+        pg = -torch.min(ratio * a, ratio.clamp(0.8, 1.2) * a).mean()
+        v = (new_values - returns) ** 2
+        if clip_vloss:
+            v = torch.max(v, (old_values + (new_values - old_values).clamp(-0.2, 0.2) - returns) ** 2)
+        entropy = dist.entropy().mean()
+        expected = dict(policy_loss=pg, value_loss=0.5 * v.mean(), entropy=entropy,
+                        approx_kl=((ratio - 1) - d).mean(), clipfrac=torch.tensor(3 / 6))
+        assert list(parts) == list(expected)
+        for name, value in expected.items():
+            assert torch.allclose(parts[name], value, atol=1e-5), (name, norm_adv, clip_vloss)
+        assert torch.allclose(loss, pg - 0.01 * entropy + 0.5 * expected["value_loss"], atol=1e-5)
+        assert torch.allclose(terms["advantages"], a) and torch.allclose(terms["new_values"], new_values)
+        assert torch.allclose(terms["logratio"], d, atol=1e-6) and isinstance(terms["dist"], type(dist))
+
+
+def test_ppo_update_reports_the_last_epochs_means_and_stops_once_past_target_kl():
+    # A loss whose k-th call reports approx_kl = k: 3 epochs of 2 minibatches report the last epoch's mean, (5 + 6) / 2;
+    # target_kl 3.5 is not exceeded by the second epoch's (3 + 4) / 2, 3.4 is. recompute() runs before epochs 2 and 3.
+    calls, recomputed = [], []
+
+    def loss_fn(agent, mb, args):
+        calls.append(len(mb["x"]))
+        k = float(len(calls))
+        return (agent(mb["x"][:, None]) ** 2).mean(), dict(approx_kl=torch.tensor(k), other=torch.tensor(10 * k))
+    batch = {"x": torch.arange(8.0)}
+    for target_kl, epochs_run in [(None, 3), (3.5, 3), (3.4, 2)]:
+        calls.clear(), recomputed.clear()
+        args = ppo.default_args("CartPole-v1", num_envs=2, num_steps=4, num_minibatches=2, update_epochs=3,
+                                target_kl=target_kl)
+        agent = nn.Linear(1, 1)
+        parts = ppo.ppo_update(agent, torch.optim.SGD(agent.parameters(), lr=0.01), batch, args, loss_fn,
+                               lambda: recomputed.append(1) or batch)
+        assert calls == [4] * (2 * epochs_run) and len(recomputed) == epochs_run - 1, target_kl
+        k = 2 * epochs_run - 0.5
+        assert set(parts) == {"approx_kl", "other", "grad_norm"} and parts["approx_kl"] == k, (target_kl, parts)
+        assert parts["other"] == 10 * k and parts["grad_norm"] > 0
 
 
 def test_value_loss_clipping():
@@ -237,6 +324,42 @@ def test_the_zoo_preset_weighs_the_value_loss_as_the_zoo_does():
     new_values, returns = torch.randn(64), torch.randn(64)
     ours = ppo.PRESETS["halfcheetah-zoo"]["vf_coef"] * ppo.value_loss(new_values, new_values, returns, None)
     torch.testing.assert_close(ours, 0.58096 * torch.nn.functional.mse_loss(returns, new_values))
+
+
+def test_running_mean_std_is_the_mean_and_variance_of_everything_seen():
+    # Chan et al.'s update, batch after batch, gives the mean and variance of all the rows at once, with the prior
+    # (mean 0, variance 1, weight 1e-4) counted as one more sample of that weight.
+    torch.manual_seed(0)
+    rms, batches = ppo.RunningMeanStd((2,)), [torch.randn(50, 2) * 3 + 5, torch.randn(30, 2) * 2 - 1]
+    for x in batches:
+        rms.update(x)
+    x = torch.cat(batches).double()
+    total = len(x) + 1e-4
+    mean = x.sum(0) / total
+    var = (1e-4 * (1 + mean**2) + ((x - mean) ** 2).sum(0)) / total
+    assert torch.allclose(rms.mean, mean, rtol=1e-12) and torch.allclose(rms.var, var, rtol=1e-12)
+    assert rms.count.item() == total
+    assert torch.allclose(rms.std(), (var + 1e-8).sqrt())
+    out = rms.normalize(torch.tensor([[5.0, -1.0], [1e9, -1e9]]))
+    assert out.dtype == torch.float32 and out[1].tolist() == [10.0, -10.0]
+    assert torch.allclose(out[0], ((torch.tensor([5.0, -1.0]).double() - mean) / (var + 1e-8).sqrt()).float())
+
+
+def test_reward_scaler_divides_by_the_std_of_the_discounted_return():
+    # gamma 0.5, one env, rewards 1, 1, 1 with an episode ending at the second step: returns 1, 1.5, then 1 again.
+    scaler = ppo.RewardScaler(ppo.RunningMeanStd(), gamma=0.5, num_envs=1)
+    for done in (False, True, False):
+        scaler.observe(np.array([1.0]), np.array([done]))
+    rewards = np.array([[2.0], [1e9], [-1e9]])
+    scaled = scaler.scale(rewards)
+    seen = np.array([1.0, 1.5, 1.0])
+    mean = seen.sum() / (3 + 1e-4)
+    var = (1e-4 * (1 + mean**2) + ((seen - mean) ** 2).sum()) / (3 + 1e-4)
+    assert np.isclose(scaler.rms.var.item(), var, rtol=1e-9) and scaler.seen == []
+    assert np.allclose(scaled, [[2.0 / np.sqrt(var + 1e-8)], [10.0], [-10.0]])
+    off = ppo.RewardScaler(ppo.RunningMeanStd(), gamma=0.5, num_envs=1, enabled=False)
+    off.observe(np.array([1.0]), np.array([False]))
+    assert off.scale(rewards) is rewards and off.rms.count.item() == 1e-4
 
 
 def test_defaults_normalize_real_valued_vector_observations_only():
@@ -410,6 +533,21 @@ def test_a_mask_with_no_legal_action_is_refused_with_env_and_step(tmp_path, caps
     ppo.check_some_action_legal(np.array([[1, 0, 0, 0, 0, 0, 1]]), space, "X-v0", "here")
     with pytest.raises(ppo.NoLegalActionError, match="no legal action here"):
         ppo.check_some_action_legal(np.array([[1, 0, 0, 0, 0, 0, 0]]), space, "X-v0", "here")
+
+
+def test_the_rollout_keeps_each_steps_mask_for_the_update():
+    space = gym.spaces.Discrete(3)
+    first = np.array([[True, False, True], [False, True, True]])
+    rollout = ppo.Rollout.start(2, gym.spaces.Box(-1, 1, (1,)), space, (np.zeros((2, 1), np.float32),
+                                                                         {"action_mask": first}))
+    second = np.array([[False, False, True], [True, True, False]])
+    rollout.legal.step(0, {"action_mask": second})
+    rollout.legal.step(1, {"action_mask": first})
+    batch = rollout.flatten(np.zeros((2, 2), np.float32), np.zeros((2, 2), np.float32), torch.device("cpu"))
+    assert batch["action_masks"].tolist() == [*first.tolist(), *second.tolist()]   # row t * N + n
+    assert "action_masks" not in ppo.Rollout.start(2, gym.spaces.Box(-1, 1, (1,)), space,
+                                                   (np.zeros((2, 1), np.float32), {})).flatten(
+        np.zeros((2, 2), np.float32), np.zeros((2, 2), np.float32), torch.device("cpu"))
 
 
 @pytest.mark.parametrize("env_class", [IllegalMovesEnv, IllegalMovesDictEnv])
@@ -849,6 +987,17 @@ def test_bad_input_is_one_line_and_exit_2(flags, expected, capsys, tmp_path):
     assert err.startswith("error: ") and err.count("\n") == 1, err
     assert expected in err, err
     assert not any(tmp_path.iterdir())                  # refused before anything was created
+
+
+@pytest.mark.parametrize("flag, limit", [("--num-envs", 1024), ("--num-steps", 10**6), ("--frame-stack", 1024),
+                                         ("--recurrent-size", 65_536), ("--recurrent-seq-len", 10**6),
+                                         ("--torch-threads", 1024), ("--hidden-sizes", 65_536),
+                                         ("--eval-episodes", 10**6)])
+def test_each_size_is_refused_one_past_its_largest_value(flag, limit, capsys, tmp_path):
+    # The largest sizes that make sense (a run beyond them cannot fit in memory, or is a typo), written out here.
+    assert ppo.main([flag, str(limit + 1), "--runs-dir", str(tmp_path)]) == 2
+    assert one_error_line(capsys.readouterr().err, f"{flag} {limit + 1}: at most {limit:,}")
+    assert not any(tmp_path.iterdir())
 
 
 def test_missing_package_says_what_to_install_not_did_you_mean(capsys, tmp_path):
@@ -1606,6 +1755,50 @@ def test_recurrent_first_update_has_ratio_one_across_episode_ends():
         assert terms["logratio"].abs().max() > 1e-4
 
 
+def test_gru_core_restarts_the_memory_from_zero_where_an_episode_starts():
+    # Two sequences over two steps (row t * n + i): sequence 0 starts an episode at step 0, sequence 1 at step 1. The
+    # core's output must be nn.GRU stepped one row at a time, from h = 0 at a start and from the given h otherwise.
+    torch.manual_seed(0)
+    core, x, h0 = ppo.GRUCore(3, 4), torch.randn(4, 3), torch.randn(2, 4)
+    mem = ppo.MemoryState(h0.clone(), torch.tensor([1.0, 0.0, 0.0, 1.0]))
+    with torch.no_grad():
+        out = core(x, mem)
+
+        def step(features, h):
+            return core.gru(features[None, None], h[None, None])[0][0, 0]
+        zero = torch.zeros(4)
+        first0, first1 = step(x[0], zero), step(x[1], h0[1])
+        expected = torch.stack([first0, first1, step(x[2], first0), step(x[3], zero)])
+    assert torch.allclose(out, expected, atol=1e-6)
+    assert torch.allclose(mem.state, expected[2:], atol=1e-6)          # left holding h after the last step
+
+
+def test_memory_store_gives_each_cut_episode_the_state_its_last_step_reached():
+    # after_step: for an episode cut at step t, the h stored at step t + 1; after the rollout's last step, h now.
+    store = ppo.MemoryStore(3, 2, ppo.GRUCore(1, 2))
+    store.states[:] = np.arange(12, dtype=np.float32).reshape(3, 2, 2)
+    store.now.state = torch.tensor([[100.0, 101.0], [102.0, 103.0]])
+    mem = store.after_step([(0, 1), (1, 0), (2, 1)], torch.device("cpu"))
+    assert mem.state.tolist() == [[6.0, 7.0], [8.0, 9.0], [102.0, 103.0]]
+    assert mem.starts.tolist() == [0.0, 0.0, 0.0]
+    mem = store.before_reset(np.array([1]))
+    assert mem.state.tolist() == [[102.0, 103.0]] and mem.starts.tolist() == [0.0]
+
+
+def test_memory_peek_is_a_copy_and_replay_starts_each_sequence_from_its_first_stored_state():
+    store = ppo.MemoryStore(3, 2, ppo.GRUCore(1, 2))
+    store.now.state = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+    peek = store.peek()
+    assert peek.state.tolist() == [[1.0, 2.0], [3.0, 4.0]] and peek.starts.tolist() == [1.0, 1.0]
+    peek.state += 1
+    assert store.now.state.tolist() == [[1.0, 2.0], [3.0, 4.0]]
+    # A minibatch of 2 sequences of 4 steps, in time order: its first 2 rows are the sequences' first steps.
+    mb = dict(memory_states=torch.arange(16.0).view(8, 2), memory_starts=torch.zeros(8))
+    mem = ppo.replay(mb, ppo.default_args("CartPole-v1", recurrent=True, recurrent_seq_len=4))
+    assert mem.state.tolist() == [[0.0, 1.0], [2.0, 3.0]] and mem.starts is mb["memory_starts"]
+    assert ppo.replay({}, ppo.default_args("CartPole-v1")) is None
+
+
 def test_recurrent_recompute_adv_revalues_from_the_stored_memory():
     # --recompute-adv with --recurrent: V(s_t) and V(final state) from the critic as it is now, each read with the
     # memory it was acted on. With unchanged weights that is the acting time's values, exactly as computed then.
@@ -2354,6 +2547,27 @@ def test_resume_refuses_what_made_the_run_and_takes_every_other_flag(small_check
         err = capsys.readouterr().err
         assert refused and code == 2, (words, err)
         assert one_error_line(err, words[0], "--resume continues the run as it was made"), (words, err)
+
+
+def test_resume_takes_the_env_id_with_or_without_its_module_and_only_a_run_directorys_checkpoint(
+        small_checkpoint, tmp_path, capsys, monkeypatch):
+    checked = ppo.Run._check_resumable
+
+    def accept(self, checkpoint):
+        checked(self, checkpoint)
+        raise Accepted()
+    monkeypatch.setattr(ppo.Run, "_check_resumable", accept)
+    module_id = "gymnasium.envs.classic_control:CartPole-v1"           # the same env, its module named
+    moduled = ppo.train(ppo.Args(env_id=module_id, total_timesteps=128, num_envs=2, num_steps=64, quiet=True,
+                                 runs_dir=str(tmp_path / "runs"), tensorboard=False))["checkpoint"]
+    for checkpoint, env_id in [(small_checkpoint, module_id), (moduled, "CartPole-v1"), (moduled, module_id)]:
+        with pytest.raises(Accepted):
+            ppo.main(["--resume", str(checkpoint), "--env-id", env_id, "--total-timesteps", "4096", "--no-tensorboard"])
+    lone = tmp_path / "lone" / "checkpoint.pt"                           # named checkpoint.pt, but no run's logs
+    lone.parent.mkdir()
+    lone.write_bytes(small_checkpoint.read_bytes())
+    assert ppo.main(["--resume", str(lone), "--total-timesteps", "4096", "--no-tensorboard"]) == 2
+    assert one_error_line(capsys.readouterr().err, "not a run directory's checkpoint.pt")
 
 
 def test_resume_past_its_target_or_outside_a_run_directory_is_refused(small_checkpoint, tmp_path, capsys):

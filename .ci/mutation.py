@@ -12,12 +12,13 @@ Two kinds of mutants:
      "# pragma: no mutate block" in the copy (a comment; the lines keep their numbers). Each mutant runs only the
      tests among its group's (GROUPS) that call the function it mutates (mutmut's stats).
   2. mutmut mutates function bodies only, never module-level assignments, so the declared tables EVALUATE_FLAGS,
-     RESUME_KEEPS, REQUIRES and LIMITS get their own mutants here (TABLE_MUTANTS: an entry dropped, one added, a
-     LIMITS: an entry dropped), each run against the tests in TABLE_TESTS.
+     RESUME_KEEPS, REQUIRES and LIMITS get their own mutants here (table_mutants: every entry dropped, every Args
+     field added to EVALUATE_FLAGS and RESUME_KEEPS), each run against its table's tests in TABLE_TESTS.
 A surviving mutant is either killed by a new test or argued equivalent in notes/mutation.md."""
 from __future__ import annotations
 
 import ast
+import dataclasses
 import json
 import os
 import re
@@ -32,8 +33,9 @@ WORK = ROOT / ".mutation"
 
 # Two groups, each mutmut run in a folder of its own (.mutation/core, .mutation/checks) with its own tests: the functions
 # it mutates, and the tests a mutant may run (mutmut picks, among these, those its stats saw call the mutated
-# function). The tests are the fast ones (each a few seconds at most) that check these functions; slow end-to-end
-# tests (learning, signals, torchrun) stay out, so a mutant only they would kill is reported as surviving. The
+# function). The tests are the fast ones (each under a second or so) that check these functions; end-to-end tests
+# that train (learning, time limits, checkpoints, signals, torchrun) stay out, so a mutant only they would kill is
+# reported as surviving (they train with every core function: each would run for every surviving core mutant). The
 # property-based test of the flags (200 command lines, ~15 s) stays out too: it would run for every surviving mutant
 # of the checks (check_args is on every command line's path); the tests its oracle states are in bounds_are_as_doc..
 GROUPS = dict(
@@ -41,84 +43,83 @@ GROUPS = dict(
            "RewardScaler", "collect_rollout", "Rollout", "ppo_update", "GRUCore", "MemoryStore", "replay",
            "minibatches", "LegalActions"],
           ["compute_gae", "gae_extremes", "clipped_policy_loss", "value_loss", "masked_distribution",
-           "update_applies_the_mask", "masked_agent_never", "no_legal_action", "time_limit_truncation",
-           "recompute_adv_also_revalues", "rollout_keeps_frames", "recurrent_first_update",
-           "recurrent_recompute_adv", "recurrent_checkpoints_from_before", "same_seed_gives_identical",
-           "recompute_adv_bootstraps", "learning_rate_decays", "box_actions_end_to_end", "dict_and_tuple",
-           "mlp_agent_keeps", "recurrent_checkpoint_resume", "mutation_"]),
+           "update_applies_the_mask", "no_legal_action", "recompute_adv_also_revalues", "rollout_keeps_frames",
+           "recurrent_first_update", "recurrent_recompute_adv_revalues", "recurrent_checkpoints_from_before",
+           "recompute_adv_bootstraps", "mlp_agent_keeps", "gru_core_restarts", "memory_store_gives",
+           "one_step_rollout", "ppo_loss_is_the", "ppo_update_reports", "rollout_keeps_each", "running_mean_std_is",
+           "reward_scaler_divides", "memory_peek_is"]),
     checks=(["check_args", "check_limits_and_combinations", "evaluate", "run_evaluation", "Run._check_resumable"],
-            ["bad_input_is_one_line", "minibatches_of_one", "cuda_without_a_gpu", "corrupt_or_foreign",
+            ["bad_input_is_one_line", "one_past_its_largest_value", "minibatches_of_one", "cuda_without_a_gpu",
+             "corrupt_or_foreign",
              "evaluate_a_checkpoint", "evaluation_prints_each_episode", "stochastic_evaluation", "evaluate_from_python",
              "memory_flags_are_checked", "evaluate_refuses_every_flag", "evaluate_hands_each_flag",
              "resume_refuses_to_change", "resume_refuses_what_made", "resume_past_its_target",
+             "resume_takes_the_env_id",
              "paths_and_checkpoints", "acts_only_through_another", "bounds_are_as_documented",
-             "error_message_the_docs_quote", "mutation_"]))
+             "error_message_the_docs_quote"]))
 
-TABLE_TESTS = ["evaluate_refuses_every_flag", "resume_refuses_to_change", "acts_only_through_another",
-               "evaluate_hands_each_flag", "resume_refuses_what_made", "memory_flags_are_checked",
-               "numeric_and_string_flags"]
+TABLE_TESTS = dict(                             # each table's mutants run the tests of what it declares
+    EVALUATE_FLAGS=["evaluate_refuses_every_flag", "evaluate_hands_each_flag"],
+    RESUME_KEEPS=["resume_refuses_to_change", "resume_refuses_what_made"],
+    REQUIRES=["acts_only_through_another", "memory_flags_are_checked", "resume_refuses_to_change"],
+    LIMITS=["one_past_its_largest_value"])
 
 
-def table_mutants(source: str) -> list[tuple[str, str]]:
-    """(description, mutated source) for every entry of the declared tables: dropped, and for the flag lists, every
-    Args field not in them added."""
-    tree = ast.parse(source)
-    tables = {n.targets[0].id: n.value for n in tree.body if isinstance(n, ast.Assign)
-              and isinstance(n.targets[0], ast.Name) and n.targets[0].id in ("EVALUATE_FLAGS", "RESUME_KEEPS",
-                                                                              "REQUIRES", "LIMITS")}
-    fields = re.findall(r"^    (\w+): ", source[source.index("class Args:"):source.index("def batch_size")], re.M)
-    lines = source.splitlines(keepends=True)
-    start = {name: sum(map(len, lines[:node.lineno - 1])) + node.col_offset for name, node in tables.items()}
-    end = {name: sum(map(len, lines[:node.end_lineno - 1])) + node.end_col_offset for name, node in tables.items()}
-
-    def replace(name: str, new: str) -> str:
-        return source[:start[name]] + new + source[end[name]:]
-
-    out = []
-    flags = ast.literal_eval(tables["EVALUATE_FLAGS"])
-    for f in flags:
-        out.append((f"EVALUATE_FLAGS without {f}", replace("EVALUATE_FLAGS", repr(tuple(x for x in flags if x != f)))))
-    for f in fields:
-        if f not in flags:
-            out.append((f"EVALUATE_FLAGS with {f}", replace("EVALUATE_FLAGS", repr((*flags, f)))))
+def table_mutants(ppo) -> list[tuple[str, str, object]]:
+    """(description, table, mutated value) for every entry of the declared tables dropped, and every Args field not
+    in EVALUATE_FLAGS or RESUME_KEEPS added to it."""
+    fields = [f.name for f in dataclasses.fields(ppo.Args)]
+    out = [(f"EVALUATE_FLAGS without {f}", "EVALUATE_FLAGS", tuple(x for x in ppo.EVALUATE_FLAGS if x != f))
+           for f in ppo.EVALUATE_FLAGS]
+    out += [(f"EVALUATE_FLAGS with {f}", "EVALUATE_FLAGS", (*ppo.EVALUATE_FLAGS, f)) for f in fields
+            if f not in ppo.EVALUATE_FLAGS]
     for table in ("RESUME_KEEPS", "REQUIRES", "LIMITS"):
-        entries = {k.value if isinstance(k, ast.Constant) else k.arg: ast.get_source_segment(source, v)
-                   for k, v in (zip(tables[table].keys, tables[table].values) if isinstance(tables[table], ast.Dict)
-                                else ((kw, kw.value) for kw in tables[table].keywords))}
-        for key in entries:
-            rest = ", ".join(f"{k}={v}" for k, v in entries.items() if k != key)
-            out.append((f"{table} without {key}", replace(table, f"dict({rest})")))
-        if table == "RESUME_KEEPS":
-            for f in fields:
-                if f not in entries and f not in ("resume", "evaluate", "total_timesteps"):
-                    body = ", ".join(f"{k}={v}" for k, v in entries.items())
-                    out.append((f"RESUME_KEEPS with {f}", replace(table, f"dict({body}, {f}='mutant')")))
+        entries = getattr(ppo, table)
+        out += [(f"{table} without {k}", table, {x: v for x, v in entries.items() if x != k}) for k in entries]
+    out += [(f"RESUME_KEEPS with {f}", "RESUME_KEEPS", {**ppo.RESUME_KEEPS, f: "mutant"}) for f in fields
+            if f not in ppo.RESUME_KEEPS and f not in ("resume", "evaluate")]
     return out
 
 
 def run_tables(tests_ref: str | None = None) -> tuple[int, list[str]]:
-    source = (ROOT / "ppo.py").read_text()
+    """Each table mutant in a forked child of one process that has imported torch and ppo once: the child sets the
+    mutated table on the ppo module, then runs the table's TABLE_TESTS with pytest (-x: the first failure kills it)."""
     work = WORK / "tables"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    for name in ("test_ppo.py", "README.md", "requirements.txt"):
+    for name in ("ppo.py", "test_ppo.py", "README.md", "requirements.txt"):
         shutil.copy(ROOT / name, work / name)
     shutil.copytree(ROOT / "notes", work / "notes")
     if tests_ref:
         (work / "test_ppo.py").write_text(subprocess.run(["git", "show", f"{tests_ref}:test_ppo.py"], cwd=ROOT,
                                                          check=True, capture_output=True, text=True).stdout)
-    survivors, mutants = [], table_mutants(source)
-    for i, (what, mutated) in enumerate(mutants):
-        (work / "ppo.py").write_text(mutated)
-        # -x: the first failure kills the mutant. -p no:cacheprovider: nothing written beside the copy.
-        done = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "test_ppo.py",
-                               "-k", " or ".join(TABLE_TESTS)], cwd=work, capture_output=True, text=True,
-                              env={**os.environ, "OMP_NUM_THREADS": "1"})
-        killed = done.returncode != 0
+    os.chdir(work)
+    sys.path.insert(0, str(work))
+    import ppo
+    import pytest
+    survivors, mutants = [], table_mutants(ppo)
+    for i, (what, table, value) in enumerate(mutants):
+        pid = os.fork()
+        if pid == 0:                                             # the child: one mutant, then exit with pytest's code
+            setattr(ppo, table, value)
+            with open(os.devnull, "w") as quiet:
+                os.dup2(quiet.fileno(), 1), os.dup2(quiet.fileno(), 2)
+                code = pytest.main(["-x", "-q", "-p", "no:cacheprovider", "test_ppo.py", "-k",
+                                    " or ".join(TABLE_TESTS[table])])
+            os._exit(int(code))
+        killed = os.waitpid(pid, 0)[1] != 0
         print(f"  table mutant {i + 1}/{len(mutants)} {'killed  ' if killed else 'SURVIVED'} {what}", flush=True)
         if not killed:
             survivors.append(what)
+    os.chdir(ROOT)
     return len(mutants), survivors
+
+
+# Left out of the checks' mutants, for time: the lines that hold only an error message's words (a line that starts
+# with a string, and `raise UsageError(...)` lines, whose condition is on the line before). Their mutants ("XX" around
+# a message, its case changed) change what a refusal says, not whether it refuses; the docs-quote test checks the
+# wording of every message the docs show.
+MESSAGE_LINES = [r'^\s*f?"', r"raise UsageError\("]
 
 
 def prepare_copy(work: Path, scope: list[str], fast: list[str], tests_ref: str | None = None) -> None:
@@ -156,7 +157,9 @@ def prepare_copy(work: Path, scope: list[str], fast: list[str], tests_ref: str |
     (work / "setup.cfg").write_text(
         "[mutmut]\nsource_paths = ppo.py\nalso_copy =\n    README.md\n    notes\n    requirements.txt\n"
         "pytest_add_cli_args_test_selection =\n    test_ppo.py\n    -k\n    " + " or ".join(fast) + "\n"
-        "pytest_add_cli_args =\n    -p\n    no:cacheprovider\n    -x\n")
+        "pytest_add_cli_args =\n    -p\n    no:cacheprovider\n    -x\n"
+        "process_isolation = forkserver\n"    # forked from a process that has run no test: torch is not fork-safe
+        + ("do_not_mutate_patterns =\n" + "".join(f"    {p}\n" for p in MESSAGE_LINES) if "check_args" in scope else ""))
 
 
 def main(argv: list[str]) -> int:
@@ -177,7 +180,11 @@ def main(argv: list[str]) -> int:
         subprocess.run([*mutmut, "export-cicd-stats"], cwd=work, env=env, check=True, capture_output=True)
         stats = json.loads((work / "mutants" / "mutmut-cicd-stats.json").read_text())
         print(f"{group}: {stats} in {time.time() - t1:.0f} s; not killed (mutmut show NAME, in {work}):", flush=True)
-        print(results, flush=True)
+        for line in results.splitlines():                        # each with its change: the line before and after
+            name, _, status = line.strip().rpartition(": ")
+            diff = subprocess.run([*mutmut, "show", name], cwd=work, env=env, capture_output=True, text=True).stdout
+            changed = [d[1:].strip() for d in diff.splitlines() if d[:1] in "-+" and d[:3] not in ("---", "+++")]
+            print(f"  {name} ({status}):", *changed, sep="\n      ", flush=True)
     if "tables" in parts:
         t1 = time.time()
         total, survivors = run_tables(tests_ref)
