@@ -343,6 +343,8 @@ def test_running_mean_std_is_the_mean_and_variance_of_everything_seen():
     out = rms.normalize(torch.tensor([[5.0, -1.0], [1e9, -1e9]]))
     assert out.dtype == torch.float32 and out[1].tolist() == [10.0, -10.0]
     assert torch.allclose(out[0], ((torch.tensor([5.0, -1.0]).double() - mean) / (var + 1e-8).sqrt()).float())
+    rms.var.zero_()                                                     # a constant stream: std 1e-4, not 0 or NaN
+    assert torch.allclose(rms.std(), torch.full((2,), 1e-4, dtype=torch.float64))
 
 
 def test_reward_scaler_divides_by_the_std_of_the_discounted_return():
@@ -2486,7 +2488,10 @@ def test_evaluate_hands_each_flag_it_reads_to_evaluate_and_refuses_every_other(s
             continue
         words = a_valid_value(field)
         assert ppo.main(["--evaluate", str(checkpoint), *words]) == 2, words
-        assert one_error_line(capsys.readouterr().err, words[0], "has no effect with --evaluate"), words
+        err = capsys.readouterr().err
+        assert one_error_line(err, words[0], "has no effect with --evaluate"), words
+        listed = re.search(r"\(--evaluate takes (.*)\)$", err.strip()).group(1).split(", ")    # what to give instead
+        assert sorted(listed) == sorted(ppo.flag(n) for n in EVALUATE_READS - {"evaluate"}), err
 
 
 def test_resume_refuses_to_change_what_made_the_run(small_checkpoint, capsys):
