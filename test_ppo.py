@@ -497,6 +497,25 @@ class IllegalMovesEnv(gym.Env):
         return obs, (1.0 if legal else -1.0), False, False, info
 
 
+def test_collect_rollout_acts_under_each_states_mask_keeps_it_and_follows_the_discounted_return():
+    # Two envs, episodes cut at 3 steps: the policy never picks an illegal action, each step keeps the mask its action
+    # was chosen under, and the reward scaler's running return (gamma 0.5, legal moves pay 1) restarts at each cut.
+    IllegalMovesEnv.steps = IllegalMovesEnv.illegal = 0
+    envs = gym.vector.SyncVectorEnv([lambda: gym.wrappers.TimeLimit(IllegalMovesEnv(), 3)] * 2,
+                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    torch.manual_seed(0)
+    agent = ppo.build_agent(ppo.default_args("CartPole-v1"), envs.single_observation_space, envs.single_action_space)
+    rollout = ppo.Rollout.start(6, envs.single_observation_space, envs.single_action_space, envs.reset(seed=0))
+    scaler = ppo.RewardScaler(agent.reward_rms, 0.5, 2)
+    ppo.collect_rollout(envs, agent, rollout, scaler)
+    assert IllegalMovesEnv.steps == 12 and IllegalMovesEnv.illegal == 0
+    masks, actions = rollout.legal.masks, rollout.actions.astype(int)
+    assert masks[np.arange(6)[:, None], np.arange(2)[None, :], actions].all()
+    assert len({m.tobytes() for m in masks}) > 1                           # each step its own mask
+    assert rollout.truncations[:, 0].tolist() == [0, 0, 1, 0, 0, 1] and rollout.rewards.min() == 1
+    assert np.stack(scaler.seen).tolist() == [[1.0, 1.0], [1.5, 1.5], [1.75, 1.75]] * 2
+
+
 class IllegalMovesDictEnv(IllegalMovesEnv):
     """The same with MultiDiscrete([3, 4]) actions (legal when both sub-actions are), and the mask in a Dict
     observation (PettingZoo's convention), beside a Box and a Discrete part that the network does see."""

@@ -47,7 +47,7 @@ GROUPS = dict(
            "recurrent_first_update", "recurrent_recompute_adv_revalues", "recurrent_checkpoints_from_before",
            "recompute_adv_bootstraps", "mlp_agent_keeps", "gru_core_restarts", "memory_store_gives",
            "one_step_rollout", "ppo_loss_is_the", "ppo_update_reports", "rollout_keeps_each", "running_mean_std_is",
-           "reward_scaler_divides", "memory_peek_is"]),
+           "reward_scaler_divides", "memory_peek_is", "collect_rollout_acts_under"]),
     checks=(["check_args", "check_limits_and_combinations", "evaluate", "run_evaluation", "Run._check_resumable"],
             ["bad_input_is_one_line", "one_past_its_largest_value", "minibatches_of_one", "cuda_without_a_gpu",
              "corrupt_or_foreign",
