@@ -23,6 +23,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -31,7 +32,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / ".mutation"
 
-# Two groups, each mutmut run in a folder of its own (.mutation/core, .mutation/checks) with its own tests: the functions
+# Two groups, each mutmut run in a folder of its own (.mutation/core, .mutation/checks) with its own tests: the
+# functions
 # it mutates, and the tests a mutant may run (mutmut picks, among these, those its stats saw call the mutated
 # function). The tests are the fast ones (each under a second or so) that check these functions; end-to-end tests
 # that train (learning, time limits, checkpoints, signals, torchrun) stay out, so a mutant only they would kill is
@@ -63,6 +65,9 @@ TABLE_TESTS = dict(                             # each table's mutants run the t
     RESUME_KEEPS=["resume_refuses_to_change", "resume_refuses_what_made"],
     REQUIRES=["acts_only_through_another", "memory_flags_are_checked", "resume_refuses_to_change"],
     LIMITS=["one_past_its_largest_value"])
+
+
+TABLE_TIMEOUT = 60     # seconds; a table mutant's tests take ~10 s here, unless the mutant lets a run train for real
 
 
 def table_mutants(ppo) -> list[tuple[str, str, object]]:
@@ -107,7 +112,13 @@ def run_tables(tests_ref: str | None = None) -> tuple[int, list[str]]:
                 code = pytest.main(["-x", "-q", "-p", "no:cacheprovider", "test_ppo.py", "-k",
                                     " or ".join(TABLE_TESTS[table])])
             os._exit(int(code))
-        killed = os.waitpid(pid, 0)[1] != 0
+        started = time.time()
+        while not (done := os.waitpid(pid, os.WNOHANG))[0] and time.time() - started < TABLE_TIMEOUT:
+            time.sleep(0.2)
+        if not done[0]:                          # a mutant that lets a test train in earnest: a timeout kills it
+            os.kill(pid, signal.SIGKILL)
+            done = os.waitpid(pid, 0)
+        killed = done[1] != 0
         print(f"  table mutant {i + 1}/{len(mutants)} {'killed  ' if killed else 'SURVIVED'} {what}", flush=True)
         if not killed:
             survivors.append(what)
@@ -159,11 +170,12 @@ def prepare_copy(work: Path, scope: list[str], fast: list[str], tests_ref: str |
         "pytest_add_cli_args_test_selection =\n    test_ppo.py\n    -k\n    " + " or ".join(fast) + "\n"
         "pytest_add_cli_args =\n    -p\n    no:cacheprovider\n    -x\n"
         "process_isolation = forkserver\n"    # forked from a process that has run no test: torch is not fork-safe
-        + ("do_not_mutate_patterns =\n" + "".join(f"    {p}\n" for p in MESSAGE_LINES) if "check_args" in scope else ""))
+        + ("do_not_mutate_patterns =\n" + "".join(f"    {p}\n" for p in MESSAGE_LINES)
+           if "check_args" in scope else ""))
 
 
 def main(argv: list[str]) -> int:
-    """python .ci/mutation.py [core] [checks] [tables] [--tests-from REF] [mutant names or globs: 'ppo.x_compute_gae*']"""
+    """python .ci/mutation.py [core] [checks] [tables] [--tests-from REF] [mutant names or globs]"""
     t0 = time.time()
     tests_ref = argv[argv.index("--tests-from") + 1] if "--tests-from" in argv else None
     argv = [a for a in argv if a not in ("--tests-from", tests_ref)]
