@@ -33,8 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / ".mutation"
 
 # Two groups, each mutmut run in a folder of its own (.mutation/core, .mutation/checks) with its own tests: the
-# functions
-# it mutates, and the tests a mutant may run (mutmut picks, among these, those its stats saw call the mutated
+# functions it mutates, and the tests a mutant may run (mutmut picks, among these, those its stats saw call the mutated
 # function). The tests are the fast ones (each under a second or so) that check these functions; end-to-end tests
 # that train (learning, time limits, checkpoints, signals, torchrun) stay out, so a mutant only they would kill is
 # reported as surviving (they train with every core function: each would run for every surviving core mutant). The
