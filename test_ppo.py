@@ -566,7 +566,7 @@ def test_the_rollout_keeps_each_steps_mask_for_the_update():
     rollout.legal.step(1, {"action_mask": first})
     batch = rollout.flatten(np.zeros((2, 2), np.float32), np.zeros((2, 2), np.float32), torch.device("cpu"))
     assert batch["action_masks"].tolist() == [*first.tolist(), *second.tolist()]   # row t * N + n
-    wide = gym.spaces.Box(-1, 1, (1,), np.float64)                  # real-valued observations are kept as float32
+    wide = gym.spaces.Box(-1, 1, (1,), np.float16)                  # real-valued observations are kept as float32
     assert ppo.Rollout.start(2, wide, space, (np.zeros((2, 1)), {})).obs.dtype == np.float32
     assert "action_masks" not in ppo.Rollout.start(2, gym.spaces.Box(-1, 1, (1,)), space,
                                                    (np.zeros((2, 1), np.float32), {})).flatten(
