@@ -23,6 +23,7 @@ import shutil
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import gymnasium as gym
@@ -77,6 +78,32 @@ def test_compute_gae_matches_hand_computed_answer():
     np.testing.assert_allclose(ret, expected + values, rtol=1e-6)
 
 
+def test_gae_of_a_one_step_rollout_and_the_next_state_values_it_bootstraps_from():
+    # One step: A = r + gamma * V(s') - V(s) = 1 + 0.5 * 4 - 2 = 1; the return is A + V(s) = 3.
+    adv, ret = ppo.compute_gae(np.array([[1.0]]), np.array([[2.0]]), np.array([[4.0]]), np.zeros((1, 1)),
+                               np.zeros((1, 1)), gamma=0.5, gae_lambda=0.9)
+    assert adv.tolist() == [[1.0]] and ret.tolist() == [[3.0]]
+    # V(s_{t+1}): the next step's V(s_t); after the last step V(next_obs), read with the rollout's memory as it is
+    # now (a critic that sums the observation here); where a time limit cut an episode, V(its final state).
+    seen = []
+
+    class Critic(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.zeros(1))
+
+        def value(self, obs, mem=None):
+            seen.append(mem)
+            return obs.sum(-1)
+    rollout = types.SimpleNamespace(next_obs=np.array([[1.0, 2.0], [3.0, 4.0]], np.float32),
+                                    memory=types.SimpleNamespace(peek=lambda: "memory now"),
+                                    truncations=np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]]))
+    values = np.array([[10.0, 20.0], [11.0, 21.0], [12.0, 22.0]])
+    final_values = np.full((3, 2), -1.0)
+    next_values = ppo.next_state_values(Critic(), rollout, values, final_values)
+    assert next_values.tolist() == [[11.0, 21.0], [-1.0, 22.0], [3.0, -1.0]] and seen == ["memory now"]
+
+
 def test_gae_extremes_are_td_error_and_monte_carlo():
     rng = np.random.default_rng(0)
     T, N = 6, 3
@@ -119,6 +146,66 @@ def test_clipped_policy_loss_value_and_gradient(ratio, advantage, expected_loss,
     loss.backward()
     assert loss.item() == pytest.approx(expected_loss, rel=1e-5)
     assert logratio.grad.item() == pytest.approx(expected_grad, rel=1e-5, abs=1e-7)
+
+
+def test_ppo_loss_is_the_clipped_objective_minus_the_entropy_bonus_plus_the_value_loss():
+    # Every part from its formula, written out here, on a minibatch whose ratios are known: logprobs are the policy's
+    # own minus d, so ratio = exp(d). With and without advantage normalization and value clipping.
+    torch.manual_seed(0)
+    env = ppo.make_env("CartPole-v1")
+    for norm_adv, clip_vloss in [(True, True), (False, False)]:
+        args = ppo.default_args("CartPole-v1", norm_adv=norm_adv, clip_vloss=clip_vloss, ent_coef=0.01, vf_coef=0.5,
+                                clip_coef=0.2)
+        agent = ppo.build_agent(args, env.observation_space, env.action_space)
+        obs, actions = torch.randn(6, 4), torch.tensor([0, 1, 1, 0, 1, 0])
+        d = torch.tensor([0.0, 0.1, -0.3, 0.5, -0.05, 0.25])
+        with torch.no_grad():
+            dist, new_values = agent(obs)
+            logprobs = dist.log_prob(actions) - d
+        adv = torch.tensor([1.0, -2.0, 0.5, 3.0, -1.0, 2.0])
+        old_values, returns = new_values + torch.tensor([0.5, -0.5, 0.1, 0.0, 1.0, -0.05]), torch.randn(6)
+        mb = dict(obs=obs, actions=actions, logprobs=logprobs, advantages=adv, values=old_values, returns=returns)
+        terms = {}
+        with torch.no_grad():
+            loss, parts = ppo.ppo_loss(agent, mb, args, terms)
+        ratio = d.exp()
+        a = (adv - adv.mean()) / (adv.std() + 1e-8) if norm_adv else adv
+        pg = -torch.min(ratio * a, ratio.clamp(0.8, 1.2) * a).mean()
+        v = (new_values - returns) ** 2
+        if clip_vloss:
+            v = torch.max(v, (old_values + (new_values - old_values).clamp(-0.2, 0.2) - returns) ** 2)
+        entropy = dist.entropy().mean()
+        expected = dict(policy_loss=pg, value_loss=0.5 * v.mean(), entropy=entropy,
+                        approx_kl=((ratio - 1) - d).mean(), clipfrac=torch.tensor(3 / 6))
+        assert list(parts) == list(expected)
+        for name, value in expected.items():
+            assert torch.allclose(parts[name], value, atol=1e-5), (name, norm_adv, clip_vloss)
+        assert torch.allclose(loss, pg - 0.01 * entropy + 0.5 * expected["value_loss"], atol=1e-5)
+        assert torch.allclose(terms["advantages"], a) and torch.allclose(terms["new_values"], new_values)
+        assert torch.allclose(terms["logratio"], d, atol=1e-6) and isinstance(terms["dist"], type(dist))
+
+
+def test_ppo_update_reports_the_last_epochs_means_and_stops_once_past_target_kl():
+    # A loss whose k-th call reports approx_kl = k: 3 epochs of 2 minibatches report the last epoch's mean, (5 + 6) / 2;
+    # target_kl 3.5 is not exceeded by the second epoch's (3 + 4) / 2, 3.4 is. recompute() runs before epochs 2 and 3.
+    calls, recomputed = [], []
+
+    def loss_fn(agent, mb, args):
+        calls.append(len(mb["x"]))
+        k = float(len(calls))
+        return (agent(mb["x"][:, None]) ** 2).mean(), dict(approx_kl=torch.tensor(k), other=torch.tensor(10 * k))
+    batch = {"x": torch.arange(8.0)}
+    for target_kl, epochs_run in [(None, 3), (3.5, 3), (3.4, 2)]:
+        calls.clear(), recomputed.clear()
+        args = ppo.default_args("CartPole-v1", num_envs=2, num_steps=4, num_minibatches=2, update_epochs=3,
+                                target_kl=target_kl)
+        agent = nn.Linear(1, 1)
+        parts = ppo.ppo_update(agent, torch.optim.SGD(agent.parameters(), lr=0.01), batch, args, loss_fn,
+                               lambda: recomputed.append(1) or batch)
+        assert calls == [4] * (2 * epochs_run) and len(recomputed) == epochs_run - 1, target_kl
+        k = 2 * epochs_run - 0.5
+        assert set(parts) == {"approx_kl", "other", "grad_norm"} and parts["approx_kl"] == k, (target_kl, parts)
+        assert parts["other"] == 10 * k and parts["grad_norm"] > 0
 
 
 def test_value_loss_clipping():
@@ -260,6 +347,44 @@ def test_the_zoo_preset_weighs_the_value_loss_as_the_zoo_does():
     new_values, returns = torch.randn(64), torch.randn(64)
     ours = ppo.PRESETS["halfcheetah-zoo"]["vf_coef"] * ppo.value_loss(new_values, new_values, returns, None)
     torch.testing.assert_close(ours, 0.58096 * torch.nn.functional.mse_loss(returns, new_values))
+
+
+def test_running_mean_std_is_the_mean_and_variance_of_everything_seen():
+    # Chan et al.'s update, batch after batch, gives the mean and variance of all the rows at once, with the prior
+    # (mean 0, variance 1, weight 1e-4) counted as one more sample of that weight.
+    torch.manual_seed(0)
+    rms, batches = ppo.RunningMeanStd((2,)), [torch.randn(50, 2) * 3 + 5, torch.randn(30, 2) * 2 - 1]
+    for x in batches:
+        rms.update(x)
+    x = torch.cat(batches).double()
+    total = len(x) + 1e-4
+    mean = x.sum(0) / total
+    var = (1e-4 * (1 + mean**2) + ((x - mean) ** 2).sum(0)) / total
+    assert torch.allclose(rms.mean, mean, rtol=1e-12) and torch.allclose(rms.var, var, rtol=1e-12)
+    assert rms.count.item() == total
+    assert torch.allclose(rms.std(), (var + 1e-8).sqrt())
+    out = rms.normalize(torch.tensor([[5.0, -1.0], [1e9, -1e9]]))
+    assert out.dtype == torch.float32 and out[1].tolist() == [10.0, -10.0]
+    assert torch.allclose(out[0], ((torch.tensor([5.0, -1.0]).double() - mean) / (var + 1e-8).sqrt()).float())
+    rms.var.zero_()                                                     # a constant stream: std 1e-4, not 0 or NaN
+    assert torch.allclose(rms.std(), torch.full((2,), 1e-4, dtype=torch.float64))
+
+
+def test_reward_scaler_divides_by_the_std_of_the_discounted_return():
+    # gamma 0.5, one env, rewards 1, 1, 1 with an episode ending at the second step: returns 1, 1.5, then 1 again.
+    scaler = ppo.RewardScaler(ppo.RunningMeanStd(), gamma=0.5, num_envs=1)
+    for done in (False, True, False):
+        scaler.observe(np.array([1.0]), np.array([done]))
+    rewards = np.array([[2.0], [1e9], [-1e9]])
+    scaled = scaler.scale(rewards)
+    seen = np.array([1.0, 1.5, 1.0])
+    mean = seen.sum() / (3 + 1e-4)
+    var = (1e-4 * (1 + mean**2) + ((seen - mean) ** 2).sum()) / (3 + 1e-4)
+    assert np.isclose(scaler.rms.var.item(), var, rtol=1e-9) and scaler.seen == []
+    assert np.allclose(scaled, [[2.0 / np.sqrt(var + 1e-8)], [10.0], [-10.0]])
+    off = ppo.RewardScaler(ppo.RunningMeanStd(), gamma=0.5, num_envs=1, enabled=False)
+    off.observe(np.array([1.0]), np.array([False]))
+    assert off.scale(rewards) is rewards and off.rms.count.item() == 1e-4
 
 
 def test_defaults_normalize_real_valued_vector_observations_only():
@@ -554,6 +679,25 @@ class IllegalMovesEnv(gym.Env):
         return obs, (1.0 if legal else -1.0), False, False, info
 
 
+def test_collect_rollout_acts_under_each_states_mask_keeps_it_and_follows_the_discounted_return():
+    # Two envs, episodes cut at 3 steps: the policy never picks an illegal action, each step keeps the mask its action
+    # was chosen under, and the reward scaler's running return (gamma 0.5, legal moves pay 1) restarts at each cut.
+    IllegalMovesEnv.steps = IllegalMovesEnv.illegal = 0
+    envs = gym.vector.SyncVectorEnv([lambda: gym.wrappers.TimeLimit(IllegalMovesEnv(), 3)] * 2,
+                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    torch.manual_seed(0)
+    agent = ppo.build_agent(ppo.default_args("CartPole-v1"), envs.single_observation_space, envs.single_action_space)
+    rollout = ppo.Rollout.start(6, envs.single_observation_space, envs.single_action_space, envs.reset(seed=0))
+    scaler = ppo.RewardScaler(agent.reward_rms, 0.5, 2)
+    ppo.collect_rollout(envs, agent, rollout, scaler)
+    assert IllegalMovesEnv.steps == 12 and IllegalMovesEnv.illegal == 0
+    masks, actions = rollout.legal.masks, rollout.actions.astype(int)
+    assert masks[np.arange(6)[:, None], np.arange(2)[None, :], actions].all()
+    assert len({m.tobytes() for m in masks}) > 1                           # each step its own mask
+    assert rollout.truncations[:, 0].tolist() == [0, 0, 1, 0, 0, 1] and rollout.rewards.min() == 1
+    assert np.stack(scaler.seen).tolist() == [[1.0, 1.0], [1.5, 1.5], [1.75, 1.75]] * 2
+
+
 class IllegalMovesDictEnv(IllegalMovesEnv):
     """The same with MultiDiscrete([3, 4]) actions (legal when both sub-actions are), and the mask in a Dict
     observation (PettingZoo's convention), beside a Box and a Discrete part that the network does see."""
@@ -592,6 +736,23 @@ def test_a_mask_with_no_legal_action_is_refused_with_env_and_step(tmp_path, caps
     ppo.check_some_action_legal(np.array([[1, 0, 0, 0, 0, 0, 1]]), space, "X-v0", "here")
     with pytest.raises(ppo.NoLegalActionError, match="no legal action here"):
         ppo.check_some_action_legal(np.array([[1, 0, 0, 0, 0, 0, 0]]), space, "X-v0", "here")
+
+
+def test_the_rollout_keeps_each_steps_mask_for_the_update():
+    space = gym.spaces.Discrete(3)
+    first = np.array([[True, False, True], [False, True, True]])
+    rollout = ppo.Rollout.start(2, gym.spaces.Box(-1, 1, (1,)), space, (np.zeros((2, 1), np.float32),
+                                                                         {"action_mask": first}))
+    second = np.array([[False, False, True], [True, True, False]])
+    rollout.legal.step(0, {"action_mask": second})
+    rollout.legal.step(1, {"action_mask": first})
+    batch = rollout.flatten(np.zeros((2, 2), np.float32), np.zeros((2, 2), np.float32), torch.device("cpu"))
+    assert batch["action_masks"].tolist() == [*first.tolist(), *second.tolist()]   # row t * N + n
+    wide = gym.spaces.Box(-1, 1, (1,), np.float16)                  # real-valued observations are kept as float32
+    assert ppo.Rollout.start(2, wide, space, (np.zeros((2, 1)), {})).obs.dtype == np.float32
+    assert "action_masks" not in ppo.Rollout.start(2, gym.spaces.Box(-1, 1, (1,)), space,
+                                                   (np.zeros((2, 1), np.float32), {})).flatten(
+        np.zeros((2, 2), np.float32), np.zeros((2, 2), np.float32), torch.device("cpu"))
 
 
 @pytest.mark.parametrize("env_class", [IllegalMovesEnv, IllegalMovesDictEnv])
@@ -1079,6 +1240,17 @@ def test_a_missing_tyro_is_named_with_how_to_install_it(monkeypatch, capsys, tmp
     assert ppo.main(["--runs-dir", str(tmp_path)]) == 2
     assert capsys.readouterr().err == (f"error: tyro is not installed; ppo.py needs {need} or newer: "
                                        f'pip install "tyro>={need}"\n')
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("flag, limit", [("--num-envs", 1024), ("--num-steps", 10**6), ("--frame-stack", 1024),
+                                         ("--recurrent-size", 65_536), ("--recurrent-seq-len", 10**6),
+                                         ("--torch-threads", 1024), ("--hidden-sizes", 65_536),
+                                         ("--eval-episodes", 10**6)])
+def test_each_size_is_refused_one_past_its_largest_value(flag, limit, capsys, tmp_path):
+    # The largest sizes that make sense (a run beyond them cannot fit in memory, or is a typo), written out here.
+    assert ppo.main([flag, str(limit + 1), "--runs-dir", str(tmp_path)]) == 2
+    assert one_error_line(capsys.readouterr().err, f"{flag} {limit + 1}: at most {limit:,}")
     assert not any(tmp_path.iterdir())
 
 
@@ -2051,6 +2223,50 @@ def test_recurrent_first_update_has_ratio_one_across_episode_ends():
         assert terms["logratio"].abs().max() > 1e-4
 
 
+def test_gru_core_restarts_the_memory_from_zero_where_an_episode_starts():
+    # Two sequences over two steps (row t * n + i): sequence 0 starts an episode at step 0, sequence 1 at step 1. The
+    # core's output must be nn.GRU stepped one row at a time, from h = 0 at a start and from the given h otherwise.
+    torch.manual_seed(0)
+    core, x, h0 = ppo.GRUCore(3, 4), torch.randn(4, 3), torch.randn(2, 4)
+    mem = ppo.MemoryState(h0.clone(), torch.tensor([1.0, 0.0, 0.0, 1.0]))
+    with torch.no_grad():
+        out = core(x, mem)
+
+        def step(features, h):
+            return core.gru(features[None, None], h[None, None])[0][0, 0]
+        zero = torch.zeros(4)
+        first0, first1 = step(x[0], zero), step(x[1], h0[1])
+        expected = torch.stack([first0, first1, step(x[2], first0), step(x[3], zero)])
+    assert torch.allclose(out, expected, atol=1e-6)
+    assert torch.allclose(mem.state, expected[2:], atol=1e-6)          # left holding h after the last step
+
+
+def test_memory_store_gives_each_cut_episode_the_state_its_last_step_reached():
+    # after_step: for an episode cut at step t, the h stored at step t + 1; after the rollout's last step, h now.
+    store = ppo.MemoryStore(3, 2, ppo.GRUCore(1, 2))
+    store.states[:] = np.arange(12, dtype=np.float32).reshape(3, 2, 2)
+    store.now.state = torch.tensor([[100.0, 101.0], [102.0, 103.0]])
+    mem = store.after_step([(0, 1), (1, 0), (2, 1)], torch.device("cpu"))
+    assert mem.state.tolist() == [[6.0, 7.0], [8.0, 9.0], [102.0, 103.0]]
+    assert mem.starts.tolist() == [0.0, 0.0, 0.0]
+    mem = store.before_reset(np.array([1]))
+    assert mem.state.tolist() == [[102.0, 103.0]] and mem.starts.tolist() == [0.0]
+
+
+def test_memory_peek_is_a_copy_and_replay_starts_each_sequence_from_its_first_stored_state():
+    store = ppo.MemoryStore(3, 2, ppo.GRUCore(1, 2))
+    store.now.state = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+    peek = store.peek()
+    assert peek.state.tolist() == [[1.0, 2.0], [3.0, 4.0]] and peek.starts.tolist() == [1.0, 1.0]
+    peek.state += 1
+    assert store.now.state.tolist() == [[1.0, 2.0], [3.0, 4.0]]
+    # A minibatch of 2 sequences of 4 steps, in time order: its first 2 rows are the sequences' first steps.
+    mb = dict(memory_states=torch.arange(16.0).view(8, 2), memory_starts=torch.zeros(8))
+    mem = ppo.replay(mb, ppo.default_args("CartPole-v1", recurrent=True, recurrent_seq_len=4))
+    assert mem.state.tolist() == [[0.0, 1.0], [2.0, 3.0]] and mem.starts is mb["memory_starts"]
+    assert ppo.replay({}, ppo.default_args("CartPole-v1")) is None
+
+
 def test_recurrent_recompute_adv_revalues_from_the_stored_memory():
     # --recompute-adv with --recurrent: V(s_t) and V(final state) from the critic as it is now, each read with the
     # memory it was acted on. With unchanged weights that is the acting time's values, exactly as computed then.
@@ -2727,6 +2943,60 @@ def test_evaluate_refuses_every_flag_it_would_ignore(small_checkpoint, capsys):
         assert one_error_line(capsys.readouterr().err, words[0], "has no effect with --evaluate"), words
 
 
+# What --evaluate reads, written out here from its documentation rather than read from ppo.EVALUATE_FLAGS (which the
+# test above is generated from, so an entry added there or dropped would pass it): how many episodes, which seed, how
+# to act and film, how loud, how many threads. Nothing that would change the saved agent.
+EVALUATE_READS = {"evaluate", "env_id", "seed", "eval_episodes", "eval_stochastic", "eval_video_episodes",
+                  "capture_video", "quiet", "torch_threads"}
+
+
+def test_evaluate_hands_each_flag_it_reads_to_evaluate_and_refuses_every_other(small_checkpoint, tmp_path, capsys,
+                                                                                 monkeypatch):
+    checkpoint = tmp_path / "run" / "checkpoint.pt"                  # a copy: --capture-video makes a folder beside it
+    checkpoint.parent.mkdir()
+    checkpoint.write_bytes(small_checkpoint.read_bytes())
+    calls = []
+
+    def played(path, episodes=10, deterministic=True, seed=None, video_dir=None, env_id=None, video_episodes=1,
+               verbose=False, threads=None):                          # evaluate's documented signature
+        calls.append(dict(path=str(path), episodes=episodes, deterministic=deterministic, seed=seed,
+                          video_dir=video_dir, env_id=env_id, video_episodes=video_episodes, verbose=verbose,
+                          threads=threads))
+        return [float(k) for k in range(episodes)]                     # returns 0, 1, ...: mean and std known
+    monkeypatch.setattr(ppo, "evaluate", played)
+    monkeypatch.setattr(ppo, "check_video", lambda env_id: None)      # --capture-video without moviepy installed
+    default = dict(path=str(checkpoint), episodes=10, deterministic=True, seed=1, video_dir=None, env_id=None,
+                   video_episodes=1, verbose=True, threads=1)       # the checkpoint's seed, 1, not 0
+    for words, changed in [([], {}), (["--seed", "7"], dict(seed=7)), (["--eval-episodes", "3"], dict(episodes=3)),
+                           (["--eval-stochastic"], dict(deterministic=False)), (["--quiet"], dict(verbose=False)),
+                           (["--eval-video-episodes", "2"], dict(video_episodes=2)),
+                           (["--torch-threads", "2"], dict(threads=2)),
+                           (["--env-id", "CartPole-v1"], dict(env_id="CartPole-v1"))]:
+        calls.clear()
+        assert ppo.main(["--evaluate", str(checkpoint), *words]) == 0, (words, capsys.readouterr().err)
+        assert calls == [{**default, **changed}], words
+        out = capsys.readouterr().out
+        if "--quiet" not in words:
+            episodes = changed.get("episodes", 10)
+            returns = np.arange(episodes)
+            how = "stochastic" if "--eval-stochastic" in words else "deterministic"
+            assert out == f"CartPole-v1: mean return {returns.mean():.2f} +- {returns.std():.2f} over {episodes} " \
+                          f"{how} episodes\n", words
+    calls.clear()
+    assert ppo.main(["--evaluate", str(checkpoint), "--capture-video"]) == 0
+    assert calls[0]["video_dir"].parent == checkpoint.parent / "videos-eval"
+    assert "; videos in " + str(calls[0]["video_dir"]) in capsys.readouterr().out
+    for field in dataclasses.fields(ppo.Args):
+        if field.name in EVALUATE_READS or field.name in ("resume", "preset"):
+            continue
+        words = a_valid_value(field)
+        assert ppo.main(["--evaluate", str(checkpoint), *words]) == 2, words
+        err = capsys.readouterr().err
+        assert one_error_line(err, words[0], "has no effect with --evaluate"), words
+        listed = re.search(r"\(--evaluate takes (.*)\)$", err.strip()).group(1).split(", ")    # what to give instead
+        assert sorted(listed) == sorted(ppo.flag(n) for n in EVALUATE_READS - {"evaluate"}), err
+
+
 def test_resume_refuses_to_change_what_made_the_run(small_checkpoint, capsys):
     before = {p.name: p.read_bytes() for p in small_checkpoint.parent.iterdir() if p.is_file()}
     saved = ppo.args_from_checkpoint(torch.load(small_checkpoint))
@@ -2740,6 +3010,72 @@ def test_resume_refuses_to_change_what_made_the_run(small_checkpoint, capsys):
         why = "has no effect without" if name in ppo.REQUIRES else "--resume continues the run as it was made"
         assert one_error_line(capsys.readouterr().err, words[0], why), words
     assert before == {p.name: p.read_bytes() for p in small_checkpoint.parent.iterdir() if p.is_file()}
+
+
+# What --resume may not change, written out here rather than read from ppo.RESUME_KEEPS (which the test above is
+# generated from): the run folder's name (seed, exp name, runs dir), and what built the saved agent. Every other
+# flag applies from the resumed step on, each given here a value other than the checkpoint's.
+RESUME_MAY_NOT_CHANGE = {"seed": "2", "exp_name": "other", "runs_dir": "elsewhere", "hidden_sizes": "32",
+                         "activation": "relu", "frame_stack": "2", "norm_obs": False, "log_std_init": "-0.5",
+                         "ortho_init": False, "recurrent": True}
+RESUME_MAY_CHANGE = {"num_envs": "4", "async_envs": True, "num_steps": "32", "norm_reward": False,
+                     "learning_rate": "1e-3", "anneal_lr": False, "gamma": "0.9", "gae_lambda": "0.9",
+                     "num_minibatches": "2", "update_epochs": "2", "norm_adv": False, "recompute_adv": True,
+                     "clip_coef": "0.1", "clip_vloss": True, "ent_coef": "0.01", "vf_coef": "0.25",
+                     "max_grad_norm": "1.0", "target_kl": "0.02", "action_mask": False, "torch_deterministic": False,
+                     "torch_threads": "2", "save_every": "5", "eval_episodes": "3", "eval_stochastic": True,
+                     "eval_video_episodes": "2", "quiet": False}
+
+
+def test_resume_refuses_what_made_the_run_and_takes_every_other_flag(small_checkpoint, tmp_path, capsys, monkeypatch):
+    checked = ppo.Run._check_resumable
+
+    def accept(self, checkpoint):                  # past the resume checks: the run would go on
+        checked(self, checkpoint)
+        raise Accepted()
+    monkeypatch.setattr(ppo.Run, "_check_resumable", accept)
+    recurrent = ppo.train(ppo.Args(total_timesteps=256, num_envs=2, num_steps=64, recurrent=True, recurrent_size=8,
+                                   recurrent_seq_len=16, num_minibatches=2, runs_dir=str(tmp_path), quiet=True,
+                                   tensorboard=False, torch_threads=1))
+    changes = [(small_checkpoint, name, value) for name, value in {**RESUME_MAY_NOT_CHANGE,
+                                                                   **RESUME_MAY_CHANGE}.items()]
+    changes += [(recurrent["checkpoint"], "recurrent_size", "16"), (recurrent["checkpoint"], "recurrent_seq_len", "8")]
+    assert {name for _, name, _ in changes} | {"env_id", "total_timesteps", "preset", "resume", "evaluate", "cuda",
+                                               "compile", "capture_video", "tensorboard", "track",
+                                               "wandb_project_name", "wandb_entity"} == set(ppo.ARGS_DEFAULTS)
+    for checkpoint, name, value in changes:
+        words = ([ppo.flag(name, value)] if isinstance(value, bool) else [ppo.flag(name), value])
+        argv = ["--resume", str(checkpoint), "--total-timesteps", "4096", "--no-tensorboard", *words]
+        refused = name in RESUME_MAY_NOT_CHANGE or name == "recurrent_size"
+        try:
+            code = ppo.main(argv)
+        except Accepted:
+            assert not refused, words
+            continue
+        err = capsys.readouterr().err
+        assert refused and code == 2, (words, err)
+        assert one_error_line(err, words[0], "--resume continues the run as it was made"), (words, err)
+
+
+def test_resume_takes_the_env_id_with_or_without_its_module_and_only_a_run_directorys_checkpoint(
+        small_checkpoint, tmp_path, capsys, monkeypatch):
+    checked = ppo.Run._check_resumable
+
+    def accept(self, checkpoint):
+        checked(self, checkpoint)
+        raise Accepted()
+    monkeypatch.setattr(ppo.Run, "_check_resumable", accept)
+    module_id = "gymnasium.envs.classic_control:CartPole-v1"           # the same env, its module named
+    moduled = ppo.train(ppo.Args(env_id=module_id, total_timesteps=128, num_envs=2, num_steps=64, quiet=True,
+                                 runs_dir=str(tmp_path / "runs"), tensorboard=False))["checkpoint"]
+    for checkpoint, env_id in [(small_checkpoint, module_id), (moduled, "CartPole-v1"), (moduled, module_id)]:
+        with pytest.raises(Accepted):
+            ppo.main(["--resume", str(checkpoint), "--env-id", env_id, "--total-timesteps", "4096", "--no-tensorboard"])
+    lone = tmp_path / "lone" / "checkpoint.pt"                           # named checkpoint.pt, but no run's logs
+    lone.parent.mkdir()
+    lone.write_bytes(small_checkpoint.read_bytes())
+    assert ppo.main(["--resume", str(lone), "--total-timesteps", "4096", "--no-tensorboard"]) == 2
+    assert one_error_line(capsys.readouterr().err, "not a run directory's checkpoint.pt")
 
 
 def test_resume_past_its_target_or_outside_a_run_directory_is_refused(small_checkpoint, tmp_path, capsys):
@@ -2803,24 +3139,91 @@ NUMBERS = {f.name for f in dataclasses.fields(ppo.Args) if f.type in ("int", "fl
 WEIRD = ["nan", "inf", "-inf", "0", "-1", "-0.0", "1e30", "1e6", str(10**20), "", "abc", "0x10", "1,5", "2.5", "True"]
 
 
+# The documented range of each numeric flag on CartPole-v1 (its defaults: 16 envs x 64 steps, 4 minibatches; the
+# test gives --total-timesteps 2048), from Args's help and notes/README.md's bad-input table, written out here and
+# not read from ppo.py: (smallest, largest) accepted, None where there is no bound, open=True where the low end
+# itself is refused. An int flag takes whole numbers only.
+DOCUMENTED = dict(
+    num_envs=(1, 32), num_steps=(1, 128),                      # one batch (16 x 64 = 1024) must fit in 2048 steps
+    total_timesteps=(1024, None), num_minibatches=(1, 512),   # and must divide 1024, leaving minibatches of 2 or more
+    update_epochs=(1, None), save_every=(1, None), eval_episodes=(1, 10**6), torch_threads=(1, 1024),
+    frame_stack=(1, 1024), seed=(0, 2**31 - 1), eval_video_episodes=(-1, None),
+    recurrent_size=(128, 128), recurrent_seq_len=(32, 32),    # other values need --recurrent
+    gamma=(0.0, 1.0, "open"), gae_lambda=(0.0, 1.0), clip_coef=(0.0, None, "open"),
+    learning_rate=(0.0, None, "open"), max_grad_norm=(0.0, None, "open"), target_kl=(0.0, None, "open"),
+    ent_coef=(0.0, None), vf_coef=(0.0, None), log_std_init=(None, None))
+INTEGER, DECIMAL = r"-?[0-9]+", r"-?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?"
+
+
+def documented_outcome(name, text):
+    """'accepted' or 'refused' for --name text, from DOCUMENTED alone; None for text it does not decide (odd
+    spellings a parser may read either way: '+5', ' 5', '1_0', '1e3' for a whole number, ...)."""
+    low, high, *open_low = DOCUMENTED[name]
+    integer = isinstance(ARGS_EXAMPLE[name], int) and not isinstance(ARGS_EXAMPLE[name], bool)
+    if not re.fullmatch(INTEGER if integer else DECIMAL, text):
+        return "refused" if not re.search(r"[0-9]", text) and text.lower() not in ("nan", "inf", "-inf", "infinity",
+                                                                                      "-infinity") else None
+    value = int(text) if integer else float(text)
+    if not math.isfinite(value):
+        return "refused"
+    if name == "num_minibatches" and value > 0 and 1024 % value:
+        return "refused"
+    ok = (low is None or (value > low if open_low else value >= low)) and (high is None or value <= high)
+    return "accepted" if ok else "refused"
+
+
+ARGS_EXAMPLE = {**dict(seed=1, total_timesteps=1, num_envs=1, num_steps=1, num_minibatches=1, update_epochs=1,
+                       save_every=1, eval_episodes=1, torch_threads=1, frame_stack=1, eval_video_episodes=1,
+                       recurrent_size=1, recurrent_seq_len=1), **{n: 0.5 for n in ("gamma", "gae_lambda", "clip_coef",
+                       "learning_rate", "max_grad_norm", "target_kl", "ent_coef", "vf_coef", "log_std_init")}}
+
+
 def test_numeric_and_string_flags_are_accepted_or_refused_in_one_line(tmp_path_factory, capsys):
     hypothesis = pytest.importorskip("hypothesis")
     st = hypothesis.strategies
+    assert set(DOCUMENTED) == NUMBERS                                  # every numeric flag has its documented range
+    outcomes = []
 
-    @hypothesis.settings(max_examples=120, deadline=None, derandomize=True,
+    def near(name):                                                    # values around the range's ends, and inside
+        low, high, *_ = DOCUMENTED[name]
+        ends = [e for e in (low, high) if e is not None] or [0]
+        if isinstance(ARGS_EXAMPLE[name], float):
+            return st.one_of(st.sampled_from(ends).flatmap(lambda e: st.sampled_from([e, e - 1e-3, e + 1e-3])),
+                             st.floats(min(ends) - 2, max(ends) + 2)).map(repr)
+        return st.one_of(st.sampled_from(ends).flatmap(lambda e: st.sampled_from([e, e - 1, e + 1])),
+                         st.integers(min(ends) - 3, max(ends) + 3)).map(str)
+
+    @hypothesis.settings(max_examples=200, deadline=None, derandomize=True,
                          suppress_health_check=list(hypothesis.HealthCheck))
-    @hypothesis.given(name=st.sampled_from(sorted(NUMBERS | {"exp_name", "env_id", "activation", "hidden_sizes"})),
-                      value=st.one_of(st.sampled_from(WEIRD), st.integers(-10**20, 10**20).map(str),
-                                      st.floats(allow_nan=True, allow_infinity=True).map(repr),
-                                      st.text(min_size=0, max_size=6)))
-    def check(name, value):
+    @hypothesis.given(data=st.data(), name=st.sampled_from(sorted(NUMBERS | {"exp_name", "env_id", "activation",
+                                                                             "hidden_sizes"})))
+    def check(data, name):
+        odd = st.one_of(st.sampled_from(WEIRD), st.integers(-10**20, 10**20).map(str),
+                        st.floats(allow_nan=True, allow_infinity=True).map(repr), st.text(min_size=0, max_size=6))
+        value = data.draw(st.one_of(near(name), odd) if name in DOCUMENTED else odd)
         with pytest.MonkeyPatch.context() as monkeypatch:
             runs = tmp_path_factory.mktemp("runs") / "runs"
             argv = ["--" + name.replace("_", "-"), value]
             if name != "total_timesteps":
                 argv += ["--total-timesteps", "2048"]
-            accepted_or_refused_in_one_line(argv, runs, capsys, monkeypatch, name.replace("_", "-"))
+            got = accepted_or_refused_in_one_line(argv, runs, capsys, monkeypatch, name.replace("_", "-"))
+        expected = documented_outcome(name, value) if name in DOCUMENTED else None
+        assert expected in (None, got), (name, value, got)
+        outcomes.append((name, expected))
     check()
+    decided = {(name, expected) for name, expected in outcomes if expected}
+    for name in ("gamma", "gae_lambda", "num_envs", "num_minibatches", "seed"):   # each drawn both ways
+        assert {(name, "accepted"), (name, "refused")} <= decided, name
+
+
+def test_gamma_and_lambda_bounds_are_as_documented(tmp_path, capsys, monkeypatch):
+    # gamma in (0, 1], lambda in [0, 1]: both ends of each, explicitly (1 is a legitimate undiscounted return).
+    for words, expected in [(["--gamma", "1"], "accepted"), (["--gamma", "0"], "refused"),
+                            (["--gamma", "1.0001"], "refused"), (["--gae-lambda", "0"], "accepted"),
+                            (["--gae-lambda", "1"], "accepted"), (["--gae-lambda", "-0.0001"], "refused"),
+                            (["--gae-lambda", "1.0001"], "refused")]:
+        assert accepted_or_refused_in_one_line([*words, "--total-timesteps", "2048"], tmp_path / "runs", capsys,
+                                               monkeypatch, words[0]) == expected, words
 
 
 def test_paths_and_checkpoints_are_accepted_or_refused_in_one_line(small_checkpoint, tmp_path, capsys, monkeypatch):
@@ -2897,7 +3300,10 @@ def test_pictures_draw_from_ppo_functions(tmp_path, monkeypatch):
 
 
 def test_a_flag_that_acts_only_through_another_is_refused_without_it(tmp_path, capsys):
-    for name, needed in ppo.REQUIRES.items():                     # generated from REQUIRES
+    # Generated from REQUIRES, and from this hand-written list of its documented entries, so a dropped one fails too.
+    documented = dict(recurrent_size="recurrent", recurrent_seq_len="recurrent", wandb_project_name="track",
+                      wandb_entity="track")
+    for name, needed in {**documented, **ppo.REQUIRES}.items():
         words = {"recurrent_size": ["--recurrent-size", "64"], "recurrent_seq_len": ["--recurrent-seq-len", "16"],
                  "wandb_project_name": ["--wandb-project-name", "mine"],
                  "wandb_entity": ["--wandb-entity", "me"]}[name]
