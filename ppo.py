@@ -828,6 +828,9 @@ def kept_to_the_api(env: gym.Env, env_id: str) -> gym.Env:
     return KeptToTheAPI(env, env_id)
 
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)      # the network's largest number
+
+
 class KeptToTheAPI(gym.Wrapper):
     """reset gives (obs, info), step (obs, reward, terminated, truncated, info); info is a dict, the reward a number,
     and obs fits the observation space (see misfit). About 2 microseconds a step where all is as the space says."""
@@ -836,10 +839,10 @@ class KeptToTheAPI(gym.Wrapper):
     def __init__(self, env: gym.Env, env_id: str):
         super().__init__(env)
         self.env_id, space = env_id, env.observation_space
-        # The usual case, an array of the Box's own shape and dtype (float64 still checked for float32's range),
+        # The usual case, an array of the Box's own shape and dtype (a float64 one within float32's range: MuJoCo's),
         # is seen at once; anything else goes through misfit.
-        self.usual = ((space.shape, space.dtype) if isinstance(space, gym.spaces.Box) and space.dtype != np.float64
-                      else None)
+        self.usual = (space.shape, space.dtype) if isinstance(space, gym.spaces.Box) else None
+        self.wide = self.usual is not None and space.dtype == np.float64
 
     def reset(self, **kwargs):
         result = self.env.reset(**kwargs)
@@ -853,7 +856,7 @@ class KeptToTheAPI(gym.Wrapper):
         if not (isinstance(result, tuple) and len(result) == 5):
             self._broke(f"step() returned {self._length(result)}" + self.OLD)
         obs, reward, _, _, info = result
-        if type(reward) not in (float, int) and (np.ndim(reward) != 0 or np.asarray(reward).dtype.kind not in "biuf"):
+        if not isinstance(reward, (float, int)) and (np.ndim(reward) or np.asarray(reward).dtype.kind not in "biuf"):
             self._broke(f"step() returned the reward {reward!r:.40}, not a number")
         self._check("step()", obs, info)
         return result
@@ -861,7 +864,8 @@ class KeptToTheAPI(gym.Wrapper):
     def _check(self, call: str, obs, info) -> None:
         if not isinstance(info, dict):
             self._broke(f"{call} returned an info of type {type(info).__name__}, not a dict")
-        if type(obs) is np.ndarray and (obs.shape, obs.dtype) == self.usual:
+        if type(obs) is np.ndarray and (obs.shape, obs.dtype) == self.usual and (
+                not self.wide or np.abs(obs).max(initial=0.0) <= FLOAT32_MAX):        # (NaN: on to misfit)
             return
         problem = misfit(self.env.observation_space, obs)
         if problem:
@@ -895,7 +899,7 @@ def misfit(space: gym.Space, x) -> str | None:
     if not isinstance(space, gym.spaces.Box) and not space.contains(x if a.dtype == space.dtype else a.astype(
             space.dtype)):
         return f"{a.tolist()!r:.40} is outside it"
-    if a.dtype.kind == "f" and a.dtype.itemsize > 4 and (np.isfinite(a) & (np.abs(a) > np.finfo(np.float32).max)).any():
+    if a.dtype.kind == "f" and a.dtype.itemsize > 4 and (np.isfinite(a) & (np.abs(a) > FLOAT32_MAX)).any():
         return "values beyond float32's range, the network's precision"
     return None
 
@@ -1500,7 +1504,7 @@ class Run:
         """Open the run around the agent: every rank starts from rank 0's weights; with --resume, the saved agent,
         optimizer and random streams; then the run directory and its logs."""
         args, self.agent, self.optimizer, wall_offset = self.args, agent, optimizer, 0.0
-        kept = next(p for p in [Path(args.runs_dir), *Path(args.runs_dir).parents] if p.exists())   # made before
+        kept = first_existing(Path(args.runs_dir))               # made before this run (the rest, by it)
         broadcast_from_rank0(agent)
         if args.resume:
             checkpoint = load_checkpoint(args.resume)
@@ -1528,11 +1532,8 @@ class Run:
                 remove_stray_tmp(self.dir)          # left by a kill during atomic_write; the file it replaced is whole
         else:
             self.resumed = []
-            # The id without its module (as Python names it once the module is imported): "ale_py:ALE/Pong-v5" ->
-            # "ALE_Pong-v5", the same folder name from the command line and from train().
-            safe_env_id = re.sub(r"[^\w.-]", "_", args.env_id.split(":")[-1])
-            self.dir = broadcast_object(new_run_dir(Path(args.runs_dir) / f"{safe_env_id}__{args.exp_name}__"
-                                                    f"{args.seed}__{int(time.time())}") if self.rank == 0 else None)
+            self.dir = broadcast_object(new_run_dir(Path(args.runs_dir) / run_dir_name(args, int(time.time())))
+                                        if self.rank == 0 else None)
         self.checkpoint_path = self.dir / "checkpoint.pt"
         resume_step = self.global_step if args.resume else None
         self.episode_log = CsvLog(self.dir / "episodes.csv", resume_step) if self.rank == 0 else None
@@ -2240,12 +2241,8 @@ def check_run_dir(args: Args) -> None:
     """--runs-dir must be, or be makeable in, a writable folder; and the run directory's name (Run.start:
     <env>__<exp_name>__<seed>__<time>, maybe -N) and each folder --runs-dir will make must fit the file system's limit
     on a name (NAME_MAX, usually 255 bytes), or mkdir fails midway."""
-    def exists(path: Path) -> bool:                           # a name too long to exist raises OSError: it does not
-        with contextlib.suppress(OSError):
-            return path.exists()
-        return False
     folder = Path(args.runs_dir)
-    existing = next(p for p in [folder, *folder.parents] if exists(p))    # the folders below it will be made
+    existing = first_existing(folder)                                      # the folders below it will be made
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
         problem = "is a file" if existing == folder else f"cannot be made: {existing} is not a writable folder"
         raise UsageError(f"--runs-dir {args.runs_dir}: {problem}; give a folder this user can write to")
@@ -2256,12 +2253,28 @@ def check_run_dir(args: Args) -> None:
         if len(part.encode()) > limit:
             raise UsageError(f"--runs-dir {args.runs_dir[:40]}...: the folder name {part[:20]}... is "
                              f"{len(part.encode())} bytes, over this file system's limit of {limit}; shorten it")
-    env = re.sub(r"[^\w.-]", "_", args.env_id.split(":")[-1])
-    others = len(f"{env}____{args.seed}__{int(time.time())}-999".encode())        # all but the name
-    if limit and others + len(args.exp_name.encode()) > limit:
+    others = len((run_dir_name(dataclasses.replace(args, exp_name=""), int(time.time())) + "-999").encode())
+    if limit and others + len(args.exp_name.encode()) > limit:                  # (-999: new_run_dir's last try)
+        shape = run_dir_name(dataclasses.replace(args, exp_name="<exp-name>"), "<time>")
         raise UsageError(f"--exp-name {args.exp_name[:20]}... ({len(args.exp_name.encode())} bytes): the run "
-                         f"directory's name {env}__<exp-name>__{args.seed}__<time> would pass this file system's "
-                         f"limit of {limit} bytes; give at most {max(limit - others, 0)} bytes")
+                         f"directory's name {shape} would pass this file system's limit of {limit} bytes; give at "
+                         f"most {max(limit - others, 0)} bytes")
+
+
+def run_dir_name(args: Args, started: int | str) -> str:
+    """<env>__<exp_name>__<seed>__<unix time>, the env id without its module (as Python names the env once the module
+    is imported): "ale_py:ALE/Pong-v5" -> "ALE_Pong-v5", the same name from the command line and from train()."""
+    env = re.sub(r"[^\w.-]", "_", args.env_id.split(":")[-1])
+    return f"{env}__{args.exp_name}__{args.seed}__{started}"
+
+
+def first_existing(path: Path) -> Path:
+    """path, or the nearest folder above it that exists (a name too long to exist raises OSError: it does not)."""
+    for p in [path, *path.parents]:
+        with contextlib.suppress(OSError):
+            if p.exists():
+                return p
+    return Path(path.anchor or ".")
 
 
 def no_gpu_advice(args: Args) -> str:
@@ -2316,8 +2329,9 @@ def check_memory(args: Args, obs_space: gym.Space, action_space: gym.Space) -> N
     """Refuse sizes whose memory_needed is more than the machine has (or the GPU, under --cuda), before anything is
     allocated, naming the flag that asks the most."""
     parts = memory_needed(args, obs_space, action_space)
-    available, where = None, "the GPU's" if args.cuda and torch.cuda.is_available() else "this machine's"
-    if args.cuda and torch.cuda.is_available():
+    gpu = args.cuda and torch.cuda.is_available()
+    available, where = None, "the GPU's" if gpu else "this machine's"
+    if gpu:
         available = torch.cuda.get_device_properties(0).total_memory
     else:
         with contextlib.suppress(ValueError, OSError, AttributeError):      # not every system says (then no check)
@@ -2925,8 +2939,7 @@ def whole_numbers_written_as_floats(argv: list[str]) -> list[str]:
 def unknown_flags(tokens: list[str]) -> str:
     """tyro's "Unrecognized options" lists the unknown flags with the values given to them (`--learning-rte, 1e-3`):
     name the flags alone (else the stray values), each with the known flag closest to it, if one is close."""
-    number = re.compile(r"-(inf|nan|\d+\.?\d*|\.\d+)([eE][-+]?\d+)?", re.IGNORECASE)         # a negative value
-    flags = list(dict.fromkeys(t.split("=", 1)[0] for t in tokens if t.startswith("-") and not number.fullmatch(t)))
+    flags = list(dict.fromkeys(t.split("=", 1)[0] for t in tokens if t.startswith("-") and not _is_float(t)))
     known = [f"--{prefix}{f.name.replace('_', '-')}" for f in dataclasses.fields(Args)
              for prefix in ("", *(("no-",) if f.type in ("bool", bool) else ()))]
     hints = [f"{close[0]}{f' for {name}' if len(flags) > 1 else ''}" for name in flags
