@@ -565,6 +565,32 @@ def test_generated_spaces_train_with_ratio_one_or_are_refused_in_one_line(tmp_pa
     assert seen["trained"] >= 10 and seen["refused"] >= 10, seen
 
 
+class HugeFloat64Env(gym.Env):
+    """float64 observations (as MuJoCo's are) that leave float32's range, the network's, at the env's 40th step."""
+    observation_space = gym.spaces.Box(-np.inf, np.inf, (3,), np.float64)
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = getattr(self, "t", 0)
+        return np.zeros(3), {}
+
+    def step(self, action):
+        self.t += 1
+        return np.full(3, 1e39 if self.t == 40 else 1.0), 0.0, False, self.t % 10 == 0, {}
+
+
+def test_float64_observations_beyond_float32s_range_stop_the_run_in_one_line(tmp_path, capsys):
+    # They would become inf inside the network; the check sits on the path every MuJoCo step takes (its fast path).
+    gym.register("HugeFloat64-v0", entry_point=HugeFloat64Env)
+    code = ppo.main(["--env-id", "HugeFloat64-v0", "--num-envs", "1", "--num-steps", "32", "--total-timesteps", "128",
+                     "--runs-dir", str(tmp_path), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1, err
+    assert "env HugeFloat64-v0: step() returned an observation that does not fit" in err and "float32" in err, err
+    assert "at global step 40" in err, err
+
+
 def test_envs_that_break_the_api_are_refused_or_stopped_in_one_line(tmp_path_factory, capsys):
     hypothesis = pytest.importorskip("hypothesis")
     st = hypothesis.strategies
