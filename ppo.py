@@ -1595,8 +1595,7 @@ class Run:
                     signal.signal(signal.SIGINT, signal.SIG_IGN)
                     signal.signal(signal.SIGTERM, signal.SIG_IGN)
                 if video_dir is not None and i == 0:
-                    return gym.wrappers.RecordVideo(make_env(env_id, "rgb_array", frame_stack), video_dir,
-                                                    disable_logger=True)
+                    return gym.wrappers.RecordVideo(make_env(env_id, "rgb_array", frame_stack), video_dir)
                 return make_one()
             return make
         return [maker(i, make_one) for i, make_one in enumerate(env_fns)]
@@ -2690,7 +2689,7 @@ def evaluate(path: str | Path, episodes: int = 10, deterministic: bool = True, s
     env = policy.make_env("rgb_array" if video_dir else None)
     if video_dir:
         env = gym.wrappers.RecordVideo(env, str(video_dir), episode_trigger=lambda e: video_episodes < 0 or
-                                       e < video_episodes, disable_logger=True)
+                                       e < video_episodes)
     returns, stop = [], EvaluationStop()
     with contextlib.closing(env), stop:
         for episode in range(episodes):

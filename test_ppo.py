@@ -2021,6 +2021,65 @@ def test_evaluate_from_python_plays_what_the_command_line_plays(tmp_path, capsys
     assert min(episodes(0)) >= 10**9                                # nor any seed training gives its envs
 
 
+class TwoRewardsEnv(gym.Env):
+    """The same observation always; action 0 earns 1 and action 1 earns 0.5. Registered with a time limit, so an
+    episode's return and length are known. It keeps each reset's seed and each render mode it was made with."""
+    observation_space = gym.spaces.Box(-1, 1, (2,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
+    seeds, render_modes = [], []
+
+    def __init__(self, render_mode=None):
+        self.render_mode = render_mode
+        TwoRewardsEnv.render_modes.append(render_mode)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        TwoRewardsEnv.seeds.append(seed)
+        return np.zeros(2, np.float32), {}
+
+    def step(self, action):
+        return np.zeros(2, np.float32), 1.0 if action == 0 else 0.5, False, False, {}
+
+    def render(self):
+        return np.zeros((64, 64, 3), np.uint8)
+
+
+def test_evaluate_plays_known_returns_with_each_argument_it_is_given(tmp_path, capfd):
+    # Known answers: with one observation, a deterministic policy takes one action throughout, so every episode
+    # returns 7 * 1 or 7 * 0.5 in 7 steps; sampling mixes the two. The checkpoint's own default is stochastic
+    # (--eval-stochastic), so evaluate()'s deterministic=True must be passed on, not left to the checkpoint.
+    gym.register("TwoRewards-v0", entry_point=TwoRewardsEnv, max_episode_steps=7)
+    gym.register("TwoRewardsLonger-v0", entry_point=TwoRewardsEnv, max_episode_steps=11)
+    checkpoint = ppo.train(ppo.Args(env_id="TwoRewards-v0", total_timesteps=128, num_envs=2, num_steps=64, seed=3,
+                                    eval_stochastic=True, runs_dir=str(tmp_path), quiet=True,
+                                    tensorboard=False))["checkpoint"]
+    capfd.readouterr()
+    TwoRewardsEnv.seeds.clear(), TwoRewardsEnv.render_modes.clear()
+    returns = ppo.evaluate(checkpoint)
+    assert len(returns) == 10 and len(set(returns)) == 1 and returns[0] in (7.0, 3.5), returns
+    assert capfd.readouterr() == ("", "")                                  # quiet unless verbose
+    assert "rgb_array" not in TwoRewardsEnv.render_modes                  # nothing rendered without a video
+    assert [s for s in TwoRewardsEnv.seeds if s is not None] == [ppo.evaluation_seed(3, k) for k in range(10)]
+    sampled = ppo.evaluate(checkpoint, episodes=10, deterministic=False, seed=5)
+    assert set(sampled) - {7.0, 3.5} and all(3.5 <= r <= 7.0 and r * 2 == int(r * 2) for r in sampled), sampled
+    TwoRewardsEnv.seeds.clear()
+    ppo.evaluate(checkpoint, episodes=2, seed=5)
+    assert [s for s in TwoRewardsEnv.seeds if s is not None] == [ppo.evaluation_seed(5, k) for k in range(2)]
+    assert ppo.evaluate(checkpoint, episodes=2, verbose=True, env_id="TwoRewardsLonger-v0") == [returns[0] / 7 * 11] * 2
+    lines = capfd.readouterr().out.splitlines()
+    assert [line.split(", ")[:2] for line in lines] == [[f"episode {k}/2: return {returns[0] / 7 * 11:.2f}", "11 steps"]
+                                                        for k in (1, 2)], lines
+    with pytest.raises(ppo.UsageError, match="video_episodes=2: films episodes only into a video_dir"):
+        ppo.evaluate(checkpoint, episodes=1, video_episodes=2)
+    if installed("moviepy"):                                  # the first video_episodes filmed; 0: none, -1: all
+        for video_episodes, filmed in [(0, 0), (2, 2), (-1, 3), (1, 1)]:
+            folder = tmp_path / f"videos{video_episodes}"
+            assert len(ppo.evaluate(checkpoint, episodes=3, video_dir=folder, video_episodes=video_episodes)) == 3
+            assert len(list(folder.glob("*.mp4"))) == filmed, video_episodes
+        assert capfd.readouterr() == ("", "")                              # moviepy's progress bars stay quiet
+
+
 def test_every_mode_acts_with_the_thread_setting_and_gives_the_caller_its_own_back(tmp_path, capsys, monkeypatch):
     # Acting with these small networks is fastest on one thread; a caller's own setting must come back unchanged.
     checkpoint = ppo.train(ppo.Args(total_timesteps=128, num_envs=2, num_steps=64, runs_dir=str(tmp_path),
@@ -3118,6 +3177,19 @@ def test_resume_past_its_target_or_outside_a_run_directory_is_refused(small_chec
     assert ppo.main(["--resume", str(elsewhere), "--total-timesteps", "4096"]) == 2
     assert one_error_line(capsys.readouterr().err, "not a run directory's checkpoint.pt")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]
+
+
+def test_resume_trains_while_a_whole_iteration_fits_and_from_a_run_no_episode_has_ended_in(small_checkpoint, tmp_path,
+                                                                                             capsys):
+    # 128 steps trained in iterations of 2 x 64: a target of 255 leaves no whole iteration, 256 leaves exactly one.
+    # And a run directory is known by its args.json alone: episodes.csv appears only once an episode has ended.
+    run_dir = tmp_path / small_checkpoint.parent.name
+    shutil.copytree(small_checkpoint.parent, run_dir)
+    (run_dir / "episodes.csv").unlink()
+    assert ppo.main(["--resume", str(run_dir / "checkpoint.pt"), "--total-timesteps", "255"]) == 2
+    assert one_error_line(capsys.readouterr().err, "has trained 128 steps", "leaves no whole iteration of 128 more")
+    assert ppo.main(["--resume", str(run_dir / "checkpoint.pt"), "--total-timesteps", "256", "--quiet"]) == 0
+    assert torch.load(run_dir / "checkpoint.pt", weights_only=True)["global_step"] == 256
 
 
 FEATURES = {"recurrent": ["--recurrent", "--recurrent-size", "8", "--recurrent-seq-len", "16"],

@@ -57,7 +57,8 @@ GROUPS = dict(
              "resume_refuses_to_change", "resume_refuses_what_made", "resume_past_its_target",
              "resume_takes_the_env_id",
              "paths_and_checkpoints", "acts_only_through_another", "bounds_are_as_documented",
-             "error_message_the_docs_quote"]))
+             "error_message_the_docs_quote", "evaluate_plays_known", "every_mode_acts_with",
+             "resume_trains_while", "masked_agent_asked"]))
 
 TABLE_TESTS = dict(                             # each table's mutants run the tests of what it declares
     EVALUATE_FLAGS=["evaluate_refuses_every_flag", "evaluate_hands_each_flag"],
