@@ -3069,10 +3069,18 @@ def test_evaluate_hands_each_flag_it_reads_to_evaluate_and_refuses_every_other(s
     calls.clear()
     assert ppo.main(["--evaluate", str(checkpoint), "--capture-video"]) == 0
     assert calls[0]["video_dir"].parent == checkpoint.parent / "videos-eval"
+    assert re.fullmatch(r"\d{8}-\d{6}", calls[0]["video_dir"].name)     # <run>/videos-eval/<time>/, as the README says
     assert "; videos in " + str(calls[0]["video_dir"]) in capsys.readouterr().out
     calls.clear()                                    # --eval-video-episodes: how many of them to film (only filming)
     assert ppo.main(["--evaluate", str(checkpoint), "--capture-video", "--eval-video-episodes", "2"]) == 0
     assert calls[0]["video_episodes"] == 2 and calls[0]["video_dir"] is not None
+    saved = torch.load(checkpoint, weights_only=True)       # a run saved with --eval-video-episodes 3 films 3 ...
+    saved["args"]["eval_video_episodes"] = 3
+    torch.save(saved, checkpoint)
+    for words, video_episodes in [(["--capture-video"], 3), ([], 1)]:       # ... only when it films at all
+        calls.clear()
+        assert ppo.main(["--evaluate", str(checkpoint), *words]) == 0
+        assert calls[0]["video_episodes"] == video_episodes, words
     capsys.readouterr()
     for field in dataclasses.fields(ppo.Args):
         if field.name in EVALUATE_READS or field.name in ("resume", "preset"):
