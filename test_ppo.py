@@ -1974,6 +1974,16 @@ def test_evaluate_into_a_pipe_that_closes_ends_quietly(small_checkpoint):
     assert proc.wait(timeout=60) == 141 and stderr == "", stderr
 
 
+def test_evaluate_into_a_pipe_closed_before_its_one_line_ends_quietly(small_checkpoint):
+    # --quiet prints only the summary line, into a pipe whose reader is already gone: that line meets the closed
+    # pipe while main() can still handle it (printed and flushed at once), not as Python exits
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}     # a pipe's stdout, block-buffered
+    proc = subprocess.Popen([sys.executable, str(HERE / "ppo.py"), "--evaluate", str(small_checkpoint),
+                             "--eval-episodes", "1", "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    proc.stdout.close()
+    assert proc.wait(timeout=60) == 141 and proc.stderr.read() == b""
+
+
 def test_one_ctrl_c_during_evaluation_stops_after_the_episode(tmp_path):
     import signal
     result = ppo.train(ppo.Args(total_timesteps=2048, runs_dir=str(tmp_path), quiet=True, tensorboard=False))
@@ -3082,6 +3092,10 @@ def test_evaluate_hands_each_flag_it_reads_to_evaluate_and_refuses_every_other(s
         assert ppo.main(["--evaluate", str(checkpoint), *words]) == 0
         assert calls[0]["video_episodes"] == video_episodes, words
     capsys.readouterr()
+    monkeypatch.setattr(ppo, "evaluate", lambda *a, **k: [0.0, 1.0])       # Ctrl-C stopped it after 2 episodes
+    assert ppo.main(["--evaluate", str(checkpoint)]) == 130
+    assert capsys.readouterr().out == "stopped: CartPole-v1: mean return 0.50 +- 0.50 over 2 of 10 deterministic " \
+                                      "episodes\n"
     for field in dataclasses.fields(ppo.Args):
         if field.name in EVALUATE_READS or field.name in ("resume", "preset"):
             continue
@@ -3338,6 +3352,25 @@ def test_gamma_and_lambda_bounds_are_as_documented(tmp_path, capsys, monkeypatch
                             (["--gae-lambda", "1.0001"], "refused")]:
         assert accepted_or_refused_in_one_line([*words, "--total-timesteps", "2048"], tmp_path / "runs", capsys,
                                                monkeypatch, words[0]) == expected, words
+
+
+def test_layer_sizes_and_minibatch_counts_are_refused_with_what_would_be_valid(tmp_path, capsys, monkeypatch):
+    # The smallest layer, 1 unit, is a layer; and with --recurrent the valid minibatch counts are those that divide
+    # the number of sequences (2 envs x 64 steps / 16 = 8), not the number of transitions (128).
+    assert accepted_or_refused_in_one_line(["--hidden-sizes", "1", "1"], tmp_path / "runs", capsys, monkeypatch,
+                                           "--hidden-sizes") == "accepted"
+    recurrent = ["--recurrent", "--num-envs", "2", "--num-steps", "64", "--recurrent-seq-len", "16"]
+    for words, message in [
+            (["--hidden-sizes", "64", "0"], "error: --hidden-sizes 64 0: layer sizes must be positive, e.g. 64 64 "
+                                            "(none: one linear layer per head)"),
+            ([*recurrent, "--num-minibatches", "3"], "error: --num-minibatches 3: must divide the batch of num-envs * "
+                                                     "num-steps = 128 transitions; valid: 1, 2, 4, 8"),
+            ([*recurrent, "--num-minibatches", "16"], "error: --num-minibatches 16: with --recurrent, minibatches are "
+                                                      "sets of the 8 sequences (num-envs * num-steps / "
+                                                      "recurrent-seq-len): it must divide 8")]:
+        assert ppo.main([*words, "--runs-dir", str(tmp_path / "runs"), "--quiet"]) == 2, words
+        assert capsys.readouterr().err == message + "\n"
+    assert not (tmp_path / "runs").exists()
 
 
 def test_paths_and_checkpoints_are_accepted_or_refused_in_one_line(small_checkpoint, tmp_path, capsys, monkeypatch):
