@@ -3373,6 +3373,23 @@ def test_layer_sizes_and_minibatch_counts_are_refused_with_what_would_be_valid(t
     assert not (tmp_path / "runs").exists()
 
 
+def test_refusals_under_torchrun_count_every_process_and_keep_evaluation_to_one(monkeypatch):
+    monkeypatch.setattr(ppo, "rank_and_world", lambda: (0, 2))                     # as under torchrun, 2 processes
+    cartpole = dict(env_id="CartPole-v1", num_envs=2, num_steps=64)
+    for args, message in [
+            (ppo.Args(**cartpole, total_timesteps=255), "--total-timesteps 255: smaller than one batch of 2 processes "
+                                                        "x num-envs * num-steps = 256; use at least that"),
+            (ppo.Args(evaluate="runs/a/checkpoint.pt"), "--evaluate runs/a/checkpoint.pt: plays in one process; run "
+                                                        "it without torchrun")]:
+        with pytest.raises(ppo.UsageError) as refused:
+            ppo.check_args(args)
+        assert str(refused.value) == message
+    ppo.check_args(ppo.Args(**cartpole, total_timesteps=256))                      # one batch in each process
+    monkeypatch.setattr(ppo, "rank_and_world", lambda: (0, 1))
+    with pytest.raises(ppo.UsageError, match=r"^--total-timesteps 127: smaller than one batch of num-envs \* "):
+        ppo.check_args(ppo.Args(**cartpole, total_timesteps=127))
+
+
 def test_paths_and_checkpoints_are_accepted_or_refused_in_one_line(small_checkpoint, tmp_path, capsys, monkeypatch):
     a_file = tmp_path / "a-file"
     a_file.write_text("mine")
