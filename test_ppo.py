@@ -1280,6 +1280,43 @@ def test_each_size_is_refused_one_past_its_largest_value(flag, limit, capsys, tm
     assert not any(tmp_path.iterdir())
 
 
+def test_the_limits_and_combinations_accept_each_edge_and_refuse_one_past_it(tmp_path, capsys, monkeypatch):
+    # check_limits_and_combinations alone, on settings filled in as check_args fills them: each limit itself is
+    # accepted (one past it: the test above), so are no hidden layers, seeds 0 and 2**31 - 1, and
+    # --eval-video-episodes -1 (all); a package is needed only to train with it; a note for --recurrent with stacks.
+    def outcome(**fields):
+        args = ppo.fill_auto(ppo.Args(runs_dir=str(tmp_path / "runs"), **fields))
+        try:
+            ppo.check_limits_and_combinations(args)
+        except ppo.UsageError as e:
+            return str(e)
+        return "accepted"
+    for name, limit in ppo.LIMITS.items():
+        needs = {ppo.REQUIRES[name]: True} if name in ppo.REQUIRES else {}
+        assert outcome(**{name: (limit,) if name == "hidden_sizes" else limit}, **needs) == "accepted", name
+    for fields in [dict(hidden_sizes=()), dict(seed=0), dict(seed=2**31 - 1), dict(eval_video_episodes=-1),
+                   dict(tensorboard=installed("tensorboard")), dict(track=installed("wandb"))]:
+        assert outcome(**fields) == "accepted", fields
+    for fields, message in [(dict(seed=-1), "--seed -1: must be in [0, 2**31)"),
+                            (dict(seed=2**31), "--seed 2147483648: must be in [0, 2**31)"),
+                            (dict(eval_video_episodes=-2), "--eval-video-episodes -2: films the first N episodes")]:
+        assert outcome(**fields).startswith(message), fields
+    monkeypatch.setattr(ppo, "installed", lambda package: False)
+    for name, package in [("tensorboard", "tensorboard"), ("track", "wandb")]:
+        assert outcome(**{name: True}) == f"--{name}: needs the optional package {package}; pip install {package}, " \
+                                           f"or --no-{name}"
+        assert outcome(**{name: True}, evaluate="runs/a/checkpoint.pt") == "accepted"   # evaluation does not log
+    monkeypatch.setattr(ppo, "EXCLUSIVE", {("recurrent", "recompute_adv"): "a reason"})  # the table, with one entry
+    assert outcome(recurrent=True) == outcome(recompute_adv=True) == "accepted"
+    assert outcome(recurrent=True, recompute_adv=True) == "--recurrent and --recompute-adv do not combine: a reason"
+    capsys.readouterr()
+    assert outcome(recurrent=True, frame_stack=2) == "accepted"
+    assert capsys.readouterr().err == "note: --recurrent --frame-stack 2: both apply, the GRU reads stacks of 2 " \
+                                      "observations\n"
+    assert outcome(recurrent=True, frame_stack=2, evaluate="runs/a/checkpoint.pt") == "accepted"
+    assert capsys.readouterr().err == ""                             # evaluation plays the agent as it was trained
+
+
 def test_missing_package_says_what_to_install_not_did_you_mean(capsys, tmp_path):
     def lunar_lander_without_box2d(**kwargs):     # what gymnasium raises for LunarLander-v3 when Box2D is missing
         raise gym.error.DependencyNotInstalled("Box2D is not installed, you can install it by run `pip install swig` "
