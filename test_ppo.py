@@ -1454,6 +1454,35 @@ def test_cuda_without_a_gpu_is_refused(capsys, tmp_path):
     assert err.count("\n") == 1 and "--cuda: no CUDA GPU is visible" in err, err
 
 
+def test_cuda_under_torchrun_needs_a_gpu_per_process_on_the_machine(monkeypatch):
+    # nccl takes one GPU per process: torchrun's LOCAL_WORLD_SIZE processes on this machine against the GPUs visible
+    # (faked here: 2 GPUs); the message says how many of each, word for word. Without torchrun: 1 process.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    ppo.check_args(ppo.Args(cuda=True))
+    for processes, refused in [("2", False), ("3", True)]:
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", processes)
+        if not refused:
+            ppo.check_args(ppo.Args(cuda=True))
+            continue
+        with pytest.raises(ppo.UsageError) as e:
+            ppo.check_args(ppo.Args(cuda=True))
+        assert str(e.value) == "--cuda: torchrun started 3 processes on this machine but 2 GPU(s) are visible, and " \
+                               "nccl needs one per process; use --nproc-per-node 2, or drop --cuda"
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
+    with pytest.raises(ppo.UsageError, match="^--cuda: torchrun started 1 processes on this machine but 0 GPU"):
+        ppo.check_args(ppo.Args(cuda=True))
+
+
+def test_learning_rate_and_target_kl_must_be_above_zero(tmp_path, capsys, monkeypatch):
+    for words, expected in [(["--learning-rate", "0"], "refused"), (["--learning-rate", "1e-9"], "accepted"),
+                            (["--target-kl", "0"], "refused"), (["--target-kl", "1e-9"], "accepted")]:
+        assert accepted_or_refused_in_one_line([*words, "--total-timesteps", "2048"], tmp_path / "runs", capsys,
+                                               monkeypatch, words[0]) == expected, words
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Runs that survive their users: checkpoints, resume, signals, non-finite values, custom envs, evaluation, plots
 # ---------------------------------------------------------------------------------------------------------------------

@@ -60,7 +60,8 @@ GROUPS = dict(
              "error_message_the_docs_quote", "evaluate_plays_known", "every_mode_acts_with",
              "resume_trains_while", "masked_agent_asked", "every_flag_changes_something_in_evaluate",
              "pipe_closed_before", "layer_sizes_and_minibatch_counts",
-             "refusals_under_torchrun", "limits_and_combinations_accept"]))
+             "refusals_under_torchrun", "limits_and_combinations_accept",
+             "cuda_under_torchrun", "learning_rate_and_target_kl"]))
 
 TABLE_TESTS = dict(                             # each table's mutants run the tests of what it declares
     EVALUATE_FLAGS=["evaluate_refuses_every_flag", "evaluate_hands_each_flag"],
