@@ -1285,7 +1285,7 @@ def test_the_limits_and_combinations_accept_each_edge_and_refuse_one_past_it(tmp
     # accepted (one past it: the test above), so are no hidden layers, seeds 0 and 2**31 - 1, and
     # --eval-video-episodes -1 (all); a package is needed only to train with it; a note for --recurrent with stacks.
     def outcome(**fields):
-        args = ppo.fill_auto(ppo.Args(runs_dir=str(tmp_path / "runs"), **fields))
+        args = ppo.fill_auto(ppo.Args(**{"runs_dir": str(tmp_path / "runs"), **fields}))
         try:
             ppo.check_limits_and_combinations(args)
         except ppo.UsageError as e:
@@ -1315,6 +1315,9 @@ def test_the_limits_and_combinations_accept_each_edge_and_refuse_one_past_it(tmp
                                       "observations\n"
     assert outcome(recurrent=True, frame_stack=2, evaluate="runs/a/checkpoint.pt") == "accepted"
     assert capsys.readouterr().err == ""                             # evaluation plays the agent as it was trained
+    (tmp_path / "a-file").write_text("")                            # --runs-dir matters to a new run only
+    assert outcome(runs_dir=str(tmp_path / "a-file")).startswith("--runs-dir")
+    assert outcome(runs_dir=str(tmp_path / "a-file"), evaluate="runs/a/checkpoint.pt") == "accepted"
 
 
 def test_missing_package_says_what_to_install_not_did_you_mean(capsys, tmp_path):
@@ -2154,6 +2157,44 @@ def test_evaluate_plays_known_returns_with_each_argument_it_is_given(tmp_path, c
             assert len(ppo.evaluate(checkpoint, episodes=3, video_dir=folder, video_episodes=video_episodes)) == 3
             assert len(list(folder.glob("*.mp4"))) == filmed, video_episodes
         assert capfd.readouterr() == ("", "")                              # moviepy's progress bars stay quiet
+
+
+class NoLegalMoveAtStep3(IllegalMovesEnv):
+    """IllegalMovesEnv, until its third step leaves no legal action."""
+    def step(self, action):
+        obs, reward, terminated, truncated, info = super().step(action)
+        self.t = getattr(self, "t", 0) + 1
+        return obs, reward, terminated, truncated, {"action_mask": info["action_mask"] * (self.t < 3)}
+
+
+class CtrlCAtStep3(TwoRewardsEnv):
+    """TwoRewardsEnv, whose third step comes with a Ctrl-C, as if typed then."""
+    def step(self, action):
+        self.t = 1 if getattr(self, "t", 0) == 0 or self.t >= 7 else self.t + 1
+        if self.t == 3 and not getattr(self, "interrupted", False):
+            self.interrupted = True
+            os.kill(os.getpid(), signal.SIGINT)
+        return super().step(action)
+
+
+def test_evaluate_acts_legally_names_the_episode_and_stops_after_the_one_a_ctrl_c_came_in(tmp_path, capfd):
+    gym.register("IllegalMovesEval-v0", entry_point=IllegalMovesEnv, max_episode_steps=10)
+    gym.register("NoLegalMoveAtStep3-v0", entry_point=NoLegalMoveAtStep3, max_episode_steps=10)
+    checkpoint = ppo.train(ppo.Args(env_id="IllegalMovesEval-v0", total_timesteps=128, num_envs=2, num_steps=64,
+                                    runs_dir=str(tmp_path), quiet=True, tensorboard=False))["checkpoint"]
+    IllegalMovesEnv.steps = IllegalMovesEnv.illegal = 0
+    assert ppo.evaluate(checkpoint, episodes=3) == [10.0] * 3                      # each info's mask is obeyed
+    assert IllegalMovesEnv.steps == 30 and IllegalMovesEnv.illegal == 0
+    with pytest.raises(ppo.NoLegalActionError, match=r"no legal action in evaluation episode 1 \("):
+        ppo.evaluate(checkpoint, episodes=3, env_id="NoLegalMoveAtStep3-v0")
+    gym.register("TwoRewardsCtrlC-v0", entry_point=CtrlCAtStep3, max_episode_steps=7)
+    gym.register("TwoRewardsPlain-v0", entry_point=TwoRewardsEnv, max_episode_steps=7)
+    checkpoint = ppo.train(ppo.Args(env_id="TwoRewardsPlain-v0", total_timesteps=128, num_envs=2, num_steps=64,
+                                    runs_dir=str(tmp_path), quiet=True, tensorboard=False))["checkpoint"]
+    capfd.readouterr()
+    returns = ppo.evaluate(checkpoint, episodes=5, env_id="TwoRewardsCtrlC-v0")       # the episode under way ends
+    assert len(returns) == 1 and returns[0] in (7.0, 3.5), returns
+    assert "stopping after this episode" in capfd.readouterr().err
 
 
 def test_every_mode_acts_with_the_thread_setting_and_gives_the_caller_its_own_back(tmp_path, capsys, monkeypatch):

@@ -61,7 +61,7 @@ GROUPS = dict(
              "resume_trains_while", "masked_agent_asked", "every_flag_changes_something_in_evaluate",
              "pipe_closed_before", "layer_sizes_and_minibatch_counts",
              "refusals_under_torchrun", "limits_and_combinations_accept",
-             "cuda_under_torchrun", "learning_rate_and_target_kl"]))
+             "cuda_under_torchrun", "learning_rate_and_target_kl", "evaluate_acts_legally"]))
 
 TABLE_TESTS = dict(                             # each table's mutants run the tests of what it declares
     EVALUATE_FLAGS=["evaluate_refuses_every_flag", "evaluate_hands_each_flag"],
