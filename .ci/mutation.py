@@ -189,7 +189,7 @@ def main(argv: list[str]) -> int:
     for group in (g for g in GROUPS if g in parts):
         t1, work = time.time(), WORK / (group + (f"-tests-from-{tests_ref}" if tests_ref else ""))
         prepare_copy(work, *GROUPS[group], tests_ref)
-        subprocess.run([*mutmut, "run", "--max-children", str(os.cpu_count() or 2), *names], cwd=work, env=env,
+        subprocess.run([*mutmut, "run", "--max-children", str(len(os.sched_getaffinity(0))), *names], cwd=work, env=env,
                        check=True, stdout=subprocess.DEVNULL)
         results = subprocess.run([*mutmut, "results"], cwd=work, env=env, capture_output=True, text=True).stdout
         subprocess.run([*mutmut, "export-cicd-stats"], cwd=work, env=env, check=True, capture_output=True)
