@@ -852,11 +852,11 @@ def test_cartpole_learns(tmp_path, capsys):
     assert list(episodes[0]) == ["global_step", "wall_time", "episodic_return", "episodic_length"]
     assert len(episodes) == len(returns)
     updates = read_csv(run_dir / "updates.csv")
-    assert len(updates) == args.num_iterations
+    assert len(updates) == args.total_timesteps // args.batch_size
     for key in ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "explained_variance", "SPS"):
         assert key in updates[0]
     checkpoint = torch.load(run_dir / "checkpoint.pt")
-    assert checkpoint["global_step"] == args.num_iterations * args.batch_size
+    assert checkpoint["global_step"] == args.total_timesteps // args.batch_size * args.batch_size
     assert {"agent", "optimizer", "args", "global_step"} <= set(checkpoint)
 
 
