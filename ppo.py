@@ -193,7 +193,6 @@ NORM_CLIP = 10.0  # normalized observations and rewards are clipped to +-10, as 
 class RunningMeanStd(nn.Module):
     """Running mean and variance of a stream of batches (Chan et al.'s parallel algorithm). Its statistics are
     buffers, so they are saved and loaded with the agent that holds them."""
-
     def __init__(self, shape: tuple[int, ...] = ()):
         super().__init__()
         self.register_buffer("mean", torch.zeros(shape, dtype=torch.float64))
@@ -265,8 +264,9 @@ def mlp(sizes: list[int], out_std: float, activation: str = "tanh", ortho_init: 
 
 class Categorical(torch.distributions.Categorical):
     """torch's, but log pi(a|s) is one gather from log pi(.|s), the same number sooner: 15% off each act()."""
-    def log_prob(self, action: torch.Tensor) -> torch.Tensor:
-        return self.logits.gather(-1, action.long().unsqueeze(-1)).squeeze(-1)
+    def log_prob(self, action: torch.Tensor) -> torch.Tensor:      # (other shapes: torch's own, which expands them)
+        return self.logits.gather(-1, action.long().unsqueeze(-1)).squeeze(-1) if action.shape == self.batch_shape \
+            else super().log_prob(action)
 
 
 class Agent(nn.Module):

@@ -2048,7 +2048,8 @@ def test_evaluate_into_a_pipe_closed_before_its_one_line_ends_quietly(small_chec
     # pipe while main() can still handle it (printed and flushed at once), not as Python exits
     env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}     # a pipe's stdout, block-buffered
     proc = subprocess.Popen([sys.executable, str(HERE / "ppo.py"), "--evaluate", str(small_checkpoint),
-                             "--eval-episodes", "1", "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+                             "--eval-episodes", "1", "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=env)
     proc.stdout.close()
     assert proc.wait(timeout=60) == 141 and proc.stderr.read() == b""
 
