@@ -619,6 +619,19 @@ def test_envs_that_break_the_api_are_refused_or_stopped_in_one_line(tmp_path_fac
 # ---------------------------------------------------------------------------------------------------------------------
 # Action masks and structured (Dict / Tuple) observations
 # ---------------------------------------------------------------------------------------------------------------------
+def test_categorical_log_prob_is_torchs_exactly_for_one_action_per_state_and_any_other_shape():
+    # ppo.Categorical picks log pi(a|s) with one gather where there is one action per state (the rollout's and the
+    # update's case), and leaves other shapes to torch's: the same numbers either way, bit for bit. MultiDiscrete's
+    # parts are a batch of (B, K) Categoricals over the widest part's logits.
+    generator = torch.Generator().manual_seed(0)
+    for batch_shape, n in [((5,), 3), ((5, 2), 4), ((1, 3), 6), ((), 2)]:
+        logits = torch.randn(*batch_shape, n, generator=generator)
+        ours, torchs = ppo.Categorical(logits=logits), torch.distributions.Categorical(logits=logits)
+        for shape in [batch_shape, (7, *batch_shape)]:                    # one action per state, then 7 each
+            actions = torch.randint(n, shape, generator=generator)
+            assert torch.equal(ours.log_prob(actions), torchs.log_prob(actions)), (batch_shape, shape)
+
+
 def test_masked_distribution_matches_hand_computed_values():
     agent = ppo.Agent(OBS, gym.spaces.Discrete(4))
     agent.actor = nn.Identity()                        # so that the policy's logits are its input

@@ -42,13 +42,13 @@ WORK = ROOT / ".mutation"
 GROUPS = dict(
     core=(["clipped_policy_loss", "value_loss", "ppo_loss", "compute_gae", "next_state_values", "RunningMeanStd",
            "RewardScaler", "collect_rollout", "Rollout", "ppo_update", "GRUCore", "MemoryStore", "replay",
-           "minibatches", "LegalActions"],
+           "minibatches", "LegalActions", "Categorical"],
           ["compute_gae", "gae_extremes", "clipped_policy_loss", "value_loss", "masked_distribution",
            "update_applies_the_mask", "no_legal_action", "recompute_adv_also_revalues", "rollout_keeps_frames",
            "recurrent_first_update", "recurrent_recompute_adv_revalues", "recurrent_checkpoints_from_before",
            "recompute_adv_bootstraps", "mlp_agent_keeps", "gru_core_restarts", "memory_store_gives",
            "one_step_rollout", "ppo_loss_is_the", "ppo_update_reports", "rollout_keeps_each", "running_mean_std_is",
-           "reward_scaler_divides", "memory_peek_is", "collect_rollout_acts_under"]),
+           "reward_scaler_divides", "memory_peek_is", "collect_rollout_acts_under", "categorical_log_prob_is_torchs"]),
     checks=(["check_args", "check_limits_and_combinations", "evaluate", "run_evaluation", "Run._check_resumable"],
             ["bad_input_is_one_line", "one_past_its_largest_value", "minibatches_of_one", "cuda_without_a_gpu",
              "corrupt_or_foreign",
@@ -189,8 +189,9 @@ def main(argv: list[str]) -> int:
     for group in (g for g in GROUPS if g in parts):
         t1, work = time.time(), WORK / (group + (f"-tests-from-{tests_ref}" if tests_ref else ""))
         prepare_copy(work, *GROUPS[group], tests_ref)
-        subprocess.run([*mutmut, "run", "--max-children", str(len(os.sched_getaffinity(0))), *names], cwd=work, env=env,
-                       check=True, stdout=subprocess.DEVNULL)
+        cores = len(os.sched_getaffinity(0))                     # taskset -c 1: one mutant at a time, on core 1
+        subprocess.run([*mutmut, "run", "--max-children", str(cores), *names], cwd=work, env=env, check=True,
+                       stdout=subprocess.DEVNULL)
         results = subprocess.run([*mutmut, "results"], cwd=work, env=env, capture_output=True, text=True).stdout
         subprocess.run([*mutmut, "export-cicd-stats"], cwd=work, env=env, check=True, capture_output=True)
         stats = json.loads((work / "mutants" / "mutmut-cicd-stats.json").read_text())
