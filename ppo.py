@@ -263,7 +263,7 @@ def mlp(sizes: list[int], out_std: float, activation: str = "tanh", ortho_init: 
 
 
 class Categorical(torch.distributions.Categorical):
-    """torch's, but log pi(a|s) is one gather from log pi(.|s), the same number sooner: 15% off each act()."""
+    """torch's, but log pi(a|s) is one gather from log pi(.|s), the same number sooner: a tenth off each act()."""
     def log_prob(self, action: torch.Tensor) -> torch.Tensor:      # (other shapes: torch's own, which expands them)
         return self.logits.gather(-1, action.long().unsqueeze(-1)).squeeze(-1) if action.shape == self.batch_shape \
             else super().log_prob(action)

@@ -3075,6 +3075,16 @@ OUTSIDE_FLAGS = {"--nproc-per-node", "--nnodes", "--node-rank", "--master-addr",
                  "--gama"}                                                        # the typo the bad-input table shows
 
 
+def test_the_readmes_speed_figures_are_those_notes_performance_md_measured():
+    # A measurement cannot be rerun in a test, but the README cannot claim one that performance.md does not show.
+    readme = (HERE / "README.md").read_text()
+    claims = re.search(r"- \*\*Fast on a CPU\*\*(.*?)\n\n", readme, re.S).group(1)
+    figures = re.findall(r"\d+\.\d+(?:×| s\b)", " ".join(claims.split()))      # ratios and seconds
+    performance = " ".join((HERE / "notes" / "performance.md").read_text().split())
+    missing = [f for f in figures if not re.search(r"(?<![\d.])" + re.escape(f.split()[0]) + r"(?![\d])", performance)]
+    assert len(figures) >= 4 and not missing, (figures, missing)
+
+
 def test_every_name_and_flag_the_docs_give_exists():
     source, tests = (HERE / "ppo.py").read_text(), (HERE / "test_ppo.py").read_text()
     scripts = "\n".join(p.read_text() for p in (HERE / "notes").glob("*.py"))
