@@ -649,6 +649,8 @@ def test_masked_distribution_matches_hand_computed_values():
     # an all-True mask changes nothing, to the bit
     torch.testing.assert_close(agent.policy(logits, torch.ones(1, 4, dtype=torch.bool)).logits,
                                agent.policy(logits).logits, rtol=0, atol=0)
+    # gymnasium's own masks are int8 0/1 arrays (Discrete.sample(mask=...)): the policy reads them as the same mask
+    torch.testing.assert_close(agent.policy(logits, np.array([[1, 0, 1, 0]], np.int8)).probs, dist.probs)
 
     # MultiDiscrete([3, 2]): one mask per sub-action, end to end. Part 1: 1, 3, 4 with the 4 illegal -> 0.25, 0.75, 0;
     # part 2: 1, 3 with the first illegal -> 0, 1 (a forced choice: log-probability 0, entropy 0).
