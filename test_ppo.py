@@ -3283,12 +3283,17 @@ def test_resume_refuses_what_made_the_run_and_takes_every_other_flag(small_check
     changes = [(small_checkpoint, name, value) for name, value in {**RESUME_MAY_NOT_CHANGE,
                                                                    **RESUME_MAY_CHANGE}.items()]
     changes += [(recurrent["checkpoint"], "recurrent_size", "16"), (recurrent["checkpoint"], "recurrent_seq_len", "8")]
+    changes += [(small_checkpoint, "compile", True)] + [      # and those that need an optional package, where it is
+        (small_checkpoint, name, True) for name, packages in [("capture_video", ("moviepy", "pygame")),
+                                                              ("tensorboard", ("tensorboard",)), ("track", ("wandb",))]
+        if installed(*packages)]
     assert {name for _, name, _ in changes} | {"env_id", "total_timesteps", "preset", "resume", "evaluate", "cuda",
                                                "compile", "capture_video", "tensorboard", "track",
                                                "wandb_project_name", "wandb_entity"} == set(ppo.ARGS_DEFAULTS)
     for checkpoint, name, value in changes:
         words = ([ppo.flag(name, value)] if isinstance(value, bool) else [ppo.flag(name), value])
-        argv = ["--resume", str(checkpoint), "--total-timesteps", "4096", "--no-tensorboard", *words]
+        argv = ["--resume", str(checkpoint), "--total-timesteps", "4096",
+                *(["--no-tensorboard"] if name != "tensorboard" else []), *words]
         refused = name in RESUME_MAY_NOT_CHANGE or name == "recurrent_size"
         try:
             code = ppo.main(argv)
