@@ -1899,9 +1899,10 @@ def check_some_action_legal(masks: np.ndarray, action_space: gym.Space, env_id: 
     nvec = np.atleast_1d(getattr(action_space, "nvec", getattr(action_space, "n", masks.shape[-1])))
     for part in np.split(masks, np.cumsum(nvec)[:-1], axis=-1):
         if not part.any(axis=-1).all():
-            env = int(np.flatnonzero(~part.any(axis=-1))[0])
-            raise NoLegalActionError(f"env {env_id} gave an action mask with no legal action {where} (env {env} of "
-                                     f"the vector env); every state needs one, or use --no-action-mask to ignore it")
+            env = int(np.flatnonzero(~part.any(axis=-1))[0])                 # which of several envs, if several
+            which = f" (env {env} of the vector env)" if len(masks) > 1 else ""
+            raise NoLegalActionError(f"env {env_id} gave an action mask with no legal action {where}{which}; every "
+                                     "state needs one, or use --no-action-mask to ignore it")
 
 class CsvLog:
     """One CSV file of rows with a global_step. Its columns are the keys of the first row written, so a new

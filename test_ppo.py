@@ -2201,7 +2201,7 @@ def test_evaluate_acts_legally_names_the_episode_and_stops_after_the_one_a_ctrl_
     IllegalMovesEnv.steps = IllegalMovesEnv.illegal = 0
     assert ppo.evaluate(checkpoint, episodes=3) == [10.0] * 3                      # each info's mask is obeyed
     assert IllegalMovesEnv.steps == 30 and IllegalMovesEnv.illegal == 0
-    with pytest.raises(ppo.NoLegalActionError, match=r"no legal action in evaluation episode 1 \("):
+    with pytest.raises(ppo.NoLegalActionError, match=r"no legal action in evaluation episode 1; every state"):
         ppo.evaluate(checkpoint, episodes=3, env_id="NoLegalMoveAtStep3-v0")
     gym.register("TwoRewardsCtrlC-v0", entry_point=CtrlCAtStep3, max_episode_steps=7)
     gym.register("TwoRewardsPlain-v0", entry_point=TwoRewardsEnv, max_episode_steps=7)
