@@ -3018,11 +3018,17 @@ def parse_args(argv: list[str]) -> Args:
 
 
 def quiet_known_warnings(env_id: str) -> None:
-    """Keep two known third-party warnings, about nothing the user did, from burying the run's first line (gym_make
+    """Keep known third-party warnings, about nothing the user did, from burying the run's first line (gym_make
     calls it before every env it makes)."""
     # gymnasium warns that a -v4 MuJoCo id is out of date, twice per run; we keep v4 only to compare with
     # published tables, where using v4 is the point.
     warnings.filterwarnings("ignore", r".*The environment \S+-v4 is out of date", DeprecationWarning)
+    # --async-envs: AsyncVectorEnv reports a worker's exception in three warnings, a traceback among them, then raises
+    # it here. For an env that broke the API, the run's one-line error already says all of it; other errors keep
+    # their traceback, which shows where in the env it went wrong.
+    for message in (r".*ERROR: Received the following error from Worker", r".*ERROR: Raising the last exception",
+                    r"(?s).*ERROR: Traceback.*EnvContractError: "):
+        warnings.filterwarnings("ignore", message, UserWarning)
     try:      # importing mujoco costs 20 MB and a few tenths of a second: only for a MuJoCo env, or maybe one
         maybe_mujoco = "mujoco" in str(gym.spec(env_id).entry_point)
     except Exception:

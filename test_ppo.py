@@ -23,6 +23,7 @@ import shutil
 import subprocess
 import sys
 import time
+import textwrap
 import types
 from pathlib import Path
 
@@ -589,6 +590,34 @@ def test_float64_observations_beyond_float32s_range_stop_the_run_in_one_line(tmp
     assert code == 1 and err.count("\n") == 1, err
     assert "env HugeFloat64-v0: step() returned an observation that does not fit" in err and "float32" in err, err
     assert "at global step 40" in err, err
+
+
+def test_an_env_that_breaks_the_api_in_a_worker_process_stops_the_run_in_one_line(tmp_path):
+    # --async-envs: gymnasium reports a worker's exception in three warnings, the worker's traceback among them,
+    # before raising it in the main process; the run's one line already says what the env did, and where.
+    (tmp_path / "broken_envs.py").write_text(textwrap.dedent('''
+        import gymnasium as gym, numpy as np
+
+        class GrowsAnAxis(gym.Env):
+            observation_space = gym.spaces.Box(-1, 1, (3,), np.float32)
+            action_space = gym.spaces.Discrete(2)
+
+            def reset(self, *, seed=None, options=None):
+                super().reset(seed=seed)
+                self.t = 0
+                return np.zeros(3, np.float32), {}
+
+            def step(self, action):
+                self.t += 1
+                return np.zeros(3 if self.t < 5 else 4, np.float32), 0.0, False, False, {}
+
+        gym.register("GrowsAnAxis-v0", entry_point=GrowsAnAxis)
+        '''))
+    out = run_cli("--env-id", "broken_envs:GrowsAnAxis-v0", "--async-envs", "--num-envs", "2", "--num-steps", "64",
+                  "--total-timesteps", "256", "--runs-dir", str(tmp_path / "runs"), "--quiet", cwd=tmp_path)
+    assert out.returncode == 1 and out.stderr.count("\n") == 1, out.stderr
+    assert out.stderr.startswith("error: env broken_envs:GrowsAnAxis-v0: step() returned an observation that does "
+                                 "not fit its observation space") and "at global step 10" in out.stderr, out.stderr
 
 
 def test_envs_that_break_the_api_are_refused_or_stopped_in_one_line(tmp_path_factory, capsys):
