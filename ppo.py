@@ -1904,6 +1904,7 @@ def check_some_action_legal(masks: np.ndarray, action_space: gym.Space, env_id: 
             raise NoLegalActionError(f"env {env_id} gave an action mask with no legal action {where}{which}; every "
                                      "state needs one, or use --no-action-mask to ignore it")
 
+
 class CsvLog:
     """One CSV file of rows with a global_step. Its columns are the keys of the first row written, so a new
     diagnostic needs no list to be kept in step. On resume, rows after `resume_step` are dropped (they will be

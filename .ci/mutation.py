@@ -190,7 +190,8 @@ def main(argv: list[str]) -> int:
     for group in (g for g in GROUPS if g in parts):
         t1, work = time.time(), WORK / (group + (f"-tests-from-{tests_ref}" if tests_ref else ""))
         prepare_copy(work, *GROUPS[group], tests_ref)
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 2   # taskset
+        # As many mutants at once as the cores this process may use: under `taskset -c 1`, one, leaving core 0 free.
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 2
         subprocess.run([*mutmut, "run", "--max-children", str(cores), *names], cwd=work, env=env, check=True,
                        stdout=subprocess.DEVNULL)
         results = subprocess.run([*mutmut, "results"], cwd=work, env=env, capture_output=True, text=True).stdout
