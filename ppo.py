@@ -262,18 +262,11 @@ def mlp(sizes: list[int], out_std: float, activation: str = "tanh", ortho_init: 
     return nn.Sequential(*layers, init(nn.Linear(sizes[-2], sizes[-1]), std=out_std))
 
 
-class Categorical(torch.distributions.Categorical):
-    """torch's, but log pi(a|s) is one gather from log pi(.|s), the same number sooner: a tenth off each act()."""
-    def log_prob(self, action: torch.Tensor) -> torch.Tensor:      # (other shapes: torch's own, which expands them)
-        return self.logits.gather(-1, action.long().unsqueeze(-1)).squeeze(-1) if action.shape == self.batch_shape \
-            else super().log_prob(action)
-
-
 class Agent(nn.Module):
     """The actor-critic. Its whole contract, for every action space (with nn.Module's methods, all the file uses):
 
         agent(obs)              -> (pi, value)    pi = pi(.|s), a torch Distribution over B states; value (B,)
-        agent.act(obs)          -> (action, logprob, value): a ~ pi(.|s), log pi(a|s) (B,), V(s) (B,)
+        agent.act(obs)          -> (action, logprob): a ~ pi(.|s) and log pi(a|s) (B,), all that acting needs
         agent.distribution(obs) -> pi;   agent.value(obs) -> V(s), (B,)
         agent.obs_rms, agent.reward_rms: the normalization statistics; agent.core: the memory (Part II; --recurrent);
         agent.nvec: how many choices each discrete sub-action has (None for Box actions)
@@ -303,8 +296,7 @@ class Agent(nn.Module):
             self.nvec = [int(n) for n in np.atleast_1d(getattr(action_space, "nvec", getattr(action_space, "n", 0)))]
             self.multi = isinstance(action_space, gym.spaces.MultiDiscrete)
             n_out = sum(self.nvec)
-        self.actor = mlp([n_features, *hidden_sizes, n_out], out_std=0.01, activation=activation,
-                         ortho_init=ortho_init)
+        self.actor = mlp([n_features, *hidden_sizes, n_out], out_std=0.01, activation=activation, ortho_init=ortho_init)
         self.critic = mlp([n_features, *hidden_sizes, 1], out_std=1.0, activation=activation, ortho_init=ortho_init)
         self.norm_obs = norm_obs
         self.obs_rms = RunningMeanStd(tuple(obs_space.shape))     # observation statistics (--norm-obs)
@@ -325,12 +317,12 @@ class Agent(nn.Module):
         if self.nvec is None:                                        # Box: independent Gaussians per dimension
             return Independent(Normal(out, self.actor_logstd.exp().expand_as(out), validate_args=False), 1)
         if not self.multi:                                           # Discrete: softmax over n logits
-            return Categorical(logits=out, validate_args=False)
+            return Categorical(out)
         # MultiDiscrete: one Categorical per sub-action, padded to the widest with logits of -inf (probability 0).
         widest = max(self.nvec)
         logits = torch.stack([nn.functional.pad(chunk, (0, widest - n), value=-torch.inf)
                               for chunk, n in zip(out.split(self.nvec, dim=-1), self.nvec)], dim=1)  # (B, K, widest)
-        return Independent(Categorical(logits=logits, validate_args=False), 1)
+        return Independent(Categorical(logits), 1)
 
     def forward(self, obs: torch.Tensor, mask=None, mem=None) -> tuple[Distribution, torch.Tensor]:
         x = self.normalize(obs, mem)                                 # one encoding feeds both heads
@@ -339,9 +331,9 @@ class Agent(nn.Module):
     def act(self, obs: torch.Tensor, mask=None, deterministic: bool = False, mem=None):
         """One call per env step: sample a ~ pi(.|s) (or take the most likely action), log pi(a|s), and V(s).
         Sampling, rather than always taking the best-looking action, is how the agent keeps exploring."""
-        dist, value = self(obs, mask, mem)
+        dist = self.distribution(obs, mask, mem)
         action = dist.mode if deterministic else dist.sample()
-        return action, dist.log_prob(action), value
+        return action, dist.log_prob(action)
 
     def distribution(self, obs: torch.Tensor, mask=None, mem=None) -> Distribution:
         return self.policy(self.normalize(obs, mem), mask)
@@ -362,12 +354,12 @@ class Rollout:
     obs: np.ndarray              # (T, N, *obs_shape)     s_t, raw, as the env returned it
     actions: np.ndarray          # (T, N, *action_shape)  a_t, sampled from pi_old(.|s_t)
     logprobs: np.ndarray         # (T, N)  log pi_old(a_t|s_t): the denominator of the ratio in the update
-    values: np.ndarray           # (T, N)  V(s_t), the critic's prediction when acting
+    values: np.ndarray           # (T, N)  V(s_t), the critic's prediction before the update (critic_values)
     rewards: np.ndarray          # (T, N)  r_t, raw
     terminations: np.ndarray     # (T, N)  1 = the episode ended at this step (the pole fell, the goal was reached)
     truncations: np.ndarray      # (T, N)  1 = a time limit cut the episode off at this step
-    final_values: np.ndarray     # (T, N)  where truncated: V(the episode's last state); else unused
-    final_obs: dict              # {(t, n): the last state of env n's episode cut off at step t}, for --recompute-adv
+    final_values: np.ndarray     # (T, N)  where truncated: V(the episode's last state); else 0
+    final_obs: dict              # {(t, n): the last state of env n's episode cut off at step t}
     next_obs: np.ndarray         # (N, *obs_shape) the states after the last step: the next rollout starts here
     legal: LegalActions          # Part II: the actions legal in each s_t, where the env says (else it keeps nothing)
     memory: memory.Store         # Part II: a recurrent policy's state at each s_t (else it keeps nothing)
@@ -377,16 +369,13 @@ class Rollout:
         """An empty rollout of T steps; first = (s_0 of the N envs, the reset's infos), from the run's reset."""
         next_obs, infos = first
         N = len(next_obs)
-
-        def zeros():
-            return np.zeros((T, N), dtype=np.float32)
+        per_step = ("logprobs", "values", "rewards", "terminations", "truncations", "final_values")   # (T, N) each
         # Observations are stored as the env gives them when they are integers (a quarter of float32's memory for
         # uint8 frames), and as float32, the network's precision, otherwise. The agent converts them when it reads.
         obs_dtype = np.float32 if np.issubdtype(obs_space.dtype, np.floating) else obs_space.dtype
         return cls(obs=np.zeros((T, N, *obs_space.shape), dtype=obs_dtype),
                    actions=np.zeros((T, N, *action_space.shape), dtype=action_space.dtype),
-                   logprobs=zeros(), values=zeros(), rewards=zeros(), terminations=zeros(), truncations=zeros(),
-                   final_values=zeros(), final_obs={}, next_obs=next_obs,
+                   **{name: np.zeros((T, N), dtype=np.float32) for name in per_step}, final_obs={}, next_obs=next_obs,
                    legal=LegalActions(T, action_space, infos), memory=memory.Store(T, N, core))
 
     def flatten(self, advantages: np.ndarray, returns: np.ndarray, device: torch.device) -> dict[str, torch.Tensor]:
@@ -408,9 +397,8 @@ def collect_rollout(envs: gym.vector.VectorEnv, agent: Agent, rollout: Rollout, 
             rollout.obs[t] = rollout.next_obs
             # The agent sees the state of every env, and samples an action from its policy's probabilities.
             obs = torch.as_tensor(rollout.next_obs, device=device)
-            action, logprob, value = agent.act(obs, rollout.legal.next, mem=rollout.memory.at_step(t))
-            rollout.actions[t] = action.cpu().numpy()
-            rollout.logprobs[t], rollout.values[t] = logprob.cpu().numpy(), value.cpu().numpy()
+            action, logprob = agent.act(obs, rollout.legal.next, mem=rollout.memory.at_step(t))
+            rollout.actions[t], rollout.logprobs[t] = action.cpu().numpy(), logprob.cpu().numpy()
 
             # Each env answers with a reward and its next state.
             rollout.next_obs, reward, terminated, truncated, infos = envs.step(rollout.actions[t])
@@ -418,13 +406,8 @@ def collect_rollout(envs: gym.vector.VectorEnv, agent: Agent, rollout: Rollout, 
             rollout.legal.step(t, infos)
             rollout.memory.step(t, terminated | truncated)
             reward_scaler.observe(reward, terminated | truncated)
-            if truncated.any():
-                # A time limit cut these episodes: keep V(their real last state) to bootstrap from (see GAE below).
-                idx = np.flatnonzero(truncated)
-                final_obs = np.stack(infos["final_obs"][idx])
-                final_values = agent.value(torch.as_tensor(final_obs, device=device), rollout.memory.before_reset(idx))
-                rollout.final_values[t, idx] = final_values.cpu().numpy()
-                rollout.final_obs.update({(t, n): o for n, o in zip(idx, final_obs)})
+            # A time limit cut these episodes: keep their real last states, to bootstrap from (see GAE below).
+            rollout.final_obs.update({(t, n): np.array(infos["final_obs"][n]) for n in np.flatnonzero(truncated)})
 
 
 # ======================================================================================================================
@@ -467,11 +450,10 @@ def compute_gae(rewards: np.ndarray, values: np.ndarray, next_values: np.ndarray
 
 
 def critic_values(agent: Agent, rollout: Rollout) -> tuple[np.ndarray, np.ndarray]:
-    """(V(s_t), V(final state) where truncated), both (T, N), from the critic as it is now, not as when acting. For
-    --recompute-adv: after an epoch the critic predicts better, so gives better advantages (Andrychowicz et al. 2021).
-    The final states count too: through GAE each one reaches about 1 / (1 - gamma * lambda) steps back."""
+    """(V(s_t), V(final state) where truncated, else 0), (T, N) each: the critic on a whole rollout in one batch.
+    Again before each epoch under --recompute-adv: the critic improves as it learns (Andrychowicz et al. 2021)."""
     T, N = rollout.values.shape
-    final_values = rollout.final_values.copy()
+    final_values = np.zeros((T, N), dtype=np.float32)
     with torch.inference_mode():
         device = next(agent.parameters()).device
         obs = torch.from_numpy(rollout.obs.reshape(T * N, *rollout.obs.shape[2:])).to(device)
@@ -511,11 +493,10 @@ def value_loss(new_values, old_values, returns, clip_coef: float | None) -> torc
 
 def ppo_loss(agent: Agent, mb: dict[str, torch.Tensor], args: Args,
              terms: dict | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The PPO loss on one minibatch `mb`: (loss to minimize, its named parts for the logs).
-
-    To add a term: compute it, add `coef * term` to `loss`, and put it in the returned dict; the update averages
-    and logs whatever this dict holds. A loss of your own can call this one with `terms={}`: it comes back holding
-    dist (pi_new), new_values, logratio and advantages, with their gradients, from this same forward pass."""
+    """The PPO loss on one minibatch `mb`: (loss to minimize, its named parts for the logs). To add a term: compute
+    it, add `coef * term` to `loss`, and put it in the returned dict; the update averages and logs whatever this dict
+    holds. A loss of your own can call this one with `terms={}`: it comes back holding dist (pi_new), new_values,
+    logratio and advantages, with their gradients, from this same forward pass."""
     # pi_new sees the legal actions pi_old saw (Part II; the batch holds them only where the env gives them).
     dist, new_values = agent(mb["obs"], mb.get("action_masks"), memory.replay(mb, args))   # Part II: memory
     logratio = dist.log_prob(mb["actions"]) - mb["logprobs"]       # log pi_new(a|s) - log pi_old(a|s)
@@ -613,8 +594,9 @@ def train(args: Args, loss_fn=ppo_loss) -> dict:
             lr = args.learning_rate * ((1 - run.global_step / last_step) if args.anneal_lr else 1.0)
             optimizer.param_groups[0]["lr"] = lr
 
-            # 1. Collect experience with the current policy.
+            # 1. Collect experience with the current policy; then the critic judges every state met, in one batch.
             collect_rollout(envs, agent, rollout, reward_scaler)
+            rollout.values, rollout.final_values = critic_values(agent, rollout)
 
             # 2. Compute advantages with GAE (on scaled rewards, under --norm-reward).
             rewards = reward_scaler.scale(rollout.rewards)
@@ -641,6 +623,24 @@ def train(args: Args, loss_fn=ppo_loss) -> dict:
 def explained_variance(values: np.ndarray, returns: np.ndarray) -> float:
     """1 = the critic predicts the returns perfectly, 0 = no better than their mean, < 0 = worse."""
     return float(1 - np.var(returns - values) / np.var(returns)) if np.var(returns) > 0 else float("nan")
+
+
+class Categorical(torch.distributions.Categorical):
+    """torch's, with fast paths for the call at every env step (notes/performance.md); probs, entropy, mode: torch's."""
+    def __init__(self, logits: torch.Tensor):
+        self.logits = self._param = logits.log_softmax(-1)          # log pi(.|s): the logits, normalized
+        self._num_events = logits.shape[-1]
+        Distribution.__init__(self, logits.shape[:-1], validate_args=False)
+
+    def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
+        # The exponential race: action i arrives at E_i / p_i, E_i = -log(uniform) ~ Exp(1); the first to arrive is
+        # i with probability exactly p_i, and an illegal action (p_i = 0) never arrives. Faster than multinomial.
+        probs = self.probs.expand(*sample_shape, *self.probs.shape)
+        return (probs / -torch.rand_like(probs).clamp_min(torch.finfo(probs.dtype).tiny).log()).argmax(-1)
+
+    def log_prob(self, action: torch.Tensor) -> torch.Tensor:      # one gather; other shapes: torch's, which expands
+        return self.logits.gather(-1, action.long().unsqueeze(-1)).squeeze(-1) if action.shape == self.batch_shape \
+            else super().log_prob(action)
 
 
 # Part I ends here, with all of PPO. Part II adds other inputs and processes, each through one call; Part III runs it.
@@ -1128,18 +1128,12 @@ class MemoryStore:
         if self.size:
             self.now.starts = torch.as_tensor(done, dtype=torch.float32, device=self.now.state.device)
 
-    def before_reset(self, idx: np.ndarray) -> MemoryState | None:
-        """For V(final state) of envs idx: the state their ended episode reached, continuing (no start)."""
-        if not self.size:
-            return None
-        return MemoryState(self.now.state[idx], torch.zeros(len(idx), device=self.now.state.device))
-
     def peek(self) -> MemoryState | None:
         """For V(next_obs) after the rollout: the current memory, copied so that reading it advances nothing."""
         return MemoryState(self.now.state.clone(), self.now.starts.clone()) if self.size else None
 
     def every_step(self, device: torch.device) -> MemoryState | None:
-        """For --recompute-adv's V(s_t) of all T * N steps at once: each step's stored h_t and start, as T * N
+        """For V(s_t) of all T * N steps at once (critic_values): each step's stored h_t and start, as T * N
         sequences of one step. The critic as it is now reads each state with the memory it was acted on: the
         core's last step and the heads are recomputed, the memory before it is the acting time's."""
         if not self.size:
@@ -1148,9 +1142,9 @@ class MemoryStore:
                            torch.from_numpy(self.starts.reshape(-1)).to(device))
 
     def after_step(self, where: list[tuple[int, int]], device: torch.device) -> MemoryState | None:
-        """For --recompute-adv's V(final state) of the episodes cut off at steps (t, n): the memory their last step
-        left, as before_reset gave it when acting. That is the h stored at step t + 1 (the reset that follows only
-        marks a start), or after the rollout's last step, the memory now."""
+        """For V(final state) of the episodes cut off at steps (t, n) (critic_values): the memory their last step
+        left, continuing (no start). That is the h stored at step t + 1 (the reset that follows only marks a
+        start), or after the rollout's last step, the memory now."""
         if not self.size:
             return None
         now, T = self.now.state.cpu().numpy(), len(self.states)

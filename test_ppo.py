@@ -648,17 +648,41 @@ def test_envs_that_break_the_api_are_refused_or_stopped_in_one_line(tmp_path_fac
 # ---------------------------------------------------------------------------------------------------------------------
 # Action masks and structured (Dict / Tuple) observations
 # ---------------------------------------------------------------------------------------------------------------------
-def test_categorical_log_prob_is_torchs_exactly_for_one_action_per_state_and_any_other_shape():
-    # ppo.Categorical picks log pi(a|s) with one gather where there is one action per state (the rollout's and the
-    # update's case), and leaves other shapes to torch's: the same numbers either way, bit for bit. MultiDiscrete's
-    # parts are a batch of (B, K) Categoricals over the widest part's logits.
+def test_categorical_is_torchs_distribution_with_its_log_probabilities_normalized_by_log_softmax():
+    # ppo.Categorical normalizes the logits with one log_softmax (torch's: a logsumexp, equal to a float's last bit)
+    # and picks log pi(a|s) with one gather where there is one action per state; other shapes expand the actions.
+    # MultiDiscrete's parts are a batch of (B, K) Categoricals over the widest part's logits.
     generator = torch.Generator().manual_seed(0)
     for batch_shape, n in [((5,), 3), ((5, 2), 4), ((1, 3), 6), ((), 2)]:
-        logits = torch.randn(*batch_shape, n, generator=generator)
-        ours, torchs = ppo.Categorical(logits=logits), torch.distributions.Categorical(logits=logits)
+        logits = torch.randn(*batch_shape, n, generator=generator) * 3
+        ours, torchs = ppo.Categorical(logits), torch.distributions.Categorical(logits=logits)
+        assert torch.equal(ours.logits, logits.log_softmax(-1)) and ours.batch_shape == torchs.batch_shape
+        for name in ["logits", "probs", "entropy", "mode"]:
+            a, b = getattr(ours, name), getattr(torchs, name)
+            torch.testing.assert_close(a() if callable(a) else a, b() if callable(b) else b, rtol=0, atol=1e-6)
         for shape in [batch_shape, (7, *batch_shape)]:                    # one action per state, then 7 each
             actions = torch.randint(n, shape, generator=generator)
-            assert torch.equal(ours.log_prob(actions), torchs.log_prob(actions)), (batch_shape, shape)
+            by_hand = ours.logits.expand(*shape, n).gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+            assert torch.equal(ours.log_prob(actions), by_hand), (batch_shape, shape)
+            torch.testing.assert_close(ours.log_prob(actions), torchs.log_prob(actions), rtol=0, atol=1e-6)
+
+
+def test_categorical_samples_each_action_with_its_probability_and_never_an_illegal_one(monkeypatch):
+    # The exponential race: action i arrives at E_i / p_i with E_i ~ Exp(1), and the first is i with probability p_i.
+    probs = torch.tensor([0.1, 0.2, 0.3, 0.4, 0.0])
+    logits = probs.log().clamp_min(torch.finfo(torch.float32).min)      # the last one masked, as LegalActions does
+    torch.manual_seed(0)
+    n = 200_000
+    for samples in [ppo.Categorical(logits.expand(n, 5)).sample(), ppo.Categorical(logits).sample((n,))]:
+        assert samples.shape == (n,) and samples.dtype == torch.int64
+        freq = torch.bincount(samples, minlength=5) / n
+        assert (freq - probs).abs().max() < 5 * (0.4 * 0.6 / n) ** 0.5 and freq[4] == 0, freq   # 5 standard errors
+    shape = ppo.Categorical(torch.zeros(3, 2, 4)).sample((6,)).shape
+    assert shape == (6, 3, 2)
+    # A uniform draw of exactly 0 (1 in 2**24) must not tie the only legal action with an illegal one at 0.
+    monkeypatch.setattr(torch, "rand_like", lambda p: torch.tensor([0.5, 0.0]).expand_as(p).clone())
+    illegal_first = torch.tensor([torch.finfo(torch.float32).min, 0.0])
+    assert ppo.Categorical(illegal_first).sample().item() == 1
 
 
 def test_masked_distribution_matches_hand_computed_values():
@@ -704,7 +728,7 @@ def test_the_update_applies_the_mask_the_policy_acted_under():
     mask = torch.rand(64, 4) < 0.5
     mask[:, 0] = True
     with torch.no_grad():
-        actions, logprobs, values = agent.act(obs, mask)
+        (actions, logprobs), values = agent.act(obs, mask), agent.value(obs)
     mb = dict(obs=obs, actions=actions, logprobs=logprobs, values=values, advantages=torch.randn(64),
               returns=torch.randn(64), action_masks=mask)
     assert ppo.ppo_loss(agent, mb, args)[1]["approx_kl"].item() == 0.0
@@ -952,6 +976,8 @@ def test_recompute_adv_also_revalues_the_final_states_of_time_limits():
     ppo.collect_rollout(envs, agent, rollout, ppo.RewardScaler(agent.reward_rms, 0.99, 2, enabled=False))
     truncated = rollout.truncations == 1
     assert truncated.sum() == 4                                     # steps 4 and 9 of both envs
+    rollout.values, rollout.final_values = ppo.critic_values(agent, rollout)    # as train() takes them
+    assert (rollout.final_values[truncated] != 0).all() and (rollout.final_values[~truncated] == 0).all()
     with torch.no_grad():
         agent.critic[-1].weight.add_(1.0)                           # the critic changes, as an epoch changes it
         expected_final = agent.value(torch.ones(1, 2)).item()       # every final state is (5/5, 5/5)
@@ -1796,8 +1822,8 @@ def test_a_run_saved_before_any_episode_ended_resumes(tmp_path):
     flags = dict(num_envs=1, num_steps=4, num_minibatches=1, runs_dir=str(tmp_path), quiet=True, tensorboard=False)
     result = ppo.train(ppo.Args(total_timesteps=8, save_every=1, **flags))
     assert not (result["run_dir"] / "episodes.csv").exists()          # CartPole's first episode is longer than 8 steps
-    ppo.train(ppo.Args(resume=str(result["checkpoint"]), total_timesteps=64, **flags))
-    assert [int(r["global_step"]) for r in read_csv(result["run_dir"] / "updates.csv")] == list(range(4, 64 + 1, 4))
+    ppo.train(ppo.Args(resume=str(result["checkpoint"]), total_timesteps=160, **flags))  # episodes end on the way
+    assert [int(r["global_step"]) for r in read_csv(result["run_dir"] / "updates.csv")] == list(range(4, 160 + 1, 4))
     assert read_csv(result["run_dir"] / "episodes.csv")
 
 
@@ -2496,8 +2522,6 @@ def test_memory_store_gives_each_cut_episode_the_state_its_last_step_reached():
     mem = store.after_step([(0, 1), (1, 0), (2, 1)], torch.device("cpu"))
     assert mem.state.tolist() == [[6.0, 7.0], [8.0, 9.0], [102.0, 103.0]]
     assert mem.starts.tolist() == [0.0, 0.0, 0.0]
-    mem = store.before_reset(np.array([1]))
-    assert mem.state.tolist() == [[102.0, 103.0]] and mem.starts.tolist() == [0.0]
 
 
 def test_memory_peek_is_a_copy_and_replay_starts_each_sequence_from_its_first_stored_state():
@@ -2514,26 +2538,45 @@ def test_memory_peek_is_a_copy_and_replay_starts_each_sequence_from_its_first_st
     assert ppo.replay({}, ppo.default_args("CartPole-v1")) is None
 
 
-def test_recurrent_recompute_adv_revalues_from_the_stored_memory():
-    # --recompute-adv with --recurrent: V(s_t) and V(final state) from the critic as it is now, each read with the
-    # memory it was acted on. With unchanged weights that is the acting time's values, exactly as computed then.
+def test_critic_values_are_what_the_critic_says_at_each_step_with_the_memory_the_policy_acted_on():
+    # The critic judges a rollout in one batch once it is collected (critic_values). With the weights unchanged that
+    # must be what it says step by step while acting: V(s_t) read with the memory h_t the policy acted on, and
+    # V(final state) with the memory the ended episode's last step left. Recurrent, so that the memories matter.
     gym.register("StepCount-v0", entry_point=StepCountEnv, max_episode_steps=5)
     envs = gym.vector.SyncVectorEnv([lambda: ppo.make_env("StepCount-v0")] * 2,
                                     autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     agent = ppo.Agent(envs.single_observation_space, envs.single_action_space, memory_size=8)
     rollout = ppo.Rollout.start(10, envs.single_observation_space, envs.single_action_space, envs.reset(seed=0),
                                 core=agent.core)
+    acting_values, acting_final_values, t = np.zeros((10, 2), np.float32), np.zeros((10, 2), np.float32), [0]
+    act, step = agent.act, envs.step
+
+    def act_and_judge(obs, mask=None, deterministic=False, mem=None):
+        acting_values[t[0]] = agent.value(obs, ppo.MemoryState(mem.state.clone(), mem.starts.clone()))
+        return act(obs, mask, deterministic, mem)
+
+    def step_and_judge(actions):
+        obs, rewards, terminated, truncated, infos = step(actions)
+        for n in np.flatnonzero(truncated):                         # the memory the ended episode's last step left
+            mem = ppo.MemoryState(rollout.memory.now.state[[n]].clone(), torch.zeros(1))
+            acting_final_values[t[0], n] = agent.value(torch.as_tensor(infos["final_obs"][n][None]), mem)
+        t[0] += 1
+        return obs, rewards, terminated, truncated, infos
+
+    agent.act, envs.step = act_and_judge, step_and_judge
     for _ in range(2):                          # the second rollout starts from a memory that is not zero
+        t[0] = 0
         ppo.collect_rollout(envs, agent, rollout, ppo.RewardScaler(agent.reward_rms, 0.99, 2, enabled=False))
     truncated = rollout.truncations == 1
     assert truncated[[4, 9]].all() and truncated.sum() == 4         # steps 4 and 9: one at the very end
     values, final_values = ppo.critic_values(agent, rollout)
-    assert np.allclose(values, rollout.values, atol=1e-6)
-    assert np.allclose(final_values[truncated], rollout.final_values[truncated], atol=1e-6)
+    assert np.allclose(values, acting_values, atol=1e-6) and np.abs(acting_values).max() > 1e-2
+    assert np.allclose(final_values, acting_final_values, atol=1e-6) and (final_values[~truncated] == 0).all()
+    assert (np.abs(acting_final_values[truncated]) > 1e-4).all()
     rollout.memory.states[:] = 0                                    # forgetting the stored memory changes both
     values, final_values = ppo.critic_values(agent, rollout)
-    assert not np.allclose(values, rollout.values, atol=1e-3)
-    assert not np.allclose(final_values[4], rollout.final_values[4], atol=1e-3)
+    assert not np.allclose(values, acting_values, atol=1e-3)
+    assert not np.allclose(final_values[4], acting_final_values[4], atol=1e-3)
 
 
 def test_recurrent_recompute_adv_trains_with_the_critic_as_it_is_now(tmp_path):

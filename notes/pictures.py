@@ -94,7 +94,7 @@ def brief_run(env_id: str, steps: int, runs_dir: str, **overrides) -> dict:
 
 
 def one_rollout(checkpoint: Path, num_steps: int = 1000, num_envs: int = 32, seed: int = SEED) -> dict:
-    """One rollout of the saved agent, wired as train() wires it (collect, scale rewards, next values, GAE), and the
+    """One rollout of the saved agent, wired as train() wires it (collect, values, scale rewards, next values, GAE), and the
     timeline of the env in it that shows the most: both kinds of episode end if any env has them, then most ends."""
     agent, args = ppo.load_agent(checkpoint)
     args = dataclasses.replace(args, num_envs=num_envs)
@@ -105,6 +105,7 @@ def one_rollout(checkpoint: Path, num_steps: int = 1000, num_envs: int = 32, see
                                     core=agent.core)
         reward_scaler = ppo.RewardScaler(agent.reward_rms, args.gamma, num_envs, enabled=args.norm_reward)
         ppo.collect_rollout(envs, agent, rollout, reward_scaler)
+        rollout.values, rollout.final_values = ppo.critic_values(agent, rollout)
     rewards = reward_scaler.scale(rollout.rewards)
     reward_divisor = agent.reward_rms.std().item() if args.norm_reward else 1.0     # what scale() divided by
     next_values = ppo.next_state_values(agent, rollout, rollout.values, rollout.final_values)
