@@ -1861,11 +1861,11 @@ class RunMonitor(gym.vector.VectorWrapper):
             obs, rewards, terminated, truncated, infos = self.env.step(actions)
         except EnvContractError as e:                               # names the env; the step is known here
             raise EnvContractError(f"{e}; at global step {global_step}") from None
-        done = terminated | truncated
+        ended = np.flatnonzero(terminated | truncated)                # the envs whose episode ended at this step
         if not (np.isfinite(obs).all() and np.isfinite(rewards).all()):
             raise NonFiniteError(f"env {self._env_id()} returned a non-finite observation or reward at global "
                                  f"step {global_step}; check the environment's step()")
-        if not all(np.isfinite(infos["final_obs"][i]).all() for i in np.flatnonzero(done)):
+        if ended.size and not all(np.isfinite(infos["final_obs"][i]).all() for i in ended):
             raise NonFiniteError(f"env {self._env_id()} returned a non-finite final observation (the last state "
                                  f"of an episode) at global step {global_step}; check the environment's step()")
         if self.run.args.action_mask and "action_mask" in infos:
@@ -1873,7 +1873,7 @@ class RunMonitor(gym.vector.VectorWrapper):
                                     f"at global step {global_step}")
         self.episode_return += rewards
         self.episode_length += 1
-        for i in np.flatnonzero(done):
+        for i in ended:
             self.run.pending.append(dict(global_step=global_step, time=time.time(),
                                          episodic_return=float(self.episode_return[i]),
                                          episodic_length=int(self.episode_length[i])))

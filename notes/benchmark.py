@@ -12,8 +12,8 @@ implementations are alternated within each repetition so that machine noise hits
      Acrobot-v1 at 500k steps with the defaults and with CleanRL's settings, 3 seeds.
   3. HalfCheetah-v4 with the continuous defaults, 100k steps: ppo.py vs CleanRL ppo_continuous_action.py.
   4. Steps/s against --num-envs 1, 4, 16, 64 with sync and async envs, CartPole-v1 and HalfCheetah-v4.
-  5. Where the time goes: each stage of one run (env step, policy forward, normalization, GAE, update, rest),
-     timed by wrapping ppo.py's functions.
+  5. Where the time goes: each stage of one run (env step, policy forward, normalization, critic values, GAE,
+     update, rest), timed by wrapping ppo.py's functions.
   6. torchrun: one agent trained by 1 process and by 2 (`torchrun --nproc-per-node 2`), alternated run by run on
      the cores given by --torchrun-cores: steps/s and CartPole solve step with the defaults (and two variants of
      the 2-process run), 3 seeds, and steps/s on HalfCheetah-v5 with the continuous defaults, 100k steps. The
@@ -99,7 +99,8 @@ def stage_profile(argv: list[str]) -> None:
     import time
     import ppo
     import tyro
-    spent = dict.fromkeys(["env step", "policy forward + sampling", "observation normalization", "GAE", "update"], 0.0)
+    spent = dict.fromkeys(["env step", "policy forward + sampling", "observation normalization", "critic values", "GAE",
+                           "update"], 0.0)
 
     def timed_method(owner, name, key):
         original = getattr(owner, name)
@@ -114,6 +115,8 @@ def stage_profile(argv: list[str]) -> None:
 
     timed_method(ppo, "ppo_update", "update")
     timed_method(ppo, "compute_gae", "GAE")
+    if hasattr(ppo, "critic_values"):       # V(s_t) of the whole rollout in one batch (also under --recompute-adv)
+        timed_method(ppo, "critic_values", "critic values")
     timed_method(ppo.Agent, "act", "policy forward + sampling")
     timed_method(ppo.Agent, "normalize", "observation normalization")
     make_vector_env = ppo.make_vector_env
