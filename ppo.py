@@ -329,8 +329,8 @@ class Agent(nn.Module):
         return self.policy(x, mask), self.critic(x).squeeze(-1)
 
     def act(self, obs: torch.Tensor, mask=None, deterministic: bool = False, mem=None):
-        """One call per env step: sample a ~ pi(.|s) (or take the most likely action), log pi(a|s), and V(s).
-        Sampling, rather than always taking the best-looking action, is how the agent keeps exploring."""
+        """One call per env step: sample a ~ pi(.|s) (or take the most likely action), and log pi(a|s). Sampling,
+        rather than always taking the best-looking action, is how the agent keeps exploring."""
         dist = self.distribution(obs, mask, mem)
         action = dist.mode if deterministic else dist.sample()
         return action, dist.log_prob(action)
@@ -626,7 +626,7 @@ def explained_variance(values: np.ndarray, returns: np.ndarray) -> float:
 
 
 class Categorical(torch.distributions.Categorical):
-    """torch's, with fast paths for the call at every env step (notes/performance.md); probs, entropy, mode: torch's."""
+    """pi(.|s) over discrete actions: torch's, with fast paths for the call at every step (notes/performance.md)."""
     def __init__(self, logits: torch.Tensor):
         self.logits = self._param = logits.log_softmax(-1)          # log pi(.|s): the logits, normalized
         self._num_events = logits.shape[-1]

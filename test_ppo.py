@@ -657,6 +657,9 @@ def test_categorical_is_torchs_distribution_with_its_log_probabilities_normalize
         logits = torch.randn(*batch_shape, n, generator=generator) * 3
         ours, torchs = ppo.Categorical(logits), torch.distributions.Categorical(logits=logits)
         assert torch.equal(ours.logits, logits.log_softmax(-1)) and ours.batch_shape == torchs.batch_shape
+        assert ours.param_shape == torchs.param_shape                    # what torch's own methods read
+        assert ours._validate_args is False             # no argument checks at every step: they cost, and cannot fail
+        assert torch.equal(ours.enumerate_support(), torchs.enumerate_support())
         for name in ["logits", "probs", "entropy", "mode"]:
             a, b = getattr(ours, name), getattr(torchs, name)
             torch.testing.assert_close(a() if callable(a) else a, b() if callable(b) else b, rtol=0, atol=1e-6)
@@ -978,6 +981,7 @@ def test_recompute_adv_also_revalues_the_final_states_of_time_limits():
     assert truncated.sum() == 4                                     # steps 4 and 9 of both envs
     rollout.values, rollout.final_values = ppo.critic_values(agent, rollout)    # as train() takes them
     assert (rollout.final_values[truncated] != 0).all() and (rollout.final_values[~truncated] == 0).all()
+    assert rollout.values.dtype == rollout.final_values.dtype == np.float32          # the rollout's precision
     with torch.no_grad():
         agent.critic[-1].weight.add_(1.0)                           # the critic changes, as an epoch changes it
         expected_final = agent.value(torch.ones(1, 2)).item()       # every final state is (5/5, 5/5)
@@ -2326,7 +2330,8 @@ def test_missing_optional_packages_are_named_in_one_line(monkeypatch, capsys, tm
     assert capsys.readouterr().err == ("error: --capture-video: needs moviepy and pygame, not installed; "
                                        "pip install moviepy pygame\n")
     assert ppo.main(["--track", "--runs-dir", str(tmp_path)]) == 2
-    assert capsys.readouterr().err == "error: --track: needs the optional package wandb; pip install wandb, or --no-track\n"
+    assert capsys.readouterr().err == ("error: --track: needs the optional package wandb; pip install wandb, "
+                                       "or --no-track\n")
     assert not any(tmp_path.iterdir())
 
 
