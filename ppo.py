@@ -16,7 +16,6 @@ Run it:
     python ppo.py --env-id HalfCheetah-v5                  # continuous actions: MuJoCo defaults
     python ppo.py --env-id CartPole-v1 --help              # every flag, with the values that will be used
     python ppo.py --evaluate runs/<run>/checkpoint.pt      # score a saved agent
-README.md has more: other kinds of env, several processes, your own env.
 
 Three parts. Part I, PPO, is the chapter to read, for vector observations and every action space: Args ->
 Environments -> Normalization -> The agent -> The rollout -> Advantages (GAE) -> The clipped update -> train(), the
@@ -24,16 +23,11 @@ five steps above. Part II, beyond vectors: other observations, legal actions, me
 Part I through one named call that changes nothing when its feature is off. Part III, running it for real: run
 directory, logs, checkpoints, Ctrl-C, checks, defaults, evaluation, command line. To use it, copy it; edit Part I.
 
-To change...              edit...
-  a loss term             ppo_loss: its docstring has the recipe, and `terms` hands a loss of your own the
-                          ratio with its gradient, so a new term needs no second forward pass
-  the network             Agent (its docstring is the contract the rest of the file relies on)
-  the advantage estimator compute_gae, and gae() inside train, the one place that calls it
-  a logged metric         the dict ppo_loss returns: each entry is averaged over the last epoch's minibatches
-                          (and over processes, under torchrun) into updates.csv
-  the environment         register your env with gymnasium, then train(default_args("MyEnv-v0"))
+To change the loss or add a logged term: ppo_loss, whose docstring has the recipe. The network: Agent, whose
+docstring is the contract the rest relies on. The advantages: compute_gae, called from gae() in train. The env:
+register yours with gymnasium, then train(default_args("MyEnv-v0")).
 
-What it leaves out on purpose: hyperparameter search. `notes/` explains each idea in more depth."""
+What it leaves out on purpose: hyperparameter search. README.md has more on running it; `notes/`, on each idea."""
 
 from __future__ import annotations
 
@@ -173,10 +167,9 @@ def make_vector_env(args: Args, run: Run | None = None) -> gym.vector.VectorEnv:
     # args.frame_stack is a Part III flag, --frame-stack K (1: off): the last K observations side by side (Part II).
     env_fns = [lambda: make_env(args.env_id, frame_stack=args.frame_stack) for i in range(args.num_envs)]
     vector_env = gym.vector.AsyncVectorEnv if args.async_envs else gym.vector.SyncVectorEnv
-    # The autoreset mode decides what step() returns when an episode ends. With SAME_STEP the env resets inside that
-    # step(), returns the first state of the *new* episode, and hands back the last state of the *old* one in
-    # infos["final_obs"]: every step in the rollout is a real transition whose action the policy chose. (NEXT_STEP,
-    # the default, adds a step per episode whose action is ignored, as if the agent had caused the reset.)
+    # Autoreset SAME_STEP: when an episode ends, step() resets that env at once, returns the *new* episode's first
+    # state and hands back the *old* one's last in infos["final_obs"]: every step in the rollout is a real transition
+    # whose action the policy chose. (NEXT_STEP, the default, adds a step per episode whose action is ignored.)
     envs = vector_env(run.env_fns(env_fns) if run else env_fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     envs = run.watch(envs) if run else envs
     return learning_signals(envs, args.env_id)    # Part II: Atari's reward sign and lost lives; others unchanged
@@ -217,9 +210,8 @@ class RunningMeanStd(nn.Module):
 
 class RewardScaler:
     """--norm-reward: divide rewards by the running std of the *discounted return*, so the critic's targets stay
-    near 1 whatever the reward scale (as CleanRL and SB3 do; the mean is not subtracted, so a reward's sign stays).
-    observe() follows each env's discounted return step by step; scale() then, once per rollout, adds this
-    rollout's returns to the statistics and divides the rollout's rewards. Off, both do nothing."""
+    near 1 whatever the reward scale (as CleanRL and SB3; no mean is subtracted: rewards keep their sign). observe()
+    follows each env's return step by step; scale(), once per rollout, adds those to the statistics and divides."""
 
     def __init__(self, rms: RunningMeanStd, gamma: float, num_envs: int, enabled: bool = True):
         self.rms, self.gamma, self.enabled = rms, gamma, enabled
@@ -246,9 +238,8 @@ class RewardScaler:
 # it is the baseline that turns returns into advantages.
 # ======================================================================================================================
 def layer_init(layer: nn.Module, std: float = math.sqrt(2), bias: float = 0.0) -> nn.Module:
-    # Orthogonal weights keep activations at a steady scale through the layers (the PPO implementation details,
-    # Huang et al. 2022, detail 2). The tiny std on the policy's last layer makes the first policy near-uniform
-    # over discrete actions, and puts a Gaussian policy's first means near 0.
+    # Orthogonal weights keep activations at a steady scale through the layers (implementation details, Huang et al.
+    # 2022, detail 2). A tiny last policy layer starts the policy near uniform (discrete) or its means near 0 (Box).
     nn.init.orthogonal_(layer.weight, std)
     nn.init.constant_(layer.bias, bias)
     return layer
@@ -275,8 +266,7 @@ class Agent(nn.Module):
     itself (--norm-obs) and encodes them, so every caller passes what the env gave. action is (B,) for Discrete,
     (B, K) for MultiDiscrete with K sub-actions, (B, action_dim) for Box. pi.log_prob(action) and pi.entropy() are
     (B,), summed over an action's parts, so the rollout and the update never ask which kind of action space it is.
-    Each call also takes `mask`, the legal actions, and `mem`, a recurrent policy's memory (Part II; None: none, or
-    for a recurrent agent a memory of zeros, as at an episode's start)."""
+    Part II: each call also takes `mask`, the legal actions (None: all legal), and `mem`, the memory (None: zeros)."""
 
     def __init__(self, obs_space: gym.spaces.Box, action_space: gym.Space, hidden_sizes=(64, 64),
                  norm_obs: bool = False, activation: str = "tanh", log_std_init: float = 0.0, ortho_init: bool = True,
@@ -315,7 +305,7 @@ class Agent(nn.Module):
         """pi(a|s) from the features x (B, n_features): Gaussian, Categorical, or one Categorical per part."""
         out = LegalActions.mask(self.actor(x), mask)                 # (B, n_out); Part II: illegal actions out
         if self.nvec is None:                                        # Box: independent Gaussians per dimension
-            return Independent(Normal(out, self.actor_logstd.exp().expand_as(out), validate_args=False), 1)
+            return DiagonalGaussian(out, self.actor_logstd.exp().expand_as(out))
         if not self.multi:                                           # Discrete: softmax over n logits
             return Categorical(out)
         # MultiDiscrete: one Categorical per sub-action, padded to the widest with logits of -inf (probability 0).
@@ -345,8 +335,7 @@ class Agent(nn.Module):
 # ======================================================================================================================
 # The rollout: T steps of the current policy in each of N environments (T = num_steps, N = num_envs). Everything the
 # update will need is recorded as the agent acts. Arrays are (T, N, ...) while we collect; the update flattens them
-# into one batch of B = T * N transitions. Names say which: `b_` is the flattened batch (B, ...), `mb_` one
-# minibatch of it (B / num_minibatches, ...).
+# into one batch of B = T * N transitions (`b_` names) and deals it out in minibatches (`mb_`, B / num_minibatches).
 # ======================================================================================================================
 @dataclass
 class Rollout:
@@ -370,8 +359,7 @@ class Rollout:
         next_obs, infos = first
         N = len(next_obs)
         per_step = ("logprobs", "values", "rewards", "terminations", "truncations", "final_values")   # (T, N) each
-        # Observations are stored as the env gives them when they are integers (a quarter of float32's memory for
-        # uint8 frames), and as float32, the network's precision, otherwise. The agent converts them when it reads.
+        # Integer observations are kept as they come (uint8 frames: a quarter of float32's memory), others as float32.
         obs_dtype = np.float32 if np.issubdtype(obs_space.dtype, np.floating) else obs_space.dtype
         return cls(obs=np.zeros((T, N, *obs_space.shape), dtype=obs_dtype),
                    actions=np.zeros((T, N, *action_space.shape), dtype=action_space.dtype),
@@ -531,9 +519,11 @@ def ppo_update(agent: Agent, optimizer: torch.optim.Optimizer, batch: dict[str, 
         if epoch > 0 and recompute is not None:
             batch = recompute()
         parts = []                       # kept per minibatch as tensors; summarized once per epoch (fewer syncs)
-        # Shuffle the B transitions and deal them out as minibatches (Part II: --recurrent deals whole sequences).
-        for mb_inds in memory.minibatches(args) or torch.randperm(args.batch_size).split(args.minibatch_size):
-            loss, mb_parts = loss_fn(agent, {k: b_v[mb_inds] for k, b_v in batch.items()}, args)
+        # Shuffle the B transitions (Part II: --recurrent shuffles whole sequences); the minibatches are its slices.
+        order = torch.cat(memory.minibatches(args) or [torch.randperm(args.batch_size)])
+        shuffled = {k: b_v[order].split(args.minibatch_size) for k, b_v in batch.items()}
+        for i in range(args.num_minibatches):
+            loss, mb_parts = loss_fn(agent, {k: mb_v[i] for k, mb_v in shuffled.items()}, args)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             processes.average_gradients(agent)      # Part II: several processes take one step together
@@ -565,9 +555,8 @@ def train(args: Args, loss_fn=ppo_loss) -> dict:
 
     Raises UsageError for bad arguments (before anything is created) and NonFiniteError if training diverges.
     `loss_fn(agent, mb, args) -> (loss, parts)` replaces ppo_loss, e.g. to try a new loss term."""
-    # Set up (Part III): fill in the defaults that depend on the env (AUTO), check the flags and the env's spaces,
-    # join the other processes if any. The run holds args, filled in; spaces, the env's (observation, action)
-    # spaces; device; and, for several processes (Part II), their number K and this one's number r (alone 1 and 0).
+    # Set up (Part III): fill in the AUTO defaults, check the flags and the env, join the other processes if any. The
+    # run holds args, filled in; spaces, the env's (observation, action); device; world K and this process's rank r.
     run = Run(args)
     args = run.args
     seed = args.seed + run.rank     # each process r its own random streams: actions, minibatches, first weights
@@ -616,13 +605,8 @@ def train(args: Args, loss_fn=ppo_loss) -> dict:
                 agent.obs_rms.update(torch.from_numpy(rollout.obs.reshape(-1, *run.spaces[0].shape)).to(run.device))
 
             # 5. Repeat, after logging what happened (and saving a checkpoint every --save-every iterations).
-            run.end_iteration(lr, diagnostics, explained_variance(rollout.values, returns))
+            run.end_iteration(lr, diagnostics, rollout.values, returns)    # and how well the critic predicted
     return run.result()
-
-
-def explained_variance(values: np.ndarray, returns: np.ndarray) -> float:
-    """1 = the critic predicts the returns perfectly, 0 = no better than their mean, < 0 = worse."""
-    return float(1 - np.var(returns - values) / np.var(returns)) if np.var(returns) > 0 else float("nan")
 
 
 class Categorical(torch.distributions.Categorical):
@@ -642,6 +626,22 @@ class Categorical(torch.distributions.Categorical):
         return self.logits.gather(-1, action.long().unsqueeze(-1)).squeeze(-1) if action.shape == self.batch_shape \
             else super().log_prob(action)
 
+
+class DiagonalGaussian(Normal):
+    """pi(.|s) over Box actions, a Normal per dimension: torch's Independent(Normal(mean, std), 1), bit for bit."""
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor):                  # (B, action_dim) each
+        self.loc, self.scale = mean, std
+        Distribution.__init__(self, mean.shape[:-1], mean.shape[-1:], validate_args=False)
+
+    def log_prob(self, action: torch.Tensor) -> torch.Tensor:
+        return super().log_prob(action).sum(-1)
+
+    def entropy(self) -> torch.Tensor:
+        return super().entropy().sum(-1)
+
+
+torch.distributions.kl.register_kl(DiagonalGaussian, DiagonalGaussian)(lambda p, q: torch.distributions.kl_divergence(
+    Normal(p.loc, p.scale), Normal(q.loc, q.scale)).sum(-1))
 
 # Part I ends here, with all of PPO. Part II adds other inputs and processes, each through one call; Part III runs it.
 
@@ -1708,9 +1708,11 @@ class Run:
         return stopped
 
     # --- logs ---
-    def end_iteration(self, lr: float, diagnostics: dict, explained_var: float) -> None:
-        """Log one finished iteration: its episodes, one updates.csv row, the progress line; save every
-        --save-every iterations. The NaN guard is here: a diverged update raises before anything is saved."""
+    def end_iteration(self, lr: float, diagnostics: dict, values: np.ndarray, returns: np.ndarray) -> None:
+        """Log one finished iteration: its episodes, one updates.csv row (with the explained variance of the returns
+        by the critic's values), the progress line; save every --save-every iterations. The NaN guard is here: a
+        diverged update raises before anything is saved."""
+        explained_var = explained_variance(values, returns)
         self.iteration += 1
         self.global_step += self.world * self.args.batch_size
         episodes, self.pending = self.pending, []
@@ -1897,6 +1899,11 @@ def check_some_action_legal(masks: np.ndarray, action_space: gym.Space, env_id: 
             which = f" (env {env} of the vector env)" if len(masks) > 1 else ""
             raise NoLegalActionError(f"env {env_id} gave an action mask with no legal action {where}{which}; every "
                                      "state needs one, or use --no-action-mask to ignore it")
+
+
+def explained_variance(values: np.ndarray, returns: np.ndarray) -> float:
+    """1 = the critic predicts the returns perfectly, 0 = no better than their mean, < 0 = worse."""
+    return float(1 - np.var(returns - values) / np.var(returns)) if np.var(returns) > 0 else float("nan")
 
 
 class CsvLog:

@@ -32,6 +32,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+from torch.distributions import Independent, Normal
 
 import ppo
 
@@ -192,7 +193,7 @@ def test_ppo_update_reports_the_last_epochs_means_and_stops_once_past_target_kl(
     calls, recomputed = [], []
 
     def loss_fn(agent, mb, args):
-        calls.append(len(mb["x"]))
+        calls.append(mb["x"].tolist())
         k = float(len(calls))
         return (agent(mb["x"][:, None]) ** 2).mean(), dict(approx_kl=torch.tensor(k), other=torch.tensor(10 * k))
     batch = {"x": torch.arange(8.0)}
@@ -203,7 +204,10 @@ def test_ppo_update_reports_the_last_epochs_means_and_stops_once_past_target_kl(
         agent = nn.Linear(1, 1)
         parts = ppo.ppo_update(agent, torch.optim.SGD(agent.parameters(), lr=0.01), batch, args, loss_fn,
                                lambda: recomputed.append(1) or batch)
-        assert calls == [4] * (2 * epochs_run) and len(recomputed) == epochs_run - 1, target_kl
+        assert [len(c) for c in calls] == [4] * (2 * epochs_run) and len(recomputed) == epochs_run - 1, target_kl
+        for epoch in range(epochs_run):            # each epoch deals out every transition once, in a new order
+            assert sorted(calls[2 * epoch] + calls[2 * epoch + 1]) == list(range(8)), calls
+        assert len({tuple(calls[2 * e] + calls[2 * e + 1]) for e in range(epochs_run)}) > 1    # reshuffled each epoch
         k = 2 * epochs_run - 0.5
         assert set(parts) == {"approx_kl", "other", "grad_norm"} and parts["approx_kl"] == k, (target_kl, parts)
         assert parts["other"] == 10 * k and parts["grad_norm"] > 0
@@ -272,7 +276,7 @@ def test_activation_and_log_std_init_shape_the_networks():
     agent = ppo.Agent(OBS, gym.spaces.Box(-1, 1, (3,), np.float32), (32,), activation="relu", log_std_init=-2.0)
     assert [type(m) for m in agent.actor] == [nn.Linear, nn.ReLU, nn.Linear]
     assert [type(m) for m in agent.critic] == [nn.Linear, nn.ReLU, nn.Linear]
-    torch.testing.assert_close(agent.distribution(torch.randn(2, 4)).base_dist.stddev,
+    torch.testing.assert_close(agent.distribution(torch.randn(2, 4)).stddev,
                                torch.full((2, 3), math.exp(-2.0)))
     assert any(isinstance(m, nn.Tanh) for m in ppo.Agent(OBS, gym.spaces.Discrete(2)).actor)
     # orthogonal init gives the last policy layer weights of norm ~0.01 per row; nn.Linear's own init, far more
@@ -686,6 +690,41 @@ def test_categorical_samples_each_action_with_its_probability_and_never_an_illeg
     monkeypatch.setattr(torch, "rand_like", lambda p: torch.tensor([0.5, 0.0]).expand_as(p).clone())
     illegal_first = torch.tensor([torch.finfo(torch.float32).min, 0.0])
     assert ppo.Categorical(illegal_first).sample().item() == 1
+
+
+def test_diagonal_gaussian_is_torchs_independent_normal_bit_for_bit():
+    # ppo.DiagonalGaussian skips Independent's layer and Normal's argument broadcasting, and must change no number:
+    # the same log-probabilities, entropy, samples from the same seed, gradients and KL, and the same shapes.
+    generator = torch.Generator().manual_seed(0)
+    for batch_shape, dim in [((5,), 3), ((2, 4), 1), ((), 6)]:
+        mean = torch.randn(*batch_shape, dim, generator=generator, requires_grad=True)
+        log_std = torch.randn(dim, generator=generator, requires_grad=True)
+        std = log_std.exp().expand_as(mean)
+        ours, torchs = ppo.DiagonalGaussian(mean, std), Independent(Normal(mean, std), 1)
+        assert (ours.batch_shape, ours.event_shape) == (torchs.batch_shape, torchs.event_shape) == (
+            torch.Size(batch_shape), torch.Size([dim]))
+        assert ours._validate_args is False                 # no argument checks at every step
+        for sample_shape in [(), (7,)]:
+            torch.manual_seed(1)
+            a = ours.sample(sample_shape)
+            torch.manual_seed(1)
+            assert torch.equal(a, torchs.sample(sample_shape)) and a.shape == (*sample_shape, *batch_shape, dim)
+            torch.manual_seed(2)
+            r = ours.rsample(sample_shape)
+            torch.manual_seed(2)
+            assert torch.equal(r, torchs.rsample(sample_shape))
+            assert torch.equal(ours.log_prob(a), torchs.log_prob(a)) and ours.log_prob(a).shape == a.shape[:-1]
+        for name in ["mode", "mean", "stddev", "variance"]:
+            assert torch.equal(getattr(ours, name), getattr(torchs, name)), name
+        assert torch.equal(ours.entropy(), torchs.entropy()) and ours.entropy().shape == batch_shape
+        a = torchs.sample()
+        grads = [torch.autograd.grad((d.log_prob(a) + d.entropy()).sum(), (mean, log_std), retain_graph=True)
+                 for d in (ours, torchs)]
+        assert all(torch.equal(g, h) for g, h in zip(*grads))
+        other = (mean.detach() + 1, std.detach() * 2)
+        kl = torch.distributions.kl_divergence(ours, ppo.DiagonalGaussian(*other))
+        assert kl.shape == batch_shape                       # summed over the dimensions, as torch's Independent
+        assert torch.equal(kl, torch.distributions.kl_divergence(torchs, Independent(Normal(*other), 1)))
 
 
 def test_masked_distribution_matches_hand_computed_values():
