@@ -47,7 +47,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 import torch.nn as nn
-from torch.distributions import Distribution, Independent, Normal
+from torch.distributions import Distribution, Independent, Normal, kl_divergence, register_kl
 
 # ######################################################################################################################
 #
@@ -167,8 +167,8 @@ def make_vector_env(args: Args, run: Run | None = None) -> gym.vector.VectorEnv:
     # args.frame_stack is a Part III flag, --frame-stack K (1: off): the last K observations side by side (Part II).
     env_fns = [lambda: make_env(args.env_id, frame_stack=args.frame_stack) for i in range(args.num_envs)]
     vector_env = gym.vector.AsyncVectorEnv if args.async_envs else gym.vector.SyncVectorEnv
-    # Autoreset SAME_STEP: when an episode ends, step() resets that env at once, returns the *new* episode's first
-    # state and hands back the *old* one's last in infos["final_obs"]: every step in the rollout is a real transition
+    # Autoreset mode SAME_STEP: when an episode ends, step() resets that env at once and returns the new episode's
+    # first state, with the old episode's last in infos["final_obs"]: every step in the rollout is a real transition
     # whose action the policy chose. (NEXT_STEP, the default, adds a step per episode whose action is ignored.)
     envs = vector_env(run.env_fns(env_fns) if run else env_fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     envs = run.watch(envs) if run else envs
@@ -210,8 +210,8 @@ class RunningMeanStd(nn.Module):
 
 class RewardScaler:
     """--norm-reward: divide rewards by the running std of the *discounted return*, so the critic's targets stay
-    near 1 whatever the reward scale (as CleanRL and SB3; no mean is subtracted: rewards keep their sign). observe()
-    follows each env's return step by step; scale(), once per rollout, adds those to the statistics and divides."""
+    near 1 whatever the reward scale (as CleanRL and SB3 do; no mean is subtracted, so rewards keep their sign).
+    observe() follows each env's discounted return; scale(), once per rollout, updates the std and divides rewards."""
 
     def __init__(self, rms: RunningMeanStd, gamma: float, num_envs: int, enabled: bool = True):
         self.rms, self.gamma, self.enabled = rms, gamma, enabled
@@ -238,8 +238,8 @@ class RewardScaler:
 # it is the baseline that turns returns into advantages.
 # ======================================================================================================================
 def layer_init(layer: nn.Module, std: float = math.sqrt(2), bias: float = 0.0) -> nn.Module:
-    # Orthogonal weights keep activations at a steady scale through the layers (implementation details, Huang et al.
-    # 2022, detail 2). A tiny last policy layer starts the policy near uniform (discrete) or its means near 0 (Box).
+    # Orthogonal weights keep activations at a steady scale through the layers (Huang et al. 2022, detail 2). A small
+    # std for the policy's last layer starts it near uniform (discrete actions), or with means near 0 (Box actions).
     nn.init.orthogonal_(layer.weight, std)
     nn.init.constant_(layer.bias, bias)
     return layer
@@ -266,7 +266,7 @@ class Agent(nn.Module):
     itself (--norm-obs) and encodes them, so every caller passes what the env gave. action is (B,) for Discrete,
     (B, K) for MultiDiscrete with K sub-actions, (B, action_dim) for Box. pi.log_prob(action) and pi.entropy() are
     (B,), summed over an action's parts, so the rollout and the update never ask which kind of action space it is.
-    Part II: each call also takes `mask`, the legal actions (None: all legal), and `mem`, the memory (None: zeros)."""
+    Part II: calls also take `mask`, the legal actions (None: all), and `mem`, a GRU's memory (None: zeros, fresh)."""
 
     def __init__(self, obs_space: gym.spaces.Box, action_space: gym.Space, hidden_sizes=(64, 64),
                  norm_obs: bool = False, activation: str = "tanh", log_std_init: float = 0.0, ortho_init: bool = True,
@@ -335,7 +335,7 @@ class Agent(nn.Module):
 # ======================================================================================================================
 # The rollout: T steps of the current policy in each of N environments (T = num_steps, N = num_envs). Everything the
 # update will need is recorded as the agent acts. Arrays are (T, N, ...) while we collect; the update flattens them
-# into one batch of B = T * N transitions (`b_` names) and deals it out in minibatches (`mb_`, B / num_minibatches).
+# into one batch of B = T * N transitions (names `b_...`), cut into minibatches of B / num_minibatches (`mb_...`).
 # ======================================================================================================================
 @dataclass
 class Rollout:
@@ -519,11 +519,11 @@ def ppo_update(agent: Agent, optimizer: torch.optim.Optimizer, batch: dict[str, 
         if epoch > 0 and recompute is not None:
             batch = recompute()
         parts = []                       # kept per minibatch as tensors; summarized once per epoch (fewer syncs)
-        # Shuffle the B transitions (Part II: --recurrent shuffles whole sequences); the minibatches are its slices.
+        # Shuffle the B transitions (Part II: --recurrent shuffles whole sequences); each minibatch is a slice of it.
         order = torch.cat(memory.minibatches(args) or [torch.randperm(args.batch_size)])
-        shuffled = {k: b_v[order].split(args.minibatch_size) for k, b_v in batch.items()}
-        for i in range(args.num_minibatches):
-            loss, mb_parts = loss_fn(agent, {k: mb_v[i] for k, mb_v in shuffled.items()}, args)
+        shuffled = {k: b_v[order] for k, b_v in batch.items()}
+        for i in range(0, args.batch_size, args.minibatch_size):              # minibatch: shuffled rows i to i + size
+            loss, mb_parts = loss_fn(agent, {k: v[i:i + args.minibatch_size] for k, v in shuffled.items()}, args)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             processes.average_gradients(agent)      # Part II: several processes take one step together
@@ -555,8 +555,8 @@ def train(args: Args, loss_fn=ppo_loss) -> dict:
 
     Raises UsageError for bad arguments (before anything is created) and NonFiniteError if training diverges.
     `loss_fn(agent, mb, args) -> (loss, parts)` replaces ppo_loss, e.g. to try a new loss term."""
-    # Set up (Part III): fill in the AUTO defaults, check the flags and the env, join the other processes if any. The
-    # run holds args, filled in; spaces, the env's (observation, action); device; world K and this process's rank r.
+    # Set up (Part III): fill in the AUTO defaults, check the flags and the env, join the other processes if any. `run`
+    # holds args (filled in), spaces (the env's observation and action spaces), device, world and rank (alone: 1 and 0).
     run = Run(args)
     args = run.args
     seed = args.seed + run.rank     # each process r its own random streams: actions, minibatches, first weights
@@ -575,9 +575,8 @@ def train(args: Args, loss_fn=ppo_loss) -> dict:
         first = run.reset(envs, seed=args.seed + run.global_step + run.rank * args.num_envs)
         rollout = Rollout.start(args.num_steps, *run.spaces, first=first, core=agent.core)
         reward_scaler = RewardScaler(agent.reward_rms, args.gamma, args.num_envs, enabled=args.norm_reward)
-        # An iteration takes T * N steps in each of the K processes; the run takes as many as fit in total_timesteps.
-        steps_per_iteration = run.world * args.batch_size
-        last_step = args.total_timesteps // steps_per_iteration * steps_per_iteration   # where the last one ends
+        steps_per_iteration = run.world * args.batch_size                  # T * N steps in each of the K processes
+        last_step = args.total_timesteps // steps_per_iteration * steps_per_iteration   # end of the last that fits
         while run.global_step + steps_per_iteration <= args.total_timesteps and not run.should_stop():  # or Ctrl-C
             # Learning-rate annealing: decay linearly from learning_rate to 0 at the end of the last iteration.
             lr = args.learning_rate * ((1 - run.global_step / last_step) if args.anneal_lr else 1.0)
@@ -605,7 +604,7 @@ def train(args: Args, loss_fn=ppo_loss) -> dict:
                 agent.obs_rms.update(torch.from_numpy(rollout.obs.reshape(-1, *run.spaces[0].shape)).to(run.device))
 
             # 5. Repeat, after logging what happened (and saving a checkpoint every --save-every iterations).
-            run.end_iteration(lr, diagnostics, rollout.values, returns)    # and how well the critic predicted
+            run.end_iteration(lr, diagnostics, rollout.values, returns)    # also logs the critic's explained variance
     return run.result()
 
 
@@ -640,8 +639,9 @@ class DiagonalGaussian(Normal):
         return super().entropy().sum(-1)
 
 
-torch.distributions.kl.register_kl(DiagonalGaussian, DiagonalGaussian)(lambda p, q: torch.distributions.kl_divergence(
-    Normal(p.loc, p.scale), Normal(q.loc, q.scale)).sum(-1))
+@register_kl(DiagonalGaussian, DiagonalGaussian)      # without this, torch would use Normal's KL, one per dimension
+def kl_diagonal_gaussians(p: DiagonalGaussian, q: DiagonalGaussian) -> torch.Tensor:    # summed, as Independent's
+    return kl_divergence(Normal(p.loc, p.scale), Normal(q.loc, q.scale)).sum(-1)
 
 # Part I ends here, with all of PPO. Part II adds other inputs and processes, each through one call; Part III runs it.
 

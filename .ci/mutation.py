@@ -42,7 +42,8 @@ WORK = ROOT / ".mutation"
 GROUPS = dict(
     core=(["clipped_policy_loss", "value_loss", "ppo_loss", "compute_gae", "next_state_values", "RunningMeanStd",
            "RewardScaler", "collect_rollout", "critic_values", "Rollout", "ppo_update", "GRUCore", "MemoryStore",
-           "replay", "minibatches", "LegalActions", "Categorical", "DiagonalGaussian"],
+           "replay", "minibatches", "LegalActions", "Categorical", "DiagonalGaussian",
+           "kl_diagonal_gaussians"],
           ["compute_gae", "gae_extremes", "clipped_policy_loss", "value_loss", "masked_distribution",
            "update_applies_the_mask", "no_legal_action", "recompute_adv_also_revalues", "rollout_keeps_frames",
            "recurrent_first_update", "critic_values_are_what", "recurrent_checkpoints_from_before",
