@@ -266,7 +266,7 @@ class Agent(nn.Module):
     itself (--norm-obs) and encodes them, so every caller passes what the env gave. action is (B,) for Discrete,
     (B, K) for MultiDiscrete with K sub-actions, (B, action_dim) for Box. pi.log_prob(action) and pi.entropy() are
     (B,), summed over an action's parts, so the rollout and the update never ask which kind of action space it is.
-    Part II: calls also take `mask`, the legal actions (None: all), and `mem`, a GRU's memory (None: zeros, fresh)."""
+    Part II: calls also take `mask`, the legal actions (None: all), and `mem`, a GRU's memory (None: a fresh one, zeros)."""
 
     def __init__(self, obs_space: gym.spaces.Box, action_space: gym.Space, hidden_sizes=(64, 64),
                  norm_obs: bool = False, activation: str = "tanh", log_std_init: float = 0.0, ortho_init: bool = True,
@@ -576,7 +576,7 @@ def train(args: Args, loss_fn=ppo_loss) -> dict:
         rollout = Rollout.start(args.num_steps, *run.spaces, first=first, core=agent.core)
         reward_scaler = RewardScaler(agent.reward_rms, args.gamma, args.num_envs, enabled=args.norm_reward)
         steps_per_iteration = run.world * args.batch_size                  # T * N steps in each of the K processes
-        last_step = args.total_timesteps // steps_per_iteration * steps_per_iteration   # end of the last that fits
+        last_step = args.total_timesteps // steps_per_iteration * steps_per_iteration   # the last whole iteration's end
         while run.global_step + steps_per_iteration <= args.total_timesteps and not run.should_stop():  # or Ctrl-C
             # Learning-rate annealing: decay linearly from learning_rate to 0 at the end of the last iteration.
             lr = args.learning_rate * ((1 - run.global_step / last_step) if args.anneal_lr else 1.0)
