@@ -266,7 +266,7 @@ class Agent(nn.Module):
     itself (--norm-obs) and encodes them, so every caller passes what the env gave. action is (B,) for Discrete,
     (B, K) for MultiDiscrete with K sub-actions, (B, action_dim) for Box. pi.log_prob(action) and pi.entropy() are
     (B,), summed over an action's parts, so the rollout and the update never ask which kind of action space it is.
-    Part II: calls also take `mask`, the legal actions (None: all), and `mem`, a GRU's memory (None: a fresh one, zeros)."""
+    Part II: calls also take `mask`, the legal actions (None: all), and `mem`, a GRU's memory (None: zeros)."""
 
     def __init__(self, obs_space: gym.spaces.Box, action_space: gym.Space, hidden_sizes=(64, 64),
                  norm_obs: bool = False, activation: str = "tanh", log_std_init: float = 0.0, ortho_init: bool = True,
