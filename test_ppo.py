@@ -965,6 +965,10 @@ def test_cartpole_learns(tmp_path, capsys):
     assert len(updates) == args.total_timesteps // args.batch_size
     for key in ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "explained_variance", "SPS"):
         assert key in updates[0]
+    # The critic learns to explain part of the returns' variance, never all of it: 1 exactly would mean that the
+    # values were compared with themselves (or the returns with the returns).
+    explained = [float(u["explained_variance"]) for u in updates]
+    assert max(explained) > 0.2 and all(ev < 1 for ev in explained), explained
     checkpoint = torch.load(run_dir / "checkpoint.pt")
     assert checkpoint["global_step"] == args.total_timesteps // args.batch_size * args.batch_size
     assert {"agent", "optimizer", "args", "global_step"} <= set(checkpoint)
